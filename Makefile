@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` and `make test`. Each creates the virtualenv
+# (.venv) and installs what it needs first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export RAY_USAGE_STATS_ENABLED = 0
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = 0
+export AWS_EC2_METADATA_DISABLED = true
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	# torch first and pinned: this machine holds the CPU wheel; an unpinned torch pulls CUDA
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	# TotalSegmentator only for its bundled CT atlas (dev corpus): its own deps are not needed
+	$(PY) -m pip install -q --no-deps TotalSegmentator==2.18.0
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/lowrank-batch demo
+
+test: venv
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) -m benchmarks.codec_vs_classic
+
+.PHONY: venv demo test bench

@@ -1,0 +1,251 @@
+"""Codec: encode an image into latents (+ residual) and decode it back.
+
+    planes --project--> quantised latents --entropy code--> latent stream
+             \\                 | integer reconstruction R (bit-exact anywhere)
+              \\                v
+               +--> causal context coder guided by R --> residual stream (lossless / near-lossless)
+
+Preview (any mode) and lossy decode use the latents alone, refined by the learned layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ChecksumMismatchError, CorruptStreamError, InvalidParameterError, WeightsError
+from . import lowrank, metrics, pixels
+from .format import MODES, EncodedImage, PlaneInfo
+from .model import LowRankModel, load_model
+from .refine import refine_planes
+from .residual_coder import decode_plane, encode_plane
+
+LATENT_LIMIT = 1 << 20  # |latent| bound; a corrupt stream claiming more is refused
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Tunable choices of the codec (saved with each run by the jobs that use it)."""
+
+    preview_rank: int = 4  # latents kept in lossless / near-lossless modes
+    preview_step: float = 1 / 16  # their quantisation step, as a fraction of the image's value span
+    remap_max_density: float = 0.2  # code sparse-valued planes as indices when used/span is below this
+    default_quality: float = 45.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.preview_rank:
+            raise InvalidParameterError(f"preview_rank must be >= 1, got {self.preview_rank}")
+        if not 0 < self.preview_step <= 1:
+            raise InvalidParameterError(f"preview_step must be in (0, 1], got {self.preview_step}")
+
+
+def default_model_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "weights" / "default" / "lowrank-base.safetensors"
+
+
+def quality_to_step(quality: float) -> float:
+    """Lossy quality is the nominal PSNR (dB) of the latent quantisation: step**2 / 12 = 10**(-Q/10)."""
+    return math.sqrt(12.0) * 10.0 ** (-quality / 20.0)
+
+
+class Codec:
+    """Encoder/decoder bound to one model (and optionally one adapter)."""
+
+    def __init__(self, model: LowRankModel, config: CodecConfig | None = None, device: str = "cpu"):
+        self.model = model
+        self.config = config or CodecConfig()
+        self.device = device
+        model.refiner.to(device)
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, adapter: str | Path | None = None,
+             config: CodecConfig | None = None, device: str = "cpu") -> "Codec":
+        """The default shipped model, or a model file; adapters arrive with the weight store."""
+        if adapter is not None:
+            raise WeightsError(
+                "adapters are not supported by this build yet: install and apply them through the weight store"
+            )
+        return cls(load_model(model or default_model_path()), config, device)
+
+    # ---------------------------------------------------------------- encode
+    def encode(self, array: np.ndarray, bits_stored: int, mode: str = "lossless", max_error: int | None = None,
+               quality: float | None = None, rank: int | None = None) -> EncodedImage:
+        layout = pixels.validate(array, bits_stored)
+        mode, delta, quality = self._check_mode(mode, max_error, quality, layout)
+        core = self.model.core
+        if layout.channels % core.channels:
+            raise InvalidParameterError(
+                f"model has {core.channels} channels per patch; image has {layout.channels}"
+            )
+        planes = pixels.to_planes(array, layout)
+        maxval = layout.maxval
+        if mode == "lossy":
+            rank = core.check_rank(rank or core.max_rank)
+            step = quality_to_step(quality)
+        else:
+            rank = core.check_rank(rank or min(self.config.preview_rank, core.max_rank))
+            span = int(planes.max()) - int(planes.min())
+            step = max(1.0, self.config.preview_step * span) / maxval  # at least one grey level
+        latents = self._project(planes, maxval, rank, step)
+        recon = self._reconstruct(latents, step, layout)
+        latent_range = (int(latents.min()), int(latents.max()))
+        latent_stream, _ = encode_plane(_stack_latents(latents), *latent_range)
+        preview = refine_planes(self.model.refiner, recon, maxval, self.device)
+        preview_psnr = metrics.psnr(planes, preview, layout.bits_stored)
+
+        residuals: list[bytes] = []
+        colour = "none"
+        if mode == "lossy":
+            infos = [PlaneInfo(0, maxval) for _ in range(layout.channels)]
+            decoded_sha = pixels.pixel_sha256(recon)  # the deterministic part of a lossy decode
+            psnr = preview_psnr
+        else:
+            coded, side, infos, colour = self._coded_planes(planes, recon, layout, mode)
+            decoded = np.empty_like(coded)
+            for c, info in enumerate(infos):
+                stream, decoded[c] = encode_plane(coded[c], info.lo, info.hi, delta, side[c])
+                residuals.append(stream)
+            if mode == "lossless":
+                decoded_sha = pixels.pixel_sha256(array)
+                psnr = math.inf
+            else:
+                out = pixels.from_planes(decoded, layout)
+                decoded_sha = pixels.pixel_sha256(out)
+                psnr = metrics.psnr(array, out, layout.bits_stored)
+        return EncodedImage(
+            layout=layout, mode=mode, max_error=delta, quality=quality, rank=rank, latent_step=step,
+            colour_transform=colour, planes=infos, latent_range=latent_range, latent_stream=latent_stream,
+            residual_streams=residuals, pixel_sha256=pixels.pixel_sha256(array), decoded_sha256=decoded_sha,
+            model_sha256=self.model.sha256, adapter_sha256=None, psnr=psnr, preview_psnr=preview_psnr,
+        )
+
+    def _check_mode(self, mode, max_error, quality, layout):
+        if mode not in MODES:
+            raise InvalidParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        delta = 0
+        if mode == "near-lossless":
+            if max_error is None or isinstance(max_error, bool) or not isinstance(max_error, (int, np.integer)):
+                raise InvalidParameterError(f"near-lossless needs an integer max_error >= 1, got {max_error!r}")
+            delta = int(max_error)
+            if not 1 <= delta <= layout.maxval // 2:
+                raise InvalidParameterError(
+                    f"max_error must be from 1 to {layout.maxval // 2} for {layout.bits_stored}-bit data, got {delta}"
+                )
+        elif max_error not in (None, 0):
+            raise InvalidParameterError(f"max_error applies to near-lossless mode only (mode is {mode})")
+        if quality is None:
+            quality = self.config.default_quality
+        if not isinstance(quality, (int, float, np.integer, np.floating)) or not 10.0 <= float(quality) <= 90.0:
+            raise InvalidParameterError(f"quality must be a number of dB from 10 to 90, got {quality!r}")
+        return mode, delta, float(quality)
+
+    def _coded_planes(self, planes, recon, layout, mode):
+        """The integer planes the residual coder sees, their side information and ranges."""
+        maxval = layout.maxval
+        if layout.channels == 3 and mode == "lossless":
+            # decorrelate colours; near-lossless keeps RGB so the bound holds per channel
+            coded, side = pixels.rct_forward(planes), pixels.rct_forward(recon)
+            return coded, side, [PlaneInfo(lo, hi) for lo, hi in pixels.rct_ranges(maxval)], "rct"
+        coded, side, infos = planes.copy(), recon.copy(), []
+        for c in range(layout.channels):
+            values = np.unique(planes[c]) if mode == "lossless" else None
+            span = int(planes[c].max()) - int(planes[c].min()) + 1
+            if values is not None and len(values) < self.config.remap_max_density * span:
+                coded[c] = np.searchsorted(values, planes[c])
+                side[c] = _nearest_index(values, recon[c])
+                infos.append(PlaneInfo(0, len(values) - 1, values))
+            else:
+                infos.append(PlaneInfo(0, maxval))
+        return coded, side, infos, "none"
+
+    # ---------------------------------------------------------------- decode
+    def decode(self, enc: EncodedImage, preview: bool = False) -> np.ndarray:
+        """Decode to the original shape and dtype; preview=True uses the latents alone."""
+        if enc.model_sha256 != self.model.sha256:
+            raise WeightsError(
+                f"image was encoded with model {enc.model_sha256[:12]}..., this codec holds "
+                f"{self.model.sha256[:12]}...: load the matching model"
+            )
+        layout = enc.layout
+        recon = self._decode_latents(enc)
+        if preview or enc.mode == "lossy":
+            if enc.mode == "lossy" and pixels.pixel_sha256(recon) != enc.decoded_sha256:
+                raise ChecksumMismatchError("lossy latents do not decode to the recorded reconstruction digest")
+            out = refine_planes(self.model.refiner, recon, layout.maxval, self.device)
+            return pixels.from_planes(out, layout)
+        if len(enc.residual_streams) != len(enc.planes):
+            raise CorruptStreamError(f"{enc.mode} image has {len(enc.residual_streams)} residual streams, "
+                                     f"expected {len(enc.planes)}")
+        planes = self._decode_residuals(enc, recon)
+        out = pixels.from_planes(planes, layout)
+        if pixels.pixel_sha256(out) != enc.decoded_sha256:
+            raise ChecksumMismatchError(
+                f"decoded {enc.mode} pixels do not match the SHA-256 recorded at encode time "
+                "(damaged stream or wrong model)"
+            )
+        return out
+
+    def _decode_latents(self, enc: EncodedImage) -> np.ndarray:
+        layout = enc.layout
+        core = self.model.core
+        lo, hi = enc.latent_range
+        if not (-LATENT_LIMIT <= lo <= hi <= LATENT_LIMIT) or not 1 <= enc.rank <= core.max_rank:
+            raise CorruptStreamError("encoded image has latents out of range")
+        if not 0 < enc.latent_step <= 1e3 or layout.channels % core.channels:
+            raise CorruptStreamError("encoded image has an invalid latent step or channel count")
+        hp, wp = lowrank.grid_shape(layout.height, layout.width, core.patch)
+        groups = layout.channels // core.channels
+        stacked = decode_plane(enc.latent_stream, groups * enc.rank * hp, wp, lo, hi)
+        latents = stacked.reshape(groups, enc.rank, hp, wp).transpose(0, 2, 3, 1)
+        return self._reconstruct(latents, enc.latent_step, layout)
+
+    def _decode_residuals(self, enc: EncodedImage, recon: np.ndarray) -> np.ndarray:
+        layout = enc.layout
+        if enc.colour_transform == "rct":
+            side = pixels.rct_forward(recon)
+        else:
+            side = recon.copy()
+            for c, info in enumerate(enc.planes):
+                if info.remap is not None:
+                    side[c] = _nearest_index(info.remap, recon[c])
+        planes = np.empty((len(enc.planes), layout.height, layout.width), dtype=np.int64)
+        for c, (info, stream) in enumerate(zip(enc.planes, enc.residual_streams)):
+            planes[c] = decode_plane(stream, layout.height, layout.width, info.lo, info.hi, enc.max_error, side[c])
+            if info.remap is not None:
+                planes[c] = info.remap[planes[c]]
+        if enc.colour_transform == "rct":
+            planes = pixels.rct_inverse(planes)
+        return planes
+
+    # ---------------------------------------------------------------- latents
+    def _project(self, planes: np.ndarray, maxval: int, rank: int, step: float) -> np.ndarray:
+        """(groups, Hp, Wp, rank): each group is `core.channels` consecutive planes."""
+        g = self.model.core.channels
+        return np.stack([
+            lowrank.project(planes[i : i + g], self.model.core, maxval, rank, step)
+            for i in range(0, planes.shape[0], g)
+        ])
+
+    def _reconstruct(self, latents: np.ndarray, step: float, layout: pixels.PixelLayout) -> np.ndarray:
+        g = self.model.core.channels
+        return np.concatenate([
+            lowrank.reconstruct(lat, self.model.core, layout.maxval, step, g, layout.height, layout.width)
+            for lat in latents
+        ])
+
+
+def _stack_latents(latents: np.ndarray) -> np.ndarray:
+    """(groups, Hp, Wp, rank) -> one plane, component grids stacked vertically."""
+    groups, hp, wp, rank = latents.shape
+    return latents.transpose(0, 3, 1, 2).reshape(groups * rank * hp, wp)
+
+
+def _nearest_index(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Index of the sorted `values` entry nearest to each x (side information in index space)."""
+    idx = np.clip(np.searchsorted(values, x), 1, len(values) - 1) if len(values) > 1 else np.zeros_like(x)
+    if len(values) > 1:
+        idx = idx - ((x - values[idx - 1]) < (values[idx] - x))
+    return idx

@@ -1,0 +1,436 @@
+"""Causal context model for residual coding (numba, integer arithmetic only).
+
+Every pixel gets a prediction from already-coded neighbours, blended JPEG XL-style from
+sub-predictors weighted by their recent local errors (libjxl's "weighted predictor"),
+plus two predictors guided by the low-rank reconstruction R (x_W + R - R_W, x_N + R - R_N).
+The residual is mapped to a small token alphabet (exact for small values, exponent plus two
+mantissa bits above that, remaining low bits raw), and each token is coded with an adaptive
+histogram chosen by a context *bucket*: the quantised size of the neighbours' true errors.
+
+Pixels are visited in **wavefront order** (t = 2*row + col, then row): every neighbour the
+model reads (W, WW, N, NW, NE, NN) lies on one of the four previous wavefronts, so the decoder
+can predict a whole wavefront at once and fetch its tokens from the entropy coder in a few
+batched calls, and the model keeps its per-pixel state in a ring of RING wavefronts (small,
+cache-resident, independent of image size). Histograms are snapshotted ("refreshed") only at
+wavefront starts, identically in encoder and decoder. Everything here is integer arithmetic,
+so decode is bit-exact on any machine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+EXTRA_BITS = 3  # fractional bits of the prediction (as in libjxl)
+DIRECT_TOKENS = 16  # zig-zag values below this are their own token
+MAX_SPAN = 1 << 24  # hi - lo of a coded plane; zig-zag values stay below 2**26
+NUM_TOKENS = DIRECT_TOKENS + 22 * 4  # exponents 4..25
+NUM_BUCKETS = 40
+COUNT_INCREMENT = 32
+COUNT_LIMIT = 1 << 16
+MIN_SEGMENT = 16  # symbols a bucket codes before its histogram is first refreshed
+NUM_PREDICTORS = 6  # 4 weighted-predictor ones + 2 guided by the reconstruction
+PREDICTOR_MAX_WEIGHTS = np.array([13, 12, 12, 12, 12, 12], dtype=np.int64)
+
+
+@njit(cache=True, inline="always")
+def _floor_log2(x):
+    """floor(log2(x)) for 1 <= x < 2**32, in five branch steps."""
+    n = 0
+    if x >= 1 << 16:
+        x >>= 16
+        n += 16
+    if x >= 1 << 8:
+        x >>= 8
+        n += 8
+    if x >= 1 << 4:
+        x >>= 4
+        n += 4
+    if x >= 1 << 2:
+        x >>= 2
+        n += 2
+    if x >= 1 << 1:
+        n += 1
+    return n
+
+
+@njit(cache=True, inline="always")
+def token_of(u):
+    """Token and raw-bit count of a zig-zag value u >= 0."""
+    if u < DIRECT_TOKENS:
+        return u, 0
+    n = _floor_log2(u)
+    return DIRECT_TOKENS + (n - 4) * 4 + ((u >> (n - 2)) & 3), n - 2
+
+
+@njit(cache=True, inline="always")
+def token_base(token):
+    """Smallest zig-zag value of a token and the number of raw bits that follow it."""
+    if token < DIRECT_TOKENS:
+        return token, 0
+    n = (token - DIRECT_TOKENS) // 4 + 4
+    m = (token - DIRECT_TOKENS) & 3
+    return (4 + m) << (n - 2), n - 2
+
+
+def prior_counts() -> np.ndarray:
+    """Initial histogram per bucket: a geometric prior whose mean follows the bucket.
+
+    Built from float multiply/divide only (no transcendental functions), so it is the same
+    on every IEEE machine; then rounded to integer counts >= 1.
+    """
+    counts = np.ones((NUM_BUCKETS, NUM_TOKENS), dtype=np.int64)
+    for b in range(NUM_BUCKETS):
+        # bucket b holds a summed |error| (in 1/8 pixel over 4 neighbours) of about 2**((b-1)/2)
+        mean_abs = max(0.25, (2.0 ** ((b - 1) // 2)) * (1.41 if (b - 1) % 2 else 1.0) / 32.0)
+        ratio = (2.0 * mean_abs) / (2.0 * mean_abs + 1.0)  # geometric over zig-zag values
+        p = 1.0
+        mass = np.zeros(NUM_TOKENS)
+        for u in range(1 << 14):
+            t, _ = token_of(u)
+            mass[t] += p
+            p *= ratio
+            if p < 1e-12:
+                break
+        total = mass.sum()
+        counts[b] = np.maximum(1, np.floor(mass / total * 4096.0)).astype(np.int64)
+    return counts
+
+
+_PRIOR = prior_counts()
+
+
+_DIV_LOOKUP = np.array([(1 << 24) // d if d else 0 for d in range(256)], dtype=np.int64)
+
+
+@njit(cache=True, inline="always")
+def _error_weight(err_sum, max_weight):
+    """libjxl's ErrorWeight: about max_weight * 2**24 / (err_sum + 1), via a 64-entry table."""
+    shift = _floor_log2(err_sum + 1) - 5
+    if shift < 0:
+        shift = 0
+    return 4 + ((max_weight * _DIV_LOOKUP[(err_sum >> shift) + 1]) >> shift)
+
+
+@njit(cache=True, inline="always")
+def _bucket_of(activity):
+    if activity <= 0:
+        return 0
+    n = _floor_log2(activity)
+    half = (activity >> (n - 1)) & 1 if n >= 1 else 0
+    b = 1 + 2 * n + half
+    return b if b < NUM_BUCKETS else NUM_BUCKETS - 1
+
+
+GRAD_SHIFT = 2
+RING = 8  # wavefronts of per-pixel state kept; the model looks back at most 4
+
+
+@njit(cache=True, inline="always")
+def _wave_rows(t, height, width):
+    """First and last row on wavefront t."""
+    i_start = 0 if t < width else (t - width) // 2 + 1
+    i_end = min(height - 1, t // 2)
+    return i_start, i_end
+
+
+def num_wavefronts(height: int, width: int) -> int:
+    return 2 * (height - 1) + width
+
+
+@njit(cache=True, inline="always")
+def _predict(t, i, j, width, xr, side, has_side, te, perr, sub, weights, max_weights, step):
+    """Prediction (with EXTRA_BITS fractional bits) and context activity of pixel (i, j) on
+    wavefront t = 2i + j.
+
+    `xr`, `te`, `perr` are rings indexed [wavefront % RING, row]: W is (t-1, i), NE (t-1, i-1),
+    N (t-2, i-1), WW (t-2, i), NW (t-3, i-1), NN (t-4, i-2). `side` is the raster
+    reconstruction. Writes the sub-predictions into `sub` for the later error update.
+    """
+    has_w = j > 0
+    has_n = i > 0
+    has_ne = has_n and j + 1 < width
+    has_nw = has_n and has_w
+    s1 = (t - 1) & (RING - 1)
+    s2 = (t - 2) & (RING - 1)
+    s3 = (t - 3) & (RING - 1)
+    s4 = (t - 4) & (RING - 1)
+    if has_w:
+        w = xr[s1, i]
+    elif has_n:
+        w = xr[s2, i - 1]
+    else:
+        w = 0
+    n = xr[s2, i - 1] if has_n else w
+    ne = xr[s1, i - 1] if has_ne else n
+    nn = xr[s4, i - 2] if i > 1 else n
+    nw = xr[s3, i - 1] if has_nw else w
+
+    te_w = te[s1, i] if has_w else 0
+    te_n = te[s2, i - 1] if has_n else 0
+    te_nw = te[s3, i - 1] if has_nw else te_n
+    te_ne = te[s1, i - 1] if has_ne else te_n
+
+    w8 = w << EXTRA_BITS
+    n8 = n << EXTRA_BITS
+    ne8 = ne << EXTRA_BITS
+    sub[0] = w8 + ne8 - n8
+    sub[1] = n8 - (((te_w + te_n + te_ne) * 16) >> 5)
+    sub[2] = w8 - (((te_w + te_n + te_nw) * 10) >> 5)
+    sub[3] = n8 - ((te_nw * 7 + te_n * 7 + te_ne * 7 + (nn - n) * 0) >> 5)
+    num_pred = 4
+    if has_side:
+        r = side[i, j]
+        r_w = side[i, j - 1] if has_w else r
+        r_n = side[i - 1, j] if has_n else r
+        sub[4] = (w + r - r_w) << EXTRA_BITS
+        sub[5] = (n + r - r_n) << EXTRA_BITS
+        num_pred = 6
+
+    total_weight = 0
+    acc = 0
+    for k in range(num_pred):
+        s = 0
+        if has_n:
+            s += perr[s2, i - 1, k]
+            if has_ne:
+                s += perr[s1, i - 1, k]
+            if has_nw:
+                s += perr[s3, i - 1, k]
+        if has_w:
+            s += perr[s1, i, k]
+            if j > 1:
+                s += perr[s2, i, k]
+        weights[k] = _error_weight(s, max_weights[k])
+        total_weight += weights[k]
+    # libjxl's WeightedAverage: keep ~5 bits of each weight, divide by table lookup
+    shift = _floor_log2(total_weight) - 4
+    weight_sum = 0
+    for k in range(num_pred):
+        weights[k] >>= shift
+        weight_sum += weights[k]
+        acc += weights[k] * sub[k]
+    pred = ((acc + (weight_sum >> 1) - 1) * _DIV_LOOKUP[weight_sum]) >> 24
+
+    same_sign = (te_n >= 0) == (te_w >= 0) and (te_n >= 0) == (te_ne >= 0)
+    if not same_sign:
+        hi = max(w8, max(n8, ne8))
+        lo = min(w8, min(n8, ne8))
+        pred = max(lo, min(hi, pred))
+
+    activity = abs(te_w) + abs(te_n) + abs(te_nw) + abs(te_ne)
+    activity += ((abs(w - nw) + abs(n - nw) + abs(ne - n)) << EXTRA_BITS) >> GRAD_SHIFT
+    if step > 1:
+        activity //= step
+    return pred, activity
+
+
+@njit(cache=True, inline="always")
+def _quantise(e, delta):
+    """Near-lossless quantisation of a prediction error (JPEG-LS style); delta 0 = lossless."""
+    if delta == 0:
+        return e
+    s = 2 * delta + 1
+    if e >= 0:
+        return (e + delta) // s
+    return -((-e + delta) // s)
+
+
+@njit(cache=True)
+def _refresh(counts, snap, since, coded, epoch, refreshed):
+    """At a wavefront start: refresh each bucket's coding histogram once it has seen enough
+    new symbols (more often early on, while the histogram is still learning)."""
+    any_refreshed = False
+    for b in range(counts.shape[0]):
+        refreshed[b] = False
+        if since[b] >= MIN_SEGMENT + (coded[b] >> 2):
+            snap[b, :] = counts[b, :]
+            since[b] = 0
+            epoch[b] += 1
+            refreshed[b] = True
+            any_refreshed = True
+    return any_refreshed
+
+
+@njit(cache=True, inline="always")
+def _update(slot, i, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded):
+    xr[slot, i] = value
+    v8 = value << EXTRA_BITS
+    te[slot, i] = pred8 - v8
+    for k in range(num_pred):
+        perr[slot, i, k] = (abs(sub[k] - v8) + 3) >> EXTRA_BITS
+    counts[b, tok] += COUNT_INCREMENT
+    totals[b] += COUNT_INCREMENT
+    if totals[b] > COUNT_LIMIT:
+        total = 0
+        for t in range(counts.shape[1]):
+            counts[b, t] = (counts[b, t] + 1) >> 1
+            total += counts[b, t]
+        totals[b] = total
+    since[b] += 1
+    coded[b] += 1
+
+
+class ModelState:
+    """What the encoder and the decoder evolve identically, pixel by pixel."""
+
+    def __init__(self, height: int, width: int, side: np.ndarray | None):
+        self.height, self.width = height, width
+        self.xr = np.zeros((RING, height), dtype=np.int64)
+        self.te = np.zeros((RING, height), dtype=np.int64)
+        self.perr = np.zeros((RING, height, NUM_PREDICTORS), dtype=np.int64)
+        self.has_side = side is not None
+        if side is not None:
+            self.side = np.ascontiguousarray(side, dtype=np.int64)
+        else:
+            self.side = np.zeros((1, 1), dtype=np.int64)
+        self.counts = _PRIOR.copy()
+        self.totals = _PRIOR.sum(axis=1)
+        self.snap = _PRIOR.copy()
+        self.since = np.zeros(NUM_BUCKETS, dtype=np.int64)
+        self.coded = np.zeros(NUM_BUCKETS, dtype=np.int64)
+        self.epoch = np.zeros(NUM_BUCKETS, dtype=np.int64)
+        self.refreshed = np.zeros(NUM_BUCKETS, dtype=np.bool_)
+
+
+@njit(cache=True)
+def _encode_plane(x, lo, hi, delta, xr, side, has_side, te, perr, counts, totals, snap, since, coded, epoch,
+                  refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values):
+    """Run the model over a whole plane in wavefront order (encoder side).
+
+    Fills, per pixel in coding order: bucket, token and the index of the histogram snapshot
+    the token must be coded with; appends every snapshot to `snapshots`; packs raw bits into
+    `raw_words` (LSB first). Returns (snapshots used, raw bits written).
+    """
+    height, width = x.shape
+    step = 2 * delta + 1
+    sub = np.zeros(NUM_PREDICTORS, dtype=np.int64)
+    weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
+    num_pred = NUM_PREDICTORS if has_side else 4
+    snap_index = np.zeros(NUM_BUCKETS, dtype=np.int64)
+    num_snap = 0
+    for b in range(NUM_BUCKETS):
+        snapshots[num_snap, :] = snap[b, :]
+        snap_index[b] = num_snap
+        num_snap += 1
+    bitpos = 0
+    pos = 0
+    for t in range(2 * (height - 1) + width):
+        if _refresh(counts, snap, since, coded, epoch, refreshed):
+            for b in range(NUM_BUCKETS):
+                if refreshed[b]:
+                    snapshots[num_snap, :] = snap[b, :]
+                    snap_index[b] = num_snap
+                    num_snap += 1
+        slot = t & (RING - 1)
+        i_start, i_end = _wave_rows(t, height, width)
+        for i in range(i_start, i_end + 1):
+            j = t - 2 * i
+            pred8, activity = _predict(t, i, j, width, xr, side, has_side, te, perr, sub, weights, max_weights, step)
+            pred = (pred8 + 3) >> EXTRA_BITS
+            pred = min(max(pred, lo), hi)
+            e = _quantise(x[i, j] - pred, delta)
+            value = min(max(pred + e * step, lo), hi)
+            if pred8 - (pred << EXTRA_BITS) > 0:
+                e = -e
+            u = 2 * e if e >= 0 else -2 * e - 1
+            tok, nraw = token_of(u)
+            b = _bucket_of(activity)
+            if nraw > 0:
+                raw = u & ((1 << nraw) - 1)
+                word = bitpos >> 6
+                off = bitpos & 63
+                raw_words[word] |= np.uint64(raw) << np.uint64(off)
+                if off + nraw > 64:
+                    raw_words[word + 1] |= np.uint64(raw) >> np.uint64(64 - off)
+                bitpos += nraw
+            out_values[i, j] = value
+            out_bucket[pos] = b
+            out_token[pos] = tok
+            out_snap[pos] = snap_index[b]
+            pos += 1
+            _update(slot, i, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded)
+    return num_snap, bitpos
+
+
+@njit(cache=True)
+def group_by_bucket(buckets, num_buckets):
+    """Stable counting sort: positions of the symbols grouped by bucket, and bucket sizes."""
+    sizes = np.zeros(num_buckets, dtype=np.int64)
+    for b in buckets:
+        sizes[b] += 1
+    start = np.zeros(num_buckets, dtype=np.int64)
+    for b in range(1, num_buckets):
+        start[b] = start[b - 1] + sizes[b - 1]
+    order = np.empty(buckets.size, dtype=np.int64)
+    for k in range(buckets.size):
+        b = buckets[k]
+        order[start[b]] = k
+        start[b] += 1
+    return order, sizes
+
+
+@njit(cache=True)
+def group_tokens(buckets, tokens, snaps, num_buckets):
+    """Tokens and their snapshot ids grouped by bucket (stable), and bucket sizes."""
+    order, sizes = group_by_bucket(buckets, num_buckets)
+    grouped_tokens = np.empty(tokens.size, dtype=np.int32)
+    grouped_snaps = np.empty(tokens.size, dtype=np.int32)
+    for k in range(order.size):
+        grouped_tokens[k] = tokens[order[k]]
+        grouped_snaps[k] = snaps[order[k]]
+    return grouped_tokens, grouped_snaps, sizes
+
+
+@njit(cache=True)
+def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, te, perr, max_weights, out_pred8, out_pred,
+                       out_bucket, subs, height, width):
+    """Decoder side: predictions and buckets of every pixel on wavefront t."""
+    step = 2 * delta + 1
+    weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
+    i_start, i_end = _wave_rows(t, height, width)
+    k = 0
+    for i in range(i_start, i_end + 1):
+        j = t - 2 * i
+        pred8, activity = _predict(t, i, j, width, xr, side, has_side, te, perr, subs[k], weights, max_weights, step)
+        pred = (pred8 + 3) >> EXTRA_BITS
+        out_pred8[k] = pred8
+        out_pred[k] = min(max(pred, lo), hi)
+        out_bucket[k] = _bucket_of(activity)
+        k += 1
+    return k
+
+
+@njit(cache=True)
+def _finish_wavefront(t, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te, perr, counts, totals, since,
+                      coded, pred8s, preds, buckets, subs, has_side):
+    """Decoder side: turn the wavefront's tokens (+ raw bits) into pixel values, update state."""
+    height, width = out.shape
+    step = 2 * delta + 1
+    num_pred = NUM_PREDICTORS if has_side else 4
+    slot = t & (RING - 1)
+    i_start, i_end = _wave_rows(t, height, width)
+    k = 0
+    for i in range(i_start, i_end + 1):
+        tok = tokens[k]
+        base_value, nraw = token_base(tok)
+        u = base_value
+        if nraw > 0:
+            word = bitpos >> 6
+            off = bitpos & 63
+            raw = raw_words[word] >> np.uint64(off)
+            if off + nraw > 64:
+                raw |= raw_words[word + 1] << np.uint64(64 - off)
+            u += np.int64(raw & np.uint64((1 << nraw) - 1))
+            bitpos += nraw
+        e = u >> 1 if (u & 1) == 0 else -((u + 1) >> 1)
+        pred8 = pred8s[k]
+        pred = preds[k]
+        if pred8 - (pred << EXTRA_BITS) > 0:
+            e = -e
+        value = min(max(pred + e * step, lo), hi)
+        out[i, t - 2 * i] = value
+        _update(slot, i, value, pred8, subs[k], num_pred, xr, te, perr, counts, totals, buckets[k], tok, since,
+                coded)
+        k += 1
+    return bitpos

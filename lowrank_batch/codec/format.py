@@ -1,0 +1,264 @@
+"""EncodedImage: one coded image and its versioned, self-describing byte form.
+
+Byte layout (little-endian):
+    b"LRBI"  magic
+    u8       format version (FORMAT_VERSION)
+    varint   header length, then the header (fields below, in order)
+    varint   latent stream length, then the latent stream
+    u8       number of planes; per plane: varint length + residual stream (empty when lossy)
+    u32      CRC-32 of every byte before it
+
+The header carries what decode needs besides the model: layout (shape, dtype, bits, offset),
+mode, max error, quality, rank, latent step, colour transform, per-plane value ranges and
+remap tables, and the SHA-256 digests of the original pixels, the decoded pixels (near-
+lossless), the model and the adapter.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import CorruptStreamError
+from .pixels import SUPPORTED_DTYPES, PixelLayout
+from .varint import read_varint, write_varint
+
+MAGIC = b"LRBI"
+FORMAT_VERSION = 1
+MODES = ("lossless", "near-lossless", "lossy")
+COLOUR_TRANSFORMS = ("none", "rct")
+
+
+@dataclass
+class PlaneInfo:
+    lo: int  # range of the coded values (after colour transform / remap)
+    hi: int
+    remap: np.ndarray | None = None  # sorted distinct values when the plane is coded as indices
+
+
+@dataclass
+class EncodedImage:
+    layout: PixelLayout
+    mode: str
+    max_error: int
+    quality: float
+    rank: int
+    latent_step: float  # in units of the full pixel range
+    colour_transform: str
+    planes: list[PlaneInfo]
+    latent_range: tuple[int, int]
+    latent_stream: bytes
+    residual_streams: list[bytes]
+    pixel_sha256: str
+    decoded_sha256: str  # of the near-lossless reconstruction; equal to pixel_sha256 when lossless
+    model_sha256: str
+    adapter_sha256: str | None = None
+    psnr: float = float("inf")  # of the full decode (lossy: of the latents-only decode)
+    preview_psnr: float = float("nan")
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_pixels(self) -> int:
+        return self.layout.height * self.layout.width
+
+    @property
+    def encoded_bytes(self) -> int:
+        return len(self.to_bytes())
+
+    @property
+    def bpp(self) -> float:
+        return 8.0 * self.encoded_bytes / self.num_pixels
+
+    def to_bytes(self) -> bytes:
+        header = _pack_header(self)
+        out = bytearray(MAGIC)
+        out.append(FORMAT_VERSION)
+        write_varint(out, len(header))
+        out += header
+        write_varint(out, len(self.latent_stream))
+        out += self.latent_stream
+        out.append(len(self.residual_streams))
+        for stream in self.residual_streams:
+            write_varint(out, len(stream))
+            out += stream
+        out += struct.pack("<I", zlib.crc32(out))
+        return bytes(out)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "EncodedImage":
+        """Parse a byte string; raise CorruptStreamError if it is truncated, foreign or damaged."""
+        if not isinstance(blob, (bytes, bytearray, memoryview)):
+            raise CorruptStreamError(f"expected bytes, got {type(blob).__name__}")
+        blob = bytes(blob)
+        if len(blob) < len(MAGIC) + 5 or blob[:4] != MAGIC:
+            raise CorruptStreamError("not a lowrank_batch encoded image (bad magic bytes)")
+        if blob[4] != FORMAT_VERSION:
+            raise CorruptStreamError(
+                f"encoded image has format version {blob[4]}; this build reads version {FORMAT_VERSION}"
+            )
+        (crc,) = struct.unpack("<I", blob[-4:])
+        if zlib.crc32(blob[:-4]) != crc:
+            raise CorruptStreamError("encoded image is damaged or truncated (CRC-32 mismatch)")
+        body = blob[:-4]
+        header_len, pos = read_varint(body, 5)
+        header = _take(body, pos, header_len)
+        pos += header_len
+        latent_len, pos = read_varint(body, pos)
+        latent = _take(body, pos, latent_len)
+        pos += latent_len
+        if pos >= len(body):
+            raise CorruptStreamError("encoded image is truncated (no plane count)")
+        num_planes = body[pos]
+        pos += 1
+        residuals = []
+        for _ in range(num_planes):
+            n, pos = read_varint(body, pos)
+            residuals.append(_take(body, pos, n))
+            pos += n
+        if pos != len(body):
+            raise CorruptStreamError("encoded image has trailing bytes")
+        enc = _unpack_header(header)
+        enc.latent_stream = latent
+        enc.residual_streams = residuals
+        if len(residuals) not in (0, len(enc.planes)):
+            raise CorruptStreamError("encoded image has a residual stream count that does not match its planes")
+        return enc
+
+
+def _take(data: bytes, pos: int, n: int) -> bytes:
+    if pos + n > len(data):
+        raise CorruptStreamError("encoded image is truncated")
+    return data[pos : pos + n]
+
+
+def _write_str(out: bytearray, s: str) -> None:
+    raw = s.encode()
+    write_varint(out, len(raw))
+    out += raw
+
+
+def _write_signed(out: bytearray, v: int) -> None:
+    write_varint(out, (v << 1) if v >= 0 else ((-v << 1) - 1))
+
+
+def _read_signed(data: bytes, pos: int) -> tuple[int, int]:
+    u, pos = read_varint(data, pos)
+    return (u >> 1) if not u & 1 else -((u + 1) >> 1), pos
+
+
+def _pack_header(enc: EncodedImage) -> bytes:
+    out = bytearray()
+    lay = enc.layout
+    out.append(len(lay.shape))
+    for s in lay.shape:
+        write_varint(out, s)
+    out.append(SUPPORTED_DTYPES.index(lay.dtype))
+    out.append(lay.bits_stored)
+    write_varint(out, lay.offset)
+    out.append(MODES.index(enc.mode))
+    write_varint(out, enc.max_error)
+    out += struct.pack("<d", enc.quality)
+    write_varint(out, enc.rank)
+    out += struct.pack("<d", enc.latent_step)
+    out.append(COLOUR_TRANSFORMS.index(enc.colour_transform))
+    out.append(len(enc.planes))
+    for plane in enc.planes:
+        _write_signed(out, plane.lo)
+        _write_signed(out, plane.hi)
+        values = plane.remap if plane.remap is not None else np.zeros(0, dtype=np.int64)
+        write_varint(out, len(values))
+        previous = plane.lo
+        for v in values.tolist():  # ascending: store gaps
+            write_varint(out, v - previous)
+            previous = v
+    _write_signed(out, enc.latent_range[0])
+    _write_signed(out, enc.latent_range[1])
+    out += bytes.fromhex(enc.pixel_sha256)
+    out += bytes.fromhex(enc.decoded_sha256)
+    out += bytes.fromhex(enc.model_sha256)
+    out.append(1 if enc.adapter_sha256 else 0)
+    if enc.adapter_sha256:
+        out += bytes.fromhex(enc.adapter_sha256)
+    out += struct.pack("<dd", enc.psnr, enc.preview_psnr)
+    return bytes(out)
+
+
+def _unpack_header(h: bytes) -> EncodedImage:
+    try:
+        return _unpack_header_fields(h)
+    except CorruptStreamError:
+        raise
+    except (IndexError, ValueError, struct.error) as exc:
+        raise CorruptStreamError(f"encoded image header is corrupt ({exc})") from None
+
+
+def _unpack_header_fields(h: bytes) -> EncodedImage:
+    pos = 0
+    ndim = h[pos]
+    pos += 1
+    if ndim not in (2, 3):
+        raise CorruptStreamError(f"encoded image header is corrupt (ndim {ndim})")
+    shape = []
+    for _ in range(ndim):
+        s, pos = read_varint(h, pos)
+        shape.append(s)
+    dtype = SUPPORTED_DTYPES[h[pos]]
+    bits = h[pos + 1]
+    pos += 2
+    offset, pos = read_varint(h, pos)
+    mode = MODES[h[pos]]
+    pos += 1
+    max_error, pos = read_varint(h, pos)
+    (quality,) = struct.unpack_from("<d", h, pos)
+    pos += 8
+    rank, pos = read_varint(h, pos)
+    (step,) = struct.unpack_from("<d", h, pos)
+    pos += 8
+    colour = COLOUR_TRANSFORMS[h[pos]]
+    num_planes = h[pos + 1]
+    pos += 2
+    planes = []
+    for _ in range(num_planes):
+        lo, pos = _read_signed(h, pos)
+        hi, pos = _read_signed(h, pos)
+        n, pos = read_varint(h, pos)
+        remap = None
+        if n:
+            values = []
+            v = lo
+            for _ in range(n):
+                gap, pos = read_varint(h, pos)
+                v += gap
+                values.append(v)
+            remap = np.array(values, dtype=np.int64)
+        planes.append(PlaneInfo(lo, hi, remap))
+    lat_lo, pos = _read_signed(h, pos)
+    lat_hi, pos = _read_signed(h, pos)
+    digests = []
+    for _ in range(3):
+        if pos + 32 > len(h):
+            raise CorruptStreamError("encoded image header is truncated (digests)")
+        digests.append(h[pos : pos + 32].hex())
+        pos += 32
+    has_adapter = h[pos]
+    pos += 1
+    adapter = None
+    if has_adapter:
+        adapter = h[pos : pos + 32].hex()
+        pos += 32
+    psnr, preview_psnr = struct.unpack_from("<dd", h, pos)
+    pos += 16
+    if pos != len(h):
+        raise CorruptStreamError("encoded image header has the wrong length")
+    if not 8 <= bits <= 16 or any(s < 1 for s in shape):
+        raise CorruptStreamError("encoded image header is corrupt (bits or shape out of range)")
+    layout = PixelLayout(tuple(shape), dtype, bits, offset)
+    return EncodedImage(
+        layout=layout, mode=mode, max_error=max_error, quality=quality, rank=rank, latent_step=step,
+        colour_transform=colour, planes=planes, latent_range=(lat_lo, lat_hi), latent_stream=b"",
+        residual_streams=[], pixel_sha256=digests[0], decoded_sha256=digests[1], model_sha256=digests[2],
+        adapter_sha256=adapter, psnr=psnr, preview_psnr=preview_psnr,
+    )

@@ -1,0 +1,119 @@
+"""The codec's model: the linear low-rank core plus the learned refiner, with its digest.
+
+Model files are safetensors only. Tensor names:
+    core.mean            (D,)    patch mean, in units of the full pixel range
+    core.basis           (D, K)  right singular vectors, by decreasing singular value
+    refine.body.N.weight / .bias  the refiner's convolutions
+The `__metadata__` carries the architecture name and the configuration as JSON, so a file
+describes itself. Loading is strict: every missing or unexpected key and every shape mismatch
+is reported at once, and NaN/Inf are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import WeightsError
+from .lowrank import LowRankCore
+from .refine import Refiner
+
+ARCHITECTURE = "lowrank-ae-v1"
+
+
+@dataclass
+class LowRankModel:
+    core: LowRankCore
+    refiner: Refiner
+    sha256: str
+    metadata: dict
+
+    @property
+    def channels(self) -> int:
+        return self.core.channels
+
+
+def model_config(core: LowRankCore, refiner: Refiner) -> dict:
+    return {
+        "patch": core.patch,
+        "channels": core.channels,
+        "max_rank": core.max_rank,
+        "refiner_width": refiner.width,
+        "refiner_depth": refiner.depth,
+    }
+
+
+def save_model(path: str | Path, core: LowRankCore, refiner: Refiner, extra_metadata: dict | None = None) -> str:
+    """Write a model file; returns its SHA-256."""
+    tensors = {
+        "core.mean": torch.from_numpy(np.ascontiguousarray(core.mean, dtype=np.float32)),
+        "core.basis": torch.from_numpy(np.ascontiguousarray(core.basis, dtype=np.float32)),
+    }
+    for name, value in refiner.state_dict().items():
+        tensors[f"refine.{name}"] = value.detach().to(torch.float32).contiguous().cpu()
+    metadata = {"architecture": ARCHITECTURE, "config": json.dumps(model_config(core, refiner), sort_keys=True)}
+    for key, value in (extra_metadata or {}).items():
+        metadata[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    save_file(tensors, str(path), metadata=metadata)
+    return file_sha256(path)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_model(path: str | Path) -> LowRankModel:
+    """Load a model file strictly; raise WeightsError listing every problem at once."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"model file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for malformed files
+        raise WeightsError(f"model file {path} is not a valid safetensors file: {exc}") from None
+    if metadata.get("architecture") != ARCHITECTURE:
+        raise WeightsError(
+            f"model file {path} has architecture {metadata.get('architecture')!r}, expected {ARCHITECTURE!r}"
+        )
+    try:
+        config = json.loads(metadata["config"])
+        patch, channels = int(config["patch"]), int(config["channels"])
+        refiner = Refiner(channels, int(config["refiner_width"]), int(config["refiner_depth"]))
+        max_rank = int(config["max_rank"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise WeightsError(f"model file {path} has malformed config metadata: {exc}") from None
+    dim = patch * patch * channels
+    expected = {"core.mean": (dim,), "core.basis": (dim, max_rank)}
+    expected |= {f"refine.{k}": tuple(v.shape) for k, v in refiner.state_dict().items()}
+    problems = []
+    for key in sorted(expected.keys() - tensors.keys()):
+        problems.append(f"missing key {key}")
+    for key in sorted(tensors.keys() - expected.keys()):
+        problems.append(f"unexpected key {key}")
+    for key in sorted(expected.keys() & tensors.keys()):
+        t = tensors[key]
+        if tuple(t.shape) != expected[key]:
+            problems.append(f"{key}: shape {tuple(t.shape)}, expected {expected[key]}")
+        elif t.dtype != torch.float32:
+            problems.append(f"{key}: dtype {t.dtype}, expected torch.float32")
+        elif not torch.isfinite(t).all():
+            problems.append(f"{key}: contains NaN or Inf")
+    if problems:
+        raise WeightsError(f"model file {path} does not match {ARCHITECTURE}: " + "; ".join(problems))
+    refiner.load_state_dict({k.removeprefix("refine."): v for k, v in tensors.items() if k.startswith("refine.")})
+    refiner.eval()
+    core = LowRankCore(patch, channels, tensors["core.mean"].numpy(), tensors["core.basis"].numpy())
+    return LowRankModel(core, refiner, file_sha256(path), metadata)

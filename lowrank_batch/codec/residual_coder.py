@@ -1,0 +1,157 @@
+"""Lossless / near-lossless coding of one integer plane with the causal context model.
+
+The context model (numba, `context_model.py`) decides for every pixel a bucket and a token;
+constriction's range coder codes the tokens, one independent stream per bucket, with the
+bucket's adaptive histogram snapshot as a `Categorical` model. Raw low bits of large values
+are packed as they are (they are close to uniform, as in JPEG XL's hybrid integers).
+
+Plane stream layout (all little-endian):
+    varint number of raw bits
+    bitmask of the buckets in use (NUM_BUCKETS bits)
+    per bucket in use: varint number of 32-bit words in its range-coder stream
+    the bucket streams, in bucket order (u32 words)
+    the raw bits (u64 words)
+"""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+
+from ..errors import CorruptStreamError, InvalidParameterError
+from . import context_model as cm
+from .varint import read_varint, write_varint
+
+_Categorical = constriction.stream.model.Categorical
+_MASK_BYTES = (cm.NUM_BUCKETS + 7) // 8
+
+
+def _model(counts: np.ndarray):
+    # Integer counts -> float64 by exact division: identical on every IEEE machine, and
+    # constriction's leaky quantisation of it is plain integer/float arithmetic.
+    return _Categorical(counts.astype(np.float64), perfect=False)
+
+
+def encode_plane(
+    plane: np.ndarray, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None
+) -> tuple[bytes, np.ndarray]:
+    """Code `plane` (integers in [lo, hi]); `delta` > 0 allows that much error per pixel.
+
+    `side` is the integer low-rank reconstruction (same shape) that guides prediction; the
+    decoder must be given the identical array. Returns the stream and what the decoder will
+    reconstruct from it (the plane itself when delta is 0).
+    """
+    if not 0 <= hi - lo <= cm.MAX_SPAN:
+        raise InvalidParameterError(f"plane value range [{lo}, {hi}] is wider than the coder's 2**24")
+    x = np.ascontiguousarray(plane, dtype=np.int64)
+    n = x.size
+    st = cm.ModelState(*x.shape, side)
+    out_bucket = np.empty(n, dtype=np.uint8)
+    out_token = np.empty(n, dtype=np.int32)
+    out_snap = np.empty(n, dtype=np.int32)
+    snapshots = np.empty((n // cm.MIN_SEGMENT + 2 * cm.NUM_BUCKETS, cm.NUM_TOKENS), dtype=np.int64)
+    raw_words = np.zeros(n * 17 // 64 + 2, dtype=np.uint64)
+    values = np.empty_like(x)
+    _, num_bits = cm._encode_plane(
+        x, lo, hi, delta, st.xr, st.side, st.has_side, st.te, st.perr, st.counts, st.totals, st.snap,
+        st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
+        out_bucket, out_token, out_snap, snapshots, raw_words, values,
+    )
+    tokens, snaps, sizes = cm.group_tokens(out_bucket, out_token, out_snap, cm.NUM_BUCKETS)
+    streams = []
+    start = 0
+    for size in sizes:
+        end = start + int(size)
+        words = np.zeros(0, dtype=np.uint32)
+        if size:
+            encoder = constriction.stream.queue.RangeEncoder()
+            # one call per histogram snapshot the bucket went through
+            bucket_snaps = snaps[start:end]
+            cuts = np.flatnonzero(bucket_snaps[1:] != bucket_snaps[:-1]) + 1
+            for s, e in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [end - start]))):
+                encoder.encode(tokens[start + s : start + e], _model(snapshots[bucket_snaps[s]]))
+            words = encoder.get_compressed()
+        streams.append(words)
+        start = end
+    out = bytearray()
+    write_varint(out, int(num_bits))
+    mask = sum(1 << b for b, words in enumerate(streams) if len(words))
+    out += mask.to_bytes(_MASK_BYTES, "little")
+    for words in streams:
+        if len(words):
+            write_varint(out, len(words))
+    for words in streams:
+        out += words.astype("<u4").tobytes()
+    out += raw_words[: (num_bits + 63) // 64].astype("<u8").tobytes()
+    return bytes(out), values
+
+
+def _parse_plane_stream(blob: bytes):
+    num_bits, pos = read_varint(blob, 0)
+    if pos + _MASK_BYTES > len(blob):
+        raise CorruptStreamError("residual stream is truncated")
+    mask = int.from_bytes(blob[pos : pos + _MASK_BYTES], "little")
+    pos += _MASK_BYTES
+    lengths = []
+    for b in range(cm.NUM_BUCKETS):
+        value = 0
+        if mask >> b & 1:
+            value, pos = read_varint(blob, pos)
+        lengths.append(value)
+    decoders = []
+    for length in lengths:
+        end = pos + 4 * length
+        if end > len(blob):
+            raise CorruptStreamError("residual stream is truncated")
+        words = np.frombuffer(blob, dtype="<u4", count=length, offset=pos).astype(np.uint32)
+        decoders.append(constriction.stream.queue.RangeDecoder(words))
+        pos = end
+    num_raw_words = (num_bits + 63) // 64
+    if pos + 8 * num_raw_words != len(blob):
+        raise CorruptStreamError("residual stream has the wrong length")
+    raw_words = np.frombuffer(blob, dtype="<u8", count=num_raw_words, offset=pos).astype(np.uint64)
+    # one spare word so the reader may look one word ahead
+    return num_bits, decoders, np.concatenate((raw_words, np.zeros(1, dtype=np.uint64)))
+
+
+def decode_plane(
+    blob: bytes, height: int, width: int, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None
+) -> np.ndarray:
+    """Inverse of `encode_plane` (same shape, range, delta and side information)."""
+    num_bits, decoders, raw_words = _parse_plane_stream(blob)
+    st = cm.ModelState(height, width, side)
+    out = np.zeros((height, width), dtype=np.int64)
+    max_len = min(height, width)
+    pred8s = np.empty(max_len + 1, dtype=np.int64)
+    preds = np.empty(max_len + 1, dtype=np.int64)
+    buckets = np.empty(max_len + 1, dtype=np.int64)
+    subs = np.zeros((max_len + 1, cm.NUM_PREDICTORS), dtype=np.int64)
+    models: list = [None] * cm.NUM_BUCKETS
+    model_epoch = np.full(cm.NUM_BUCKETS, -1)
+    bitpos = 0
+    for t in range(cm.num_wavefronts(height, width)):
+        cm._refresh(st.counts, st.snap, st.since, st.coded, st.epoch, st.refreshed)
+        k = cm._predict_wavefront(
+            t, lo, hi, delta, st.xr, st.side, st.has_side, st.te, st.perr, cm.PREDICTOR_MAX_WEIGHTS,
+            pred8s, preds, buckets, subs, height, width,
+        )
+        tokens = np.empty(k, dtype=np.int64)
+        order, sizes = cm.group_by_bucket(buckets[:k], cm.NUM_BUCKETS)
+        start = 0
+        for b in np.flatnonzero(sizes):
+            end = start + int(sizes[b])
+            if model_epoch[b] != st.epoch[b]:
+                models[b] = _model(st.snap[b])
+                model_epoch[b] = st.epoch[b]
+            try:
+                tokens[order[start:end]] = decoders[b].decode(models[b], end - start)
+            except Exception as exc:  # constriction raises on exhausted or invalid data
+                raise CorruptStreamError(f"residual stream is corrupt ({exc})") from None
+            start = end
+        bitpos = cm._finish_wavefront(
+            t, tokens, lo, hi, delta, raw_words, bitpos, out, st.xr, st.te, st.perr, st.counts, st.totals,
+            st.since, st.coded, pred8s, preds, buckets, subs, st.has_side,
+        )
+        if bitpos > num_bits:
+            raise CorruptStreamError("residual stream is corrupt (raw bits overrun)")
+    return out

@@ -1,0 +1,1 @@
+"""Weight files: the shipped default model lives in default/ (the store arrives with issue 3)."""

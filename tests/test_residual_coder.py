@@ -1,0 +1,69 @@
+"""The causal context coder alone: exact round trips, the near-lossless bound, odd shapes."""
+
+import numpy as np
+import pytest
+
+from lowrank_batch.codec.residual_coder import decode_plane, encode_plane
+from lowrank_batch.errors import CorruptStreamError
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (7, 1), (2, 2), (3, 50), (64, 5), (33, 47)])
+def test_lossless_round_trip_odd_shapes(rng, shape):
+    plane = rng.integers(0, 4096, shape)
+    blob, recon = encode_plane(plane, 0, 4095)
+    assert np.array_equal(recon, plane)
+    assert np.array_equal(decode_plane(blob, *shape, 0, 4095), plane)
+
+
+def test_lossless_with_side_information(rng):
+    yy, xx = np.mgrid[0:64, 0:80]
+    plane = (1000 + 500 * np.sin(xx / 9) + rng.normal(0, 3, xx.shape)).astype(np.int64)
+    side = (1000 + 500 * np.sin(xx / 9)).astype(np.int64)
+    blob, _ = encode_plane(plane, 0, 4095, side=side)
+    assert np.array_equal(decode_plane(blob, 64, 80, 0, 4095, side=side), plane)
+    plain, _ = encode_plane(plane, 0, 4095)
+    assert np.array_equal(decode_plane(plain, 64, 80, 0, 4095), plane)
+
+
+def test_side_information_must_match(rng):
+    plane = rng.integers(0, 256, (20, 20))
+    side = rng.integers(0, 256, (20, 20))
+    blob, _ = encode_plane(plane, 0, 255, side=side)
+    other = side.copy()
+    other[5, 5] += 7
+    try:
+        decoded = decode_plane(blob, 20, 20, 0, 255, side=other)
+    except CorruptStreamError:
+        return
+    assert not np.array_equal(decoded, plane)
+
+
+@pytest.mark.parametrize("delta", [1, 2, 4, 7])
+def test_near_lossless_bound_every_pixel(rng, delta):
+    plane = rng.integers(0, 1024, (40, 37))
+    blob, recon = encode_plane(plane, 0, 1023, delta)
+    decoded = decode_plane(blob, 40, 37, 0, 1023, delta)
+    assert np.array_equal(decoded, recon)
+    assert np.abs(decoded - plane).max() <= delta
+    assert decoded.min() >= 0 and decoded.max() <= 1023
+
+
+def test_extreme_values_and_negative_ranges(rng):
+    plane = rng.choice([-65535, 65535, 0, 1, -1], size=(30, 30))
+    blob, _ = encode_plane(plane, -65535, 65535)
+    assert np.array_equal(decode_plane(blob, 30, 30, -65535, 65535), plane)
+
+
+def test_constant_plane_is_tiny():
+    plane = np.full((256, 256), 77)
+    blob, _ = encode_plane(plane, 0, 255)
+    assert len(blob) < 200
+    assert np.array_equal(decode_plane(blob, 256, 256, 0, 255), plane)
+
+
+def test_truncated_stream_is_a_clear_error(rng):
+    plane = rng.integers(0, 4096, (32, 32))
+    blob, _ = encode_plane(plane, 0, 4095)
+    for cut in (0, 3, len(blob) // 2, len(blob) - 1):
+        with pytest.raises(CorruptStreamError):
+            decode_plane(blob[:cut], 32, 32, 0, 4095)

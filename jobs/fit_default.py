@@ -29,7 +29,7 @@ SEED = 0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=default_model_path())
-    parser.add_argument("--patch", type=int, default=8)
+    parser.add_argument("--patch", type=int, default=16)
     args = parser.parse_args()
 
     torch.manual_seed(SEED)

@@ -31,7 +31,7 @@ class CodecConfig:
     """Tunable choices of the codec (saved with each run by the jobs that use it)."""
 
     preview_rank: int = 4  # latents kept in lossless / near-lossless modes
-    preview_step: float = 1 / 16  # their quantisation step, as a fraction of the image's value span
+    preview_step: float = 1 / 8  # their quantisation step, as a fraction of the image's value span
     remap_max_density: float = 0.2  # code sparse-valued planes as indices when used/span is below this
     default_quality: float = 45.0
 
@@ -106,7 +106,7 @@ class Codec:
             coded, side, infos, colour = self._coded_planes(planes, recon, layout, mode)
             decoded = np.empty_like(coded)
             for c, info in enumerate(infos):
-                stream, decoded[c] = encode_plane(coded[c], info.lo, info.hi, delta, side[c])
+                stream, decoded[c] = encode_plane(coded[c], info.lo, info.hi, delta, side[c], self.model.core.patch)
                 residuals.append(stream)
             if mode == "lossless":
                 decoded_sha = pixels.pixel_sha256(array)
@@ -213,7 +213,8 @@ class Codec:
                     side[c] = _nearest_index(info.remap, recon[c])
         planes = np.empty((len(enc.planes), layout.height, layout.width), dtype=np.int64)
         for c, (info, stream) in enumerate(zip(enc.planes, enc.residual_streams)):
-            planes[c] = decode_plane(stream, layout.height, layout.width, info.lo, info.hi, enc.max_error, side[c])
+            planes[c] = decode_plane(stream, layout.height, layout.width, info.lo, info.hi, enc.max_error, side[c],
+                                     self.model.core.patch)
             if info.remap is not None:
                 planes[c] = info.remap[planes[c]]
         if enc.colour_transform == "rct":

@@ -28,6 +28,7 @@ NUM_TOKENS = DIRECT_TOKENS + 22 * 4  # exponents 4..25
 NUM_BUCKETS = 40
 COUNT_INCREMENT = 32
 COUNT_LIMIT = 1 << 16
+PRIOR_WEIGHT = 1024.0
 MIN_SEGMENT = 16  # symbols a bucket codes before its histogram is first refreshed
 NUM_PREDICTORS = 6  # 4 weighted-predictor ones + 2 guided by the reconstruction
 PREDICTOR_MAX_WEIGHTS = np.array([13, 12, 12, 12, 12, 12], dtype=np.int64)
@@ -93,7 +94,7 @@ def prior_counts() -> np.ndarray:
             if p < 1e-12:
                 break
         total = mass.sum()
-        counts[b] = np.maximum(1, np.floor(mass / total * 4096.0)).astype(np.int64)
+        counts[b] = np.maximum(1, np.floor(mass / total * PRIOR_WEIGHT)).astype(np.int64)
     return counts
 
 
@@ -123,6 +124,8 @@ def _bucket_of(activity):
 
 
 GRAD_SHIFT = 2
+FLIP_FRAC = 1
+FLIP_TE = 1
 RING = 8  # wavefronts of per-pixel state kept; the model looks back at most 4
 
 
@@ -139,7 +142,7 @@ def num_wavefronts(height: int, width: int) -> int:
 
 
 @njit(cache=True, inline="always")
-def _predict(t, i, j, width, xr, side, has_side, te, perr, sub, weights, max_weights, step):
+def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights, step):
     """Prediction (with EXTRA_BITS fractional bits) and context activity of pixel (i, j) on
     wavefront t = 2i + j.
 
@@ -180,9 +183,10 @@ def _predict(t, i, j, width, xr, side, has_side, te, perr, sub, weights, max_wei
     sub[3] = n8 - ((te_nw * 7 + te_n * 7 + te_ne * 7 + (nn - n) * 0) >> 5)
     num_pred = 4
     if has_side:
+        # R jumps at patch edges; across one, its gradient says nothing
         r = side[i, j]
-        r_w = side[i, j - 1] if has_w else r
-        r_n = side[i - 1, j] if has_n else r
+        r_w = side[i, j - 1] if (has_w and j & patch_mask) else r
+        r_n = side[i - 1, j] if (has_n and i & patch_mask) else r
         sub[4] = (w + r - r_w) << EXTRA_BITS
         sub[5] = (n + r - r_n) << EXTRA_BITS
         num_pred = 6
@@ -222,7 +226,10 @@ def _predict(t, i, j, width, xr, side, has_side, te, perr, sub, weights, max_wei
     activity += ((abs(w - nw) + abs(n - nw) + abs(ne - n)) << EXTRA_BITS) >> GRAD_SHIFT
     if step > 1:
         activity //= step
-    return pred, activity
+    # which sign the residual probably has: the neighbours' summed error (te = prediction -
+    # value > 0 means we predict too high) and the rounding of the prediction
+    lean = FLIP_FRAC * (pred - (((pred + 3) >> EXTRA_BITS) << EXTRA_BITS)) - FLIP_TE * (te_w + te_n + te_nw + te_ne)
+    return pred, activity, lean
 
 
 @njit(cache=True, inline="always")
@@ -274,8 +281,9 @@ def _update(slot, i, value, pred8, sub, num_pred, xr, te, perr, counts, totals, 
 class ModelState:
     """What the encoder and the decoder evolve identically, pixel by pixel."""
 
-    def __init__(self, height: int, width: int, side: np.ndarray | None):
+    def __init__(self, height: int, width: int, side: np.ndarray | None, patch: int = 8):
         self.height, self.width = height, width
+        self.patch_mask = patch - 1
         self.xr = np.zeros((RING, height), dtype=np.int64)
         self.te = np.zeros((RING, height), dtype=np.int64)
         self.perr = np.zeros((RING, height, NUM_PREDICTORS), dtype=np.int64)
@@ -294,7 +302,7 @@ class ModelState:
 
 
 @njit(cache=True)
-def _encode_plane(x, lo, hi, delta, xr, side, has_side, te, perr, counts, totals, snap, since, coded, epoch,
+def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
                   refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values):
     """Run the model over a whole plane in wavefront order (encoder side).
 
@@ -326,12 +334,13 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, te, perr, counts, totals
         i_start, i_end = _wave_rows(t, height, width)
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
-            pred8, activity = _predict(t, i, j, width, xr, side, has_side, te, perr, sub, weights, max_weights, step)
+            pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights,
+                                             step)
             pred = (pred8 + 3) >> EXTRA_BITS
             pred = min(max(pred, lo), hi)
             e = _quantise(x[i, j] - pred, delta)
             value = min(max(pred + e * step, lo), hi)
-            if pred8 - (pred << EXTRA_BITS) > 0:
+            if lean > 0:
                 e = -e
             u = 2 * e if e >= 0 else -2 * e - 1
             tok, nraw = token_of(u)
@@ -383,8 +392,8 @@ def group_tokens(buckets, tokens, snaps, num_buckets):
 
 
 @njit(cache=True)
-def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, te, perr, max_weights, out_pred8, out_pred,
-                       out_bucket, subs, height, width):
+def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, out_pred8, out_pred,
+                       out_bucket, out_lean, subs, height, width):
     """Decoder side: predictions and buckets of every pixel on wavefront t."""
     step = 2 * delta + 1
     weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
@@ -392,9 +401,11 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, te, perr, max_weigh
     k = 0
     for i in range(i_start, i_end + 1):
         j = t - 2 * i
-        pred8, activity = _predict(t, i, j, width, xr, side, has_side, te, perr, subs[k], weights, max_weights, step)
+        pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, subs[k], weights, max_weights,
+                                         step)
         pred = (pred8 + 3) >> EXTRA_BITS
         out_pred8[k] = pred8
+        out_lean[k] = lean
         out_pred[k] = min(max(pred, lo), hi)
         out_bucket[k] = _bucket_of(activity)
         k += 1
@@ -403,7 +414,7 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, te, perr, max_weigh
 
 @njit(cache=True)
 def _finish_wavefront(t, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te, perr, counts, totals, since,
-                      coded, pred8s, preds, buckets, subs, has_side):
+                      coded, pred8s, preds, buckets, leans, subs, has_side):
     """Decoder side: turn the wavefront's tokens (+ raw bits) into pixel values, update state."""
     height, width = out.shape
     step = 2 * delta + 1
@@ -426,7 +437,7 @@ def _finish_wavefront(t, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te, 
         e = u >> 1 if (u & 1) == 0 else -((u + 1) >> 1)
         pred8 = pred8s[k]
         pred = preds[k]
-        if pred8 - (pred << EXTRA_BITS) > 0:
+        if leans[k] > 0:
             e = -e
         value = min(max(pred + e * step, lo), hi)
         out[i, t - 2 * i] = value

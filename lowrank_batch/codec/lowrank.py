@@ -38,6 +38,12 @@ class LowRankCore:
     def max_rank(self) -> int:
         return self.basis.shape[1]
 
+    def __post_init__(self) -> None:
+        if self.patch not in (4, 8, 16, 32):
+            raise InvalidParameterError(f"patch size must be 4, 8, 16 or 32, got {self.patch}")
+        if self.channels not in (1, 3):
+            raise InvalidParameterError(f"channels must be 1 or 3, got {self.channels}")
+
     def check_rank(self, rank: int) -> int:
         if not 1 <= rank <= self.max_rank:
             raise InvalidParameterError(f"rank must be from 1 to {self.max_rank}, got {rank}")

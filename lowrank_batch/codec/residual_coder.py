@@ -33,19 +33,19 @@ def _model(counts: np.ndarray):
 
 
 def encode_plane(
-    plane: np.ndarray, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None
+    plane: np.ndarray, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None, patch: int = 8
 ) -> tuple[bytes, np.ndarray]:
     """Code `plane` (integers in [lo, hi]); `delta` > 0 allows that much error per pixel.
 
-    `side` is the integer low-rank reconstruction (same shape) that guides prediction; the
-    decoder must be given the identical array. Returns the stream and what the decoder will
+    `side` is the integer low-rank reconstruction (same shape, built from `patch` x `patch`
+    blocks) that guides prediction; the decoder must be given the identical array. Returns the stream and what the decoder will
     reconstruct from it (the plane itself when delta is 0).
     """
     if not 0 <= hi - lo <= cm.MAX_SPAN:
         raise InvalidParameterError(f"plane value range [{lo}, {hi}] is wider than the coder's 2**24")
     x = np.ascontiguousarray(plane, dtype=np.int64)
     n = x.size
-    st = cm.ModelState(*x.shape, side)
+    st = cm.ModelState(*x.shape, side, patch)
     out_bucket = np.empty(n, dtype=np.uint8)
     out_token = np.empty(n, dtype=np.int32)
     out_snap = np.empty(n, dtype=np.int32)
@@ -53,7 +53,7 @@ def encode_plane(
     raw_words = np.zeros(n * 17 // 64 + 2, dtype=np.uint64)
     values = np.empty_like(x)
     _, num_bits = cm._encode_plane(
-        x, lo, hi, delta, st.xr, st.side, st.has_side, st.te, st.perr, st.counts, st.totals, st.snap,
+        x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
         st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
         out_bucket, out_token, out_snap, snapshots, raw_words, values,
     )
@@ -115,16 +115,18 @@ def _parse_plane_stream(blob: bytes):
 
 
 def decode_plane(
-    blob: bytes, height: int, width: int, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None
+    blob: bytes, height: int, width: int, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None,
+    patch: int = 8,
 ) -> np.ndarray:
     """Inverse of `encode_plane` (same shape, range, delta and side information)."""
     num_bits, decoders, raw_words = _parse_plane_stream(blob)
-    st = cm.ModelState(height, width, side)
+    st = cm.ModelState(height, width, side, patch)
     out = np.zeros((height, width), dtype=np.int64)
     max_len = min(height, width)
     pred8s = np.empty(max_len + 1, dtype=np.int64)
     preds = np.empty(max_len + 1, dtype=np.int64)
     buckets = np.empty(max_len + 1, dtype=np.int64)
+    leans = np.empty(max_len + 1, dtype=np.int64)
     subs = np.zeros((max_len + 1, cm.NUM_PREDICTORS), dtype=np.int64)
     models: list = [None] * cm.NUM_BUCKETS
     model_epoch = np.full(cm.NUM_BUCKETS, -1)
@@ -132,8 +134,8 @@ def decode_plane(
     for t in range(cm.num_wavefronts(height, width)):
         cm._refresh(st.counts, st.snap, st.since, st.coded, st.epoch, st.refreshed)
         k = cm._predict_wavefront(
-            t, lo, hi, delta, st.xr, st.side, st.has_side, st.te, st.perr, cm.PREDICTOR_MAX_WEIGHTS,
-            pred8s, preds, buckets, subs, height, width,
+            t, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, cm.PREDICTOR_MAX_WEIGHTS,
+            pred8s, preds, buckets, leans, subs, height, width,
         )
         tokens = np.empty(k, dtype=np.int64)
         order, sizes = cm.group_by_bucket(buckets[:k], cm.NUM_BUCKETS)
@@ -150,7 +152,7 @@ def decode_plane(
             start = end
         bitpos = cm._finish_wavefront(
             t, tokens, lo, hi, delta, raw_words, bitpos, out, st.xr, st.te, st.perr, st.counts, st.totals,
-            st.since, st.coded, pred8s, preds, buckets, subs, st.has_side,
+            st.since, st.coded, pred8s, preds, buckets, leans, subs, st.has_side,
         )
         if bitpos > num_bits:
             raise CorruptStreamError("residual stream is corrupt (raw bits overrun)")

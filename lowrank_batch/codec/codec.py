@@ -33,6 +33,8 @@ class CodecConfig:
     preview_rank: int = 4  # latents kept in lossless / near-lossless modes
     preview_step: float = 1 / 8  # their quantisation step, as a fraction of the image's value span
     remap_max_density: float = 0.2  # code sparse-valued planes as indices when used/span is below this
+    lossy_deadzone: float = 0.15  # measured: -16% bits at 45 dB on MR, +1% on natural images
+    guidance_trial_size: int = 192  # side of the crop that decides whether guided prediction pays
     default_quality: float = 45.0
 
     def __post_init__(self) -> None:
@@ -89,7 +91,7 @@ class Codec:
             rank = core.check_rank(rank or min(self.config.preview_rank, core.max_rank))
             span = int(planes.max()) - int(planes.min())
             step = max(1.0, self.config.preview_step * span) / maxval  # at least one grey level
-        latents = self._project(planes, maxval, rank, step)
+        latents = self._project(planes, maxval, rank, step, self.config.lossy_deadzone if mode == "lossy" else 0.0)
         recon = self._reconstruct(latents, step, layout)
         latent_range = (int(latents.min()), int(latents.max()))
         latent_stream, _ = encode_plane(_stack_latents(latents), *latent_range)
@@ -105,8 +107,11 @@ class Codec:
         else:
             coded, side, infos, colour = self._coded_planes(planes, recon, layout, mode)
             decoded = np.empty_like(coded)
+            patch = self.model.core.patch
             for c, info in enumerate(infos):
-                stream, decoded[c] = encode_plane(coded[c], info.lo, info.hi, delta, side[c], self.model.core.patch)
+                info.guided = self._guidance_helps(coded[c], side[c], info, delta)
+                guide = side[c] if info.guided else None
+                stream, decoded[c] = encode_plane(coded[c], info.lo, info.hi, delta, guide, patch)
                 residuals.append(stream)
             if mode == "lossless":
                 decoded_sha = pixels.pixel_sha256(array)
@@ -142,6 +147,22 @@ class Codec:
             raise InvalidParameterError(f"quality must be a number of dB from 10 to 90, got {quality!r}")
         return mode, delta, float(quality)
 
+    def _guidance_helps(self, plane: np.ndarray, side: np.ndarray, info: PlaneInfo, delta: int) -> bool:
+        """Whether predictors guided by the reconstruction pay off on this plane.
+
+        They help some images (CR, photographs: about +0.6%) and hurt others (CT: -2.6%), so
+        try both on a central crop (whole patches) and keep the smaller.
+        """
+        size = self.config.guidance_trial_size
+        h, w = plane.shape
+        patch = self.model.core.patch
+        top = (max(0, h - size) // 2) // patch * patch
+        left = (max(0, w - size) // 2) // patch * patch
+        crop = (slice(top, top + size), slice(left, left + size))
+        guided, _ = encode_plane(plane[crop], info.lo, info.hi, delta, side[crop], patch)
+        plain, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, patch)
+        return len(guided) < len(plain)
+
     def _coded_planes(self, planes, recon, layout, mode):
         """The integer planes the residual coder sees, their side information and ranges."""
         maxval = layout.maxval
@@ -151,9 +172,8 @@ class Codec:
             return coded, side, [PlaneInfo(lo, hi) for lo, hi in pixels.rct_ranges(maxval)], "rct"
         coded, side, infos = planes.copy(), recon.copy(), []
         for c in range(layout.channels):
-            values = np.unique(planes[c]) if mode == "lossless" else None
-            span = int(planes[c].max()) - int(planes[c].min()) + 1
-            if values is not None and len(values) < self.config.remap_max_density * span:
+            values = _sparse_values(planes[c], self.config.remap_max_density) if mode == "lossless" else None
+            if values is not None:
                 coded[c] = np.searchsorted(values, planes[c])
                 side[c] = _nearest_index(values, recon[c])
                 infos.append(PlaneInfo(0, len(values) - 1, values))
@@ -188,6 +208,33 @@ class Codec:
             )
         return out
 
+    def decode_many(self, encoded: list[EncodedImage], preview: bool = False, batch_size: int = 8) -> list[np.ndarray]:
+        """Decode several images; previews of one shape go through the refiner together.
+
+        Results equal one-at-a-time `decode` for lossless and near-lossless whatever the batch
+        size (their decoding is integer-only); lossy/preview outputs may differ in the last
+        grey level where float batching differs, which their PSNR already accounts for.
+        """
+        if batch_size < 1:
+            raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
+        out: list[np.ndarray | None] = [None] * len(encoded)
+        latent_only = [k for k, e in enumerate(encoded) if preview or e.mode == "lossy"]
+        for k, enc in enumerate(encoded):
+            if k not in latent_only:
+                out[k] = self.decode(enc)
+        by_shape: dict[tuple, list[int]] = {}
+        for k in latent_only:
+            by_shape.setdefault((encoded[k].layout.shape, encoded[k].layout.maxval), []).append(k)
+        for (_, maxval), members in by_shape.items():
+            for start in range(0, len(members), batch_size):
+                chunk = members[start : start + batch_size]
+                recons = [self._decode_latents(encoded[k]) for k in chunk]
+                refined = refine_planes(self.model.refiner, np.concatenate(recons), maxval, self.device)
+                c = recons[0].shape[0]
+                for n, k in enumerate(chunk):
+                    out[k] = pixels.from_planes(refined[n * c : (n + 1) * c], encoded[k].layout)
+        return out  # type: ignore[return-value]
+
     def _decode_latents(self, enc: EncodedImage) -> np.ndarray:
         layout = enc.layout
         core = self.model.core
@@ -213,7 +260,8 @@ class Codec:
                     side[c] = _nearest_index(info.remap, recon[c])
         planes = np.empty((len(enc.planes), layout.height, layout.width), dtype=np.int64)
         for c, (info, stream) in enumerate(zip(enc.planes, enc.residual_streams)):
-            planes[c] = decode_plane(stream, layout.height, layout.width, info.lo, info.hi, enc.max_error, side[c],
+            guide = side[c] if info.guided else None
+            planes[c] = decode_plane(stream, layout.height, layout.width, info.lo, info.hi, enc.max_error, guide,
                                      self.model.core.patch)
             if info.remap is not None:
                 planes[c] = info.remap[planes[c]]
@@ -222,11 +270,11 @@ class Codec:
         return planes
 
     # ---------------------------------------------------------------- latents
-    def _project(self, planes: np.ndarray, maxval: int, rank: int, step: float) -> np.ndarray:
+    def _project(self, planes: np.ndarray, maxval: int, rank: int, step: float, deadzone: float) -> np.ndarray:
         """(groups, Hp, Wp, rank): each group is `core.channels` consecutive planes."""
         g = self.model.core.channels
         return np.stack([
-            lowrank.project(planes[i : i + g], self.model.core, maxval, rank, step)
+            lowrank.project(planes[i : i + g], self.model.core, maxval, rank, step, deadzone)
             for i in range(0, planes.shape[0], g)
         ])
 
@@ -242,6 +290,16 @@ def _stack_latents(latents: np.ndarray) -> np.ndarray:
     """(groups, Hp, Wp, rank) -> one plane, component grids stacked vertically."""
     groups, hp, wp, rank = latents.shape
     return latents.transpose(0, 3, 1, 2).reshape(groups * rank * hp, wp)
+
+
+def _sparse_values(plane: np.ndarray, max_density: float) -> np.ndarray | None:
+    """The distinct values of a plane when they fill less than `max_density` of its span."""
+    lo = int(plane.min())
+    counts = np.bincount((plane - lo).ravel())
+    used = np.flatnonzero(counts)
+    if len(used) >= max_density * len(counts):
+        return None
+    return used + lo
 
 
 def _nearest_index(values: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ class PlaneInfo:
     lo: int  # range of the coded values (after colour transform / remap)
     hi: int
     remap: np.ndarray | None = None  # sorted distinct values when the plane is coded as indices
+    guided: bool = False  # residual prediction uses the low-rank reconstruction
 
 
 @dataclass
@@ -168,6 +169,7 @@ def _pack_header(enc: EncodedImage) -> bytes:
     for plane in enc.planes:
         _write_signed(out, plane.lo)
         _write_signed(out, plane.hi)
+        out.append(1 if plane.guided else 0)
         values = plane.remap if plane.remap is not None else np.zeros(0, dtype=np.int64)
         write_varint(out, len(values))
         previous = plane.lo
@@ -224,6 +226,8 @@ def _unpack_header_fields(h: bytes) -> EncodedImage:
     for _ in range(num_planes):
         lo, pos = _read_signed(h, pos)
         hi, pos = _read_signed(h, pos)
+        guided = bool(h[pos])
+        pos += 1
         n, pos = read_varint(h, pos)
         remap = None
         if n:
@@ -234,7 +238,7 @@ def _unpack_header_fields(h: bytes) -> EncodedImage:
                 v += gap
                 values.append(v)
             remap = np.array(values, dtype=np.int64)
-        planes.append(PlaneInfo(lo, hi, remap))
+        planes.append(PlaneInfo(lo, hi, remap, guided))
     lat_lo, pos = _read_signed(h, pos)
     lat_hi, pos = _read_signed(h, pos)
     digests = []

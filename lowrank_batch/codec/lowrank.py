@@ -20,7 +20,7 @@ from ..errors import InvalidParameterError
 
 FRAC_IN = 8  # fractional bits of pixels entering the projection
 FRAC_BASIS = 18  # fractional bits of the projection basis
-FRAC_OUT = 12  # fractional bits of the reconstruction before rounding
+EXACT_BITS = 52  # float64 holds every integer below 2**53 exactly
 
 
 @dataclass(frozen=True)
@@ -103,26 +103,45 @@ def _step_units(step: float, maxval: int) -> float:
     return float(step) * maxval  # pixel values per latent unit
 
 
-def project(planes: np.ndarray, core: LowRankCore, maxval: int, rank: int, step: float) -> np.ndarray:
-    """Quantised latents (Hp, Wp, rank) of integer planes in [0, maxval]."""
+def project(planes: np.ndarray, core: LowRankCore, maxval: int, rank: int, step: float,
+            deadzone: float = 0.0) -> np.ndarray:
+    """Quantised latents (Hp, Wp, rank) of integer planes in [0, maxval].
+
+    `deadzone` > 0 rounds magnitudes down by that fraction of a step (more zeros: fewer bits
+    for slightly more error; the decoder does not need to know).
+    """
+    core.check_rank(rank)
     c, h, w = planes.shape
     x = patchify(planes, core.patch).astype(np.float64) * (1 << FRAC_IN)
     x -= np.round(core.mean.astype(np.float64) * maxval * (1 << FRAC_IN))
     basis = np.round(core.basis[:, :rank].astype(np.float64) * (1 << FRAC_BASIS))
     acc = x @ basis  # exact: integers below 2**53
-    q = np.rint(acc / (_step_units(step, maxval) * (1 << (FRAC_IN + FRAC_BASIS))))
+    y = acc / (_step_units(step, maxval) * (1 << (FRAC_IN + FRAC_BASIS)))
+    q = np.sign(y) * np.floor(np.abs(y) + (0.5 - deadzone))
     hp, wp = grid_shape(h, w, core.patch)
     return q.astype(np.int64).reshape(hp, wp, rank)
+
+
+def _reconstruction_bits(latents: np.ndarray, dim: int, step_units: float, maxval: int) -> int:
+    """Fractional bits of the fixed-point reconstruction: as many as keep every sum below 2**52.
+
+    Integer arithmetic on values both ends share (the latents), so encoder and decoder agree.
+    Each term is |q| * |basis entry| * step_units * 2**frac with |basis entry| <= 1, plus the
+    mean (<= maxval * 2**frac); there are dim of them.
+    """
+    peak = int(np.abs(latents).max(initial=0)) * (int(step_units) + 1) + maxval + 1
+    return max(0, min(30, EXACT_BITS - dim.bit_length() - peak.bit_length()))
 
 
 def reconstruct(latents: np.ndarray, core: LowRankCore, maxval: int, step: float, channels: int, height: int,
                 width: int) -> np.ndarray:
     """Integer reconstruction (C, H, W) in [0, maxval] from quantised latents; bit-exact anywhere."""
-    rank = latents.shape[2]
-    scale = _step_units(step, maxval) * (1 << FRAC_OUT)
+    rank = core.check_rank(latents.shape[2])
+    frac = _reconstruction_bits(latents, core.dim, _step_units(step, maxval), maxval)
+    scale = _step_units(step, maxval) * 2.0**frac
     basis = np.round(core.basis[:, :rank].astype(np.float64).T * scale)
-    mean = np.round(core.mean.astype(np.float64) * maxval * (1 << FRAC_OUT))
+    mean = np.round(core.mean.astype(np.float64) * maxval * 2.0**frac)
     acc = latents.reshape(-1, rank).astype(np.float64) @ basis + mean  # exact: integers below 2**53
-    values = np.floor((acc + (1 << (FRAC_OUT - 1))) / (1 << FRAC_OUT)).astype(np.int64)
+    values = np.floor((acc + 2.0 ** (frac - 1)) / 2.0**frac).astype(np.int64)
     planes = unpatchify(values, core.patch, channels, height, width)
     return np.clip(planes, 0, maxval)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,23 @@ def save_model(path: str | Path, core: LowRankCore, refiner: Refiner, extra_meta
     for key, value in (extra_metadata or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     save_file(tensors, str(path), metadata=metadata)
+    _canonicalise_header(Path(path))
     return file_sha256(path)
+
+
+def _canonicalise_header(path: Path) -> None:
+    """Rewrite the safetensors JSON header with sorted keys.
+
+    safetensors writes `__metadata__` in hash-map order, so the same model would get a new
+    SHA-256 on every save; sorted keys make equal models byte-identical. Data offsets are
+    relative to the end of the header, so only the header changes (padded to 8 bytes).
+    """
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
 
 
 def file_sha256(path: str | Path) -> str:

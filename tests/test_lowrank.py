@@ -58,3 +58,15 @@ def test_bad_core_configuration():
     small = lr.fit_svd([np.random.default_rng(0).random((1, 16, 16))], patch=8)  # 4 patches: rank 4
     with pytest.raises(InvalidParameterError, match="rank must be from 1 to 4"):
         lr.project(np.zeros((1, 16, 16), np.int64), small, 255, 8, 0.1)
+
+
+def test_torch_path_gives_the_same_bits_as_numpy(rng):
+    """Same integers through another BLAS (torch, CPU here; the gpu test runs it on CUDA)."""
+    imgs = [rng.random((1, 64, 64)) for _ in range(2)]
+    core = lr.fit_svd(imgs, patch=8)
+    planes = rng.integers(0, 65536, (1, 61, 70))
+    for step in (1e-4, 0.01, 0.3):
+        q = lr.project(planes, core, 65535, 32, step)
+        a = lr.reconstruct(q, core, 65535, step, 1, 61, 70)
+        b = lr.reconstruct(q, core, 65535, step, 1, 61, 70, device="cpu")
+        assert np.array_equal(a, b)

@@ -281,7 +281,8 @@ class Codec:
     def _reconstruct(self, latents: np.ndarray, step: float, layout: pixels.PixelLayout) -> np.ndarray:
         g = self.model.core.channels
         return np.concatenate([
-            lowrank.reconstruct(lat, self.model.core, layout.maxval, step, g, layout.height, layout.width)
+            lowrank.reconstruct(lat, self.model.core, layout.maxval, step, g, layout.height, layout.width,
+                                None if self.device == "cpu" else self.device)
             for lat in latents
         ])
 

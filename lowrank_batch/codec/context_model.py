@@ -18,6 +18,8 @@ so decode is bit-exact on any machine.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -25,7 +27,9 @@ EXTRA_BITS = 3  # fractional bits of the prediction (as in libjxl)
 DIRECT_TOKENS = 16  # zig-zag values below this are their own token
 MAX_SPAN = 1 << 24  # hi - lo of a coded plane; zig-zag values stay below 2**26
 NUM_TOKENS = DIRECT_TOKENS + 22 * 4  # exponents 4..25
-NUM_BUCKETS = 40
+SPLIT = True
+NUM_LEVELS = 40
+NUM_BUCKETS = 2 * NUM_LEVELS
 COUNT_INCREMENT = 32
 COUNT_LIMIT = 1 << 16
 PRIOR_WEIGHT = 1024.0
@@ -82,8 +86,10 @@ def prior_counts() -> np.ndarray:
     """
     counts = np.ones((NUM_BUCKETS, NUM_TOKENS), dtype=np.int64)
     for b in range(NUM_BUCKETS):
-        # bucket b holds a summed |error| (in 1/8 pixel over 4 neighbours) of about 2**((b-1)/2)
-        mean_abs = max(0.25, (2.0 ** ((b - 1) // 2)) * (1.41 if (b - 1) % 2 else 1.0) / 32.0)
+        level = b % NUM_LEVELS
+        # level holds a summed |error| (in 1/8 pixel over 4 neighbours) of about 2**((level-1)/2);
+        # ldexp is exact, so the table is the same on every machine
+        mean_abs = max(0.25, math.ldexp(1.41 if (level - 1) % 2 else 1.0, (level - 1) // 2) / 32.0)
         ratio = (2.0 * mean_abs) / (2.0 * mean_abs + 1.0)  # geometric over zig-zag values
         p = 1.0
         mass = np.zeros(NUM_TOKENS)
@@ -120,7 +126,7 @@ def _bucket_of(activity):
     n = _floor_log2(activity)
     half = (activity >> (n - 1)) & 1 if n >= 1 else 0
     b = 1 + 2 * n + half
-    return b if b < NUM_BUCKETS else NUM_BUCKETS - 1
+    return b if b < NUM_LEVELS else NUM_LEVELS - 1
 
 
 GRAD_SHIFT = 2
@@ -226,10 +232,14 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
     activity += ((abs(w - nw) + abs(n - nw) + abs(ne - n)) << EXTRA_BITS) >> GRAD_SHIFT
     if step > 1:
         activity //= step
+    bucket = _bucket_of(activity)
+    if SPLIT and bucket > 2:
+        # second context dimension: are the nearest neighbours' errors the larger part?
+        bucket += NUM_LEVELS * (abs(te_w) + abs(te_n) > abs(te_nw) + abs(te_ne))
     # which sign the residual probably has: the neighbours' summed error (te = prediction -
     # value > 0 means we predict too high) and the rounding of the prediction
     lean = FLIP_FRAC * (pred - (((pred + 3) >> EXTRA_BITS) << EXTRA_BITS)) - FLIP_TE * (te_w + te_n + te_nw + te_ne)
-    return pred, activity, lean
+    return pred, bucket, lean
 
 
 @njit(cache=True, inline="always")
@@ -344,7 +354,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
                 e = -e
             u = 2 * e if e >= 0 else -2 * e - 1
             tok, nraw = token_of(u)
-            b = _bucket_of(activity)
+            b = activity
             if nraw > 0:
                 raw = u & ((1 << nraw) - 1)
                 word = bitpos >> 6
@@ -407,7 +417,7 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
         out_pred8[k] = pred8
         out_lean[k] = lean
         out_pred[k] = min(max(pred, lo), hi)
-        out_bucket[k] = _bucket_of(activity)
+        out_bucket[k] = activity
         k += 1
     return k
 

@@ -134,14 +134,25 @@ def _reconstruction_bits(latents: np.ndarray, dim: int, step_units: float, maxva
 
 
 def reconstruct(latents: np.ndarray, core: LowRankCore, maxval: int, step: float, channels: int, height: int,
-                width: int) -> np.ndarray:
-    """Integer reconstruction (C, H, W) in [0, maxval] from quantised latents; bit-exact anywhere."""
+                width: int, device: str | None = None) -> np.ndarray:
+    """Integer reconstruction (C, H, W) in [0, maxval] from quantised latents; bit-exact anywhere.
+
+    With `device` (e.g. "cuda") the product runs in torch float64 there; the result is the same
+    bits as numpy's because every intermediate is an integer below 2**53.
+    """
     rank = core.check_rank(latents.shape[2])
     frac = _reconstruction_bits(latents, core.dim, _step_units(step, maxval), maxval)
     scale = _step_units(step, maxval) * 2.0**frac
     basis = np.round(core.basis[:, :rank].astype(np.float64).T * scale)
     mean = np.round(core.mean.astype(np.float64) * maxval * 2.0**frac)
-    acc = latents.reshape(-1, rank).astype(np.float64) @ basis + mean  # exact: integers below 2**53
+    lat = latents.reshape(-1, rank).astype(np.float64)
+    if device is None:
+        acc = lat @ basis + mean  # exact: integers below 2**53
+    else:
+        import torch
+
+        t = torch.from_numpy(lat).to(device) @ torch.from_numpy(basis).to(device) + torch.from_numpy(mean).to(device)
+        acc = t.cpu().numpy()
     values = np.floor((acc + 2.0 ** (frac - 1)) / 2.0**frac).astype(np.int64)
     planes = unpatchify(values, core.patch, channels, height, width)
     return np.clip(planes, 0, maxval)

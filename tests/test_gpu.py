@@ -1,0 +1,49 @@
+"""On a CUDA device: the same bits as on the CPU. Deselected by default (pytest -m gpu)."""
+
+import numpy as np
+import pytest
+import torch
+
+from lowrank_batch import Codec, EncodedImage
+from lowrank_batch.codec.model import LowRankModel
+from lowrank_batch.codec.refine import Refiner
+
+from .conftest import smooth_image
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def cuda():
+    if not torch.cuda.is_available():
+        pytest.fail("the gpu tests need a CUDA device (they are deselected by default; run them with -m gpu)")
+    return "cuda"
+
+
+def test_lossless_and_near_lossless_are_bit_exact_with_the_cpu(cuda):
+    cpu = Codec.load()
+    gpu = Codec.load(device=cuda)
+    rng = np.random.default_rng(3)
+    for shape, bits in [((300, 257), 16), ((512, 512), 12), ((64, 80, 3), 8)]:
+        a = smooth_image(rng, shape, bits)
+        for mode, kw in [("lossless", {}), ("near-lossless", {"max_error": 2}), ("lossy", {})]:
+            blob_cpu = cpu.encode(a, bits, mode=mode, **kw).to_bytes()
+            blob_gpu = gpu.encode(a, bits, mode=mode, **kw).to_bytes()
+            assert blob_cpu == blob_gpu
+            assert np.array_equal(cpu.decode(EncodedImage.from_bytes(blob_gpu)),
+                                  gpu.decode(EncodedImage.from_bytes(blob_cpu)))
+
+
+def test_refined_previews_agree_within_one_level(cuda):
+    base = Codec.load()
+    torch.manual_seed(0)
+    refiner = Refiner(base.model.core.channels)
+    for p in refiner.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    model = LowRankModel(base.model.core, refiner, base.model.sha256, base.model.metadata)
+    cpu, gpu = Codec(model), Codec(LowRankModel(base.model.core, Refiner(1), base.model.sha256, {}), device=cuda)
+    gpu.model.refiner.load_state_dict(refiner.state_dict())
+    a = smooth_image(np.random.default_rng(4), (256, 256), 12)
+    enc = cpu.encode(a, 12)
+    diff = np.abs(cpu.decode(enc, preview=True).astype(int) - gpu.decode(enc, preview=True).astype(int))
+    assert diff.max() <= 1

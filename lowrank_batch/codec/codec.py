@@ -91,15 +91,18 @@ class Codec:
             rank = core.check_rank(rank or min(self.config.preview_rank, core.max_rank))
             span = int(planes.max()) - int(planes.min())
             step = max(1.0, self.config.preview_step * span) / maxval  # at least one grey level
-        latents = self._project(planes, maxval, rank, step, self.config.lossy_deadzone if mode == "lossy" else 0.0)
+        # lossy colour images: decorrelate colours before the latents (as JPEG 2000 does)
+        colour = "ycocg" if mode == "lossy" and layout.channels == 3 else "none"
+        latent_planes = pixels.ycocg_forward(planes, maxval) if colour == "ycocg" else planes
+        deadzone = self.config.lossy_deadzone if mode == "lossy" else 0.0
+        latents = self._project(latent_planes, maxval, rank, step, deadzone)
         recon = self._reconstruct(latents, step, layout)
         latent_range = (int(latents.min()), int(latents.max()))
         latent_stream, _ = encode_plane(_stack_latents(latents), *latent_range)
-        preview = refine_planes(self.model.refiner, recon, maxval, self.device)
+        preview = self._finish_preview(recon, colour, maxval)
         preview_psnr = metrics.psnr(planes, preview, layout.bits_stored)
 
         residuals: list[bytes] = []
-        colour = "none"
         if mode == "lossy":
             infos = [PlaneInfo(0, maxval) for _ in range(layout.channels)]
             decoded_sha = pixels.pixel_sha256(recon)  # the deterministic part of a lossy decode
@@ -146,6 +149,11 @@ class Codec:
         if not isinstance(quality, (int, float, np.integer, np.floating)) or not 10.0 <= float(quality) <= 90.0:
             raise InvalidParameterError(f"quality must be a number of dB from 10 to 90, got {quality!r}")
         return mode, delta, float(quality)
+
+    def _finish_preview(self, recon: np.ndarray, colour: str, maxval: int) -> np.ndarray:
+        """Latent reconstruction -> displayable planes: learned refinement, then colours back."""
+        refined = refine_planes(self.model.refiner, recon, maxval, self.device)
+        return pixels.ycocg_inverse(refined, maxval) if colour == "ycocg" else refined
 
     def _guidance_helps(self, plane: np.ndarray, side: np.ndarray, info: PlaneInfo, delta: int) -> bool:
         """Whether predictors guided by the reconstruction pay off on this plane.
@@ -194,8 +202,7 @@ class Codec:
         if preview or enc.mode == "lossy":
             if enc.mode == "lossy" and pixels.pixel_sha256(recon) != enc.decoded_sha256:
                 raise ChecksumMismatchError("lossy latents do not decode to the recorded reconstruction digest")
-            out = refine_planes(self.model.refiner, recon, layout.maxval, self.device)
-            return pixels.from_planes(out, layout)
+            return pixels.from_planes(self._finish_preview(recon, enc.colour_transform, layout.maxval), layout)
         if len(enc.residual_streams) != len(enc.planes):
             raise CorruptStreamError(f"{enc.mode} image has {len(enc.residual_streams)} residual streams, "
                                      f"expected {len(enc.planes)}")
@@ -232,7 +239,10 @@ class Codec:
                 refined = refine_planes(self.model.refiner, np.concatenate(recons), maxval, self.device)
                 c = recons[0].shape[0]
                 for n, k in enumerate(chunk):
-                    out[k] = pixels.from_planes(refined[n * c : (n + 1) * c], encoded[k].layout)
+                    planes = refined[n * c : (n + 1) * c]
+                    if encoded[k].colour_transform == "ycocg":
+                        planes = pixels.ycocg_inverse(planes, maxval)
+                    out[k] = pixels.from_planes(planes, encoded[k].layout)
         return out  # type: ignore[return-value]
 
     def _decode_latents(self, enc: EncodedImage) -> np.ndarray:

@@ -29,7 +29,7 @@ from .varint import read_varint, write_varint
 MAGIC = b"LRBI"
 FORMAT_VERSION = 1
 MODES = ("lossless", "near-lossless", "lossy")
-COLOUR_TRANSFORMS = ("none", "rct")
+COLOUR_TRANSFORMS = ("none", "rct", "ycocg")  # rct: lossless residual planes; ycocg: lossy latents
 
 
 @dataclass

@@ -124,3 +124,20 @@ def rct_inverse(planes: np.ndarray) -> np.ndarray:
 
 def rct_ranges(maxval: int) -> list[tuple[int, int]]:
     return [(0, maxval), (-maxval, maxval), (-maxval, maxval)]
+
+
+def ycocg_forward(planes: np.ndarray, maxval: int) -> np.ndarray:
+    """(R, G, B) -> (Y, Co, Cg), each offset into [0, maxval] so the low-rank core can code it.
+
+    For lossy latents only: the integer halvings lose up to one grey level, which is
+    negligible there and keeps the planes inside the core's range.
+    """
+    r, g, b = planes
+    half = (maxval + 1) // 2
+    return np.stack(((r + 2 * g + b) >> 2, ((r - b) >> 1) + half, ((2 * g - r - b) >> 2) + half))
+
+
+def ycocg_inverse(planes: np.ndarray, maxval: int) -> np.ndarray:
+    half = (maxval + 1) // 2
+    y, co, cg = planes[0], planes[1] - half, planes[2] - half
+    return np.clip(np.stack((y + co - cg, y + cg, y - co - cg)), 0, maxval)

@@ -9,9 +9,10 @@ Byte layout (little-endian):
     u32      CRC-32 of every byte before it
 
 The header carries what decode needs besides the model: layout (shape, dtype, bits, offset),
-mode, max error, quality, rank, latent step, colour transform, per-plane value ranges and
-remap tables, and the SHA-256 digests of the original pixels, the decoded pixels (near-
-lossless), the model and the adapter.
+mode, max error, quality, rank, latent step (float64: reconstruction depends on its exact
+bits), colour transform, per-plane value ranges, remap tables and guidance flags, and the
+SHA-256 digests of the original pixels, of the decoded reconstruction (omitted when equal:
+lossless), of the model and of the adapter; PSNR figures as float32.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ class EncodedImage:
     decoded_sha256: str  # of the near-lossless reconstruction; equal to pixel_sha256 when lossless
     model_sha256: str
     adapter_sha256: str | None = None
-    psnr: float = float("inf")  # of the full decode (lossy: of the latents-only decode)
-    preview_psnr: float = float("nan")
+    psnr: float = float("inf")  # of the full decode (lossy: of the latents-only decode); float32 in bytes
+    preview_psnr: float = float("nan")  # float32 in bytes
     extra: dict = field(default_factory=dict)
 
     @property
@@ -161,7 +162,7 @@ def _pack_header(enc: EncodedImage) -> bytes:
     write_varint(out, lay.offset)
     out.append(MODES.index(enc.mode))
     write_varint(out, enc.max_error)
-    out += struct.pack("<d", enc.quality)
+    out += struct.pack("<f", enc.quality)
     write_varint(out, enc.rank)
     out += struct.pack("<d", enc.latent_step)
     out.append(COLOUR_TRANSFORMS.index(enc.colour_transform))
@@ -179,12 +180,15 @@ def _pack_header(enc: EncodedImage) -> bytes:
     _write_signed(out, enc.latent_range[0])
     _write_signed(out, enc.latent_range[1])
     out += bytes.fromhex(enc.pixel_sha256)
-    out += bytes.fromhex(enc.decoded_sha256)
+    same = enc.decoded_sha256 == enc.pixel_sha256  # lossless: one digest serves both
+    out.append(1 if same else 0)
+    if not same:
+        out += bytes.fromhex(enc.decoded_sha256)
     out += bytes.fromhex(enc.model_sha256)
     out.append(1 if enc.adapter_sha256 else 0)
     if enc.adapter_sha256:
         out += bytes.fromhex(enc.adapter_sha256)
-    out += struct.pack("<dd", enc.psnr, enc.preview_psnr)
+    out += struct.pack("<ff", enc.psnr, enc.preview_psnr)
     return bytes(out)
 
 
@@ -214,8 +218,8 @@ def _unpack_header_fields(h: bytes) -> EncodedImage:
     mode = MODES[h[pos]]
     pos += 1
     max_error, pos = read_varint(h, pos)
-    (quality,) = struct.unpack_from("<d", h, pos)
-    pos += 8
+    (quality,) = struct.unpack_from("<f", h, pos)
+    pos += 4
     rank, pos = read_varint(h, pos)
     (step,) = struct.unpack_from("<d", h, pos)
     pos += 8
@@ -242,7 +246,13 @@ def _unpack_header_fields(h: bytes) -> EncodedImage:
     lat_lo, pos = _read_signed(h, pos)
     lat_hi, pos = _read_signed(h, pos)
     digests = []
-    for _ in range(3):
+    for k in range(3):
+        if k == 1:
+            same = h[pos]
+            pos += 1
+            if same:
+                digests.append(digests[0])
+                continue
         if pos + 32 > len(h):
             raise CorruptStreamError("encoded image header is truncated (digests)")
         digests.append(h[pos : pos + 32].hex())
@@ -253,8 +263,8 @@ def _unpack_header_fields(h: bytes) -> EncodedImage:
     if has_adapter:
         adapter = h[pos : pos + 32].hex()
         pos += 32
-    psnr, preview_psnr = struct.unpack_from("<dd", h, pos)
-    pos += 16
+    psnr, preview_psnr = struct.unpack_from("<ff", h, pos)
+    pos += 8
     if pos != len(h):
         raise CorruptStreamError("encoded image header has the wrong length")
     if not 8 <= bits <= 16 or any(s < 1 for s in shape):

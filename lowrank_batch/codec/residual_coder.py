@@ -7,10 +7,16 @@ are packed as they are (they are close to uniform, as in JPEG XL's hybrid intege
 
 Plane stream layout (all little-endian):
     varint number of raw bits
-    bitmask of the buckets in use (NUM_BUCKETS bits)
-    per bucket in use: varint number of 32-bit words in its range-coder stream
-    the bucket streams, in bucket order (u32 words)
+    u8     layout: 0 = one range-coder stream per bucket, 1 = one shared stream
+    layout 0: bitmask of the buckets in use (NUM_BUCKETS bits), then per bucket in use a varint
+              number of 32-bit words, then the bucket streams in bucket order (u32 words)
+    layout 1: varint number of 32-bit words, then the stream; symbols in (wavefront, bucket,
+              row) order, the order the decoder fetches them
     the raw bits (u64 words)
+
+Per-bucket streams let the encoder code each bucket's symbols in a few calls (fast for large
+images) at the cost of one coder flush per bucket; small planes use the shared stream, whose
+one call per (wavefront, bucket) run is cheap there and saves those flushes.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from .varint import read_varint, write_varint
 
 _Categorical = constriction.stream.model.Categorical
 _MASK_BYTES = (cm.NUM_BUCKETS + 7) // 8
+SHARED_STREAM_MAX_RUNS = 4000  # above this many coder calls, per-bucket streams are faster
 
 
 def _model(counts: np.ndarray):
@@ -57,47 +64,84 @@ def encode_plane(
         st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
         out_bucket, out_token, out_snap, snapshots, raw_words, values,
     )
-    tokens, snaps, sizes = cm.group_tokens(out_bucket, out_token, out_snap, cm.NUM_BUCKETS)
+    models: dict[int, object] = {}
+
+    def model(snap_id: int):
+        if snap_id not in models:
+            models[snap_id] = _model(snapshots[snap_id])
+        return models[snap_id]
+
+    out = bytearray()
+    write_varint(out, int(num_bits))
+    per_bucket = _per_bucket_streams(out_bucket, out_token, out_snap, model)
+    shared_tokens, shared_snaps, runs = cm.order_for_single_stream(
+        out_bucket, out_token, out_snap, x.shape[0], x.shape[1], cm.NUM_BUCKETS
+    )
+    shared = None
+    if runs <= SHARED_STREAM_MAX_RUNS:
+        shared = _coded_runs(constriction.stream.queue.RangeEncoder(), shared_tokens, shared_snaps, model)
+    if shared is not None and 4 * len(shared) + 4 < sum(4 * len(w) + 2 for w in per_bucket):
+        out.append(1)
+        write_varint(out, len(shared))
+        out += shared.astype("<u4").tobytes()
+    else:
+        out.append(0)
+        mask = sum(1 << b for b, words in enumerate(per_bucket) if len(words))
+        out += mask.to_bytes(_MASK_BYTES, "little")
+        for words in per_bucket:
+            if len(words):
+                write_varint(out, len(words))
+        for words in per_bucket:
+            out += words.astype("<u4").tobytes()
+    out += raw_words[: (num_bits + 63) // 64].astype("<u8").tobytes()
+    return bytes(out), values
+
+
+def _coded_runs(encoder, tokens: np.ndarray, snaps: np.ndarray, model) -> np.ndarray:
+    """Encode tokens with one call per run of equal histogram snapshot; return the words."""
+    if tokens.size:
+        cuts = np.flatnonzero(snaps[1:] != snaps[:-1]) + 1
+        for s, e in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [tokens.size]))):
+            encoder.encode(tokens[s:e], model(int(snaps[s])))
+    return encoder.get_compressed()
+
+
+def _per_bucket_streams(buckets, tokens, snaps, model) -> list[np.ndarray]:
+    grouped_tokens, grouped_snaps, sizes = cm.group_tokens(buckets, tokens, snaps, cm.NUM_BUCKETS)
     streams = []
     start = 0
     for size in sizes:
         end = start + int(size)
         words = np.zeros(0, dtype=np.uint32)
         if size:
-            encoder = constriction.stream.queue.RangeEncoder()
-            # one call per histogram snapshot the bucket went through
-            bucket_snaps = snaps[start:end]
-            cuts = np.flatnonzero(bucket_snaps[1:] != bucket_snaps[:-1]) + 1
-            for s, e in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [end - start]))):
-                encoder.encode(tokens[start + s : start + e], _model(snapshots[bucket_snaps[s]]))
-            words = encoder.get_compressed()
+            words = _coded_runs(
+                constriction.stream.queue.RangeEncoder(), grouped_tokens[start:end], grouped_snaps[start:end], model
+            )
         streams.append(words)
         start = end
-    out = bytearray()
-    write_varint(out, int(num_bits))
-    mask = sum(1 << b for b, words in enumerate(streams) if len(words))
-    out += mask.to_bytes(_MASK_BYTES, "little")
-    for words in streams:
-        if len(words):
-            write_varint(out, len(words))
-    for words in streams:
-        out += words.astype("<u4").tobytes()
-    out += raw_words[: (num_bits + 63) // 64].astype("<u8").tobytes()
-    return bytes(out), values
+    return streams
 
 
 def _parse_plane_stream(blob: bytes):
     num_bits, pos = read_varint(blob, 0)
-    if pos + _MASK_BYTES > len(blob):
-        raise CorruptStreamError("residual stream is truncated")
-    mask = int.from_bytes(blob[pos : pos + _MASK_BYTES], "little")
-    pos += _MASK_BYTES
-    lengths = []
-    for b in range(cm.NUM_BUCKETS):
-        value = 0
-        if mask >> b & 1:
-            value, pos = read_varint(blob, pos)
-        lengths.append(value)
+    if pos >= len(blob) or blob[pos] not in (0, 1):
+        raise CorruptStreamError("residual stream is truncated or has an unknown layout")
+    shared = blob[pos] == 1
+    pos += 1
+    if shared:
+        lengths = [read_varint(blob, pos)]
+        lengths, pos = [lengths[0][0]], lengths[0][1]
+    else:
+        if pos + _MASK_BYTES > len(blob):
+            raise CorruptStreamError("residual stream is truncated")
+        mask = int.from_bytes(blob[pos : pos + _MASK_BYTES], "little")
+        pos += _MASK_BYTES
+        lengths = []
+        for b in range(cm.NUM_BUCKETS):
+            value = 0
+            if mask >> b & 1:
+                value, pos = read_varint(blob, pos)
+            lengths.append(value)
     decoders = []
     for length in lengths:
         end = pos + 4 * length
@@ -106,6 +150,8 @@ def _parse_plane_stream(blob: bytes):
         words = np.frombuffer(blob, dtype="<u4", count=length, offset=pos).astype(np.uint32)
         decoders.append(constriction.stream.queue.RangeDecoder(words))
         pos = end
+    if shared:
+        decoders = decoders * cm.NUM_BUCKETS
     num_raw_words = (num_bits + 63) // 64
     if pos + 8 * num_raw_words != len(blob):
         raise CorruptStreamError("residual stream has the wrong length")

@@ -142,13 +142,19 @@ def lossy_row(codec: Codec, im: CorpusImage) -> dict:
     return row
 
 
+def by_modality(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped per modality, plus "all"."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[r["modality"]].append(r)
+    if rows:
+        groups["all"] = list(rows)
+    return groups
+
+
 def summarise(rows_lossless, rows_near, rows_lossy) -> dict:
     summary: dict = {"lossless": {}, "near_lossless": {}, "lossy": {}, "speed": {}}
-    by_mod = defaultdict(list)
-    for r in rows_lossless:
-        by_mod[r["modality"]].append(r)
-    by_mod["all"] = list(rows_lossless)
-    for mod, rows in by_mod.items():
+    for mod, rows in by_modality(rows_lossless).items():
         raw = sum(r["raw"] for r in rows)
         summary["lossless"][mod] = {name: raw / sum(r[name] for r in rows) for name in LOSSLESS}
         summary["lossless"][mod]["exact"] = all(r["exact"] for r in rows)
@@ -160,11 +166,7 @@ def summarise(rows_lossless, rows_near, rows_lossy) -> dict:
         "j2k_encode_MPps": px / sum(r["j2k_enc_s"] for r in rows_lossless),
         "j2k_decode_MPps": px / sum(r["j2k_dec_s"] for r in rows_lossless),
     }
-    by_mod = defaultdict(list)
-    for r in rows_near:
-        by_mod[r["modality"]].append(r)
-    by_mod["all"] = list(rows_near)
-    for mod, rows in by_mod.items():
+    for mod, rows in by_modality(rows_near).items():
         pixels = sum(r["pixels"] for r in rows)
         summary["near_lossless"][mod] = {
             f"{c}_{d}": 8 * sum(r[f"{c}_{d}"] for r in rows) / pixels for d in NEAR_DELTAS for c in ("ours", "jpegls")
@@ -172,11 +174,7 @@ def summarise(rows_lossless, rows_near, rows_lossy) -> dict:
         summary["near_lossless"][mod]["bound_held"] = all(
             r[f"ours_{d}_maxerr"] <= d for r in rows for d in NEAR_DELTAS
         )
-    by_mod = defaultdict(list)
-    for r in rows_lossy:
-        by_mod[r["modality"]].append(r)
-    by_mod["all"] = list(rows_lossy)
-    for mod, rows in by_mod.items():
+    for mod, rows in by_modality(rows_lossy).items():
         entry = {}
         for t in PSNR_TARGETS:
             usable = [r for r in rows if r[f"ours_{t:g}"] is not None and r[f"j2k_{t:g}"] is not None]
@@ -201,9 +199,10 @@ def markdown(summary: dict) -> str:
     for mod, s in summary["near_lossless"].items():
         cells = " | ".join(f"{s[f'ours_{d}']:.3f} | {s[f'jpegls_{d}']:.3f}" for d in NEAR_DELTAS)
         lines.append(f"| {mod} | {cells} | {'yes' if s['bound_held'] else 'NO'} |")
-    lines += ["", "### Lossy bpp at PSNR (lower is better)", "",
-              "| modality | " + " | ".join(f"ours {t:g} dB | J2K {t:g} dB" for t in PSNR_TARGETS) + " |",
-              "|---|" + "---|---|" * len(PSNR_TARGETS)]
+    if summary["lossy"]:
+        lines += ["", "### Lossy bpp at PSNR (lower is better)", "",
+                  "| modality | " + " | ".join(f"ours {t:g} dB | J2K {t:g} dB" for t in PSNR_TARGETS) + " |",
+                  "|---|" + "---|---|" * len(PSNR_TARGETS)]
     for mod, s in summary["lossy"].items():
         lines.append(f"| {mod} | " + " | ".join(
             f"{s[f'ours_{t:g}']:.3f} | {s[f'j2k_{t:g}']:.3f}" for t in PSNR_TARGETS) + " |")
@@ -228,8 +227,7 @@ def main() -> None:
     rows_lossless = [lossless_row(codec, im) for im in images]
     rows_near = [near_row(codec, im) for im in images]
     rows_lossy = [] if args.skip_lossy else [lossy_row(codec, im) for im in images]
-    summary = summarise(rows_lossless, rows_near, rows_lossy) if rows_lossy else summarise(
-        rows_lossless, rows_near, [])
+    summary = summarise(rows_lossless, rows_near, rows_lossy)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "lossless": rows_lossless, "near_lossless": rows_near,
                                     "lossy": rows_lossy}, indent=1))

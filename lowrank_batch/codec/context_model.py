@@ -8,7 +8,7 @@ mantissa bits above that, remaining low bits raw), and each token is coded with 
 histogram chosen by a context *bucket*: the quantised size of the neighbours' true errors.
 
 Pixels are visited in **wavefront order** (t = 2*row + col, then row): every neighbour the
-model reads (W, WW, N, NW, NE, NN) lies on one of the four previous wavefronts, so the decoder
+model reads (W, WW, N, NW, NE) lies on one of the three previous wavefronts, so the decoder
 can predict a whole wavefront at once and fetch its tokens from the entropy coder in a few
 batched calls, and the model keeps its per-pixel state in a ring of RING wavefronts (small,
 cache-resident, independent of image size). Histograms are snapshotted ("refreshed") only at
@@ -23,59 +23,17 @@ import math
 import numpy as np
 from numba import njit
 
+from .tokens import MAX_SPAN, NUM_TOKENS, floor_log2 as _floor_log2, token_base, token_of  # noqa: F401
+
 EXTRA_BITS = 3  # fractional bits of the prediction (as in libjxl)
-DIRECT_TOKENS = 16  # zig-zag values below this are their own token
-MAX_SPAN = 1 << 24  # hi - lo of a coded plane; zig-zag values stay below 2**26
-NUM_TOKENS = DIRECT_TOKENS + 22 * 4  # exponents 4..25
-SPLIT = True
-NUM_LEVELS = 40
-NUM_BUCKETS = 2 * NUM_LEVELS
+NUM_LEVELS = 40  # activity levels, two per octave
+NUM_BUCKETS = 2 * NUM_LEVELS  # x whether the nearest neighbours carry most of the error
 COUNT_INCREMENT = 32
 COUNT_LIMIT = 1 << 16
 PRIOR_WEIGHT = 1024.0
 MIN_SEGMENT = 16  # symbols a bucket codes before its histogram is first refreshed
 NUM_PREDICTORS = 6  # 4 weighted-predictor ones + 2 guided by the reconstruction
 PREDICTOR_MAX_WEIGHTS = np.array([13, 12, 12, 12, 12, 12], dtype=np.int64)
-
-
-@njit(cache=True, inline="always")
-def _floor_log2(x):
-    """floor(log2(x)) for 1 <= x < 2**32, in five branch steps."""
-    n = 0
-    if x >= 1 << 16:
-        x >>= 16
-        n += 16
-    if x >= 1 << 8:
-        x >>= 8
-        n += 8
-    if x >= 1 << 4:
-        x >>= 4
-        n += 4
-    if x >= 1 << 2:
-        x >>= 2
-        n += 2
-    if x >= 1 << 1:
-        n += 1
-    return n
-
-
-@njit(cache=True, inline="always")
-def token_of(u):
-    """Token and raw-bit count of a zig-zag value u >= 0."""
-    if u < DIRECT_TOKENS:
-        return u, 0
-    n = _floor_log2(u)
-    return DIRECT_TOKENS + (n - 4) * 4 + ((u >> (n - 2)) & 3), n - 2
-
-
-@njit(cache=True, inline="always")
-def token_base(token):
-    """Smallest zig-zag value of a token and the number of raw bits that follow it."""
-    if token < DIRECT_TOKENS:
-        return token, 0
-    n = (token - DIRECT_TOKENS) // 4 + 4
-    m = (token - DIRECT_TOKENS) & 3
-    return (4 + m) << (n - 2), n - 2
 
 
 def prior_counts() -> np.ndarray:
@@ -132,7 +90,7 @@ def _bucket_of(activity):
 GRAD_SHIFT = 2
 FLIP_FRAC = 1
 FLIP_TE = 1
-RING = 8  # wavefronts of per-pixel state kept; the model looks back at most 4
+RING = 4  # wavefronts of per-pixel state kept; the model looks back at most 3
 
 
 @njit(cache=True, inline="always")
@@ -148,57 +106,10 @@ def num_wavefronts(height: int, width: int) -> int:
 
 
 @njit(cache=True, inline="always")
-def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights, step):
-    """Prediction (with EXTRA_BITS fractional bits) and context activity of pixel (i, j) on
-    wavefront t = 2i + j.
-
-    `xr`, `te`, `perr` are rings indexed [wavefront % RING, row]: W is (t-1, i), NE (t-1, i-1),
-    N (t-2, i-1), WW (t-2, i), NW (t-3, i-1), NN (t-4, i-2). `side` is the raster
-    reconstruction. Writes the sub-predictions into `sub` for the later error update.
-    """
-    has_w = j > 0
-    has_n = i > 0
-    has_ne = has_n and j + 1 < width
-    has_nw = has_n and has_w
-    s1 = (t - 1) & (RING - 1)
-    s2 = (t - 2) & (RING - 1)
-    s3 = (t - 3) & (RING - 1)
-    s4 = (t - 4) & (RING - 1)
-    if has_w:
-        w = xr[s1, i]
-    elif has_n:
-        w = xr[s2, i - 1]
-    else:
-        w = 0
-    n = xr[s2, i - 1] if has_n else w
-    ne = xr[s1, i - 1] if has_ne else n
-    nn = xr[s4, i - 2] if i > 1 else n
-    nw = xr[s3, i - 1] if has_nw else w
-
-    te_w = te[s1, i] if has_w else 0
-    te_n = te[s2, i - 1] if has_n else 0
-    te_nw = te[s3, i - 1] if has_nw else te_n
-    te_ne = te[s1, i - 1] if has_ne else te_n
-
-    w8 = w << EXTRA_BITS
-    n8 = n << EXTRA_BITS
-    ne8 = ne << EXTRA_BITS
-    sub[0] = w8 + ne8 - n8
-    sub[1] = n8 - (((te_w + te_n + te_ne) * 16) >> 5)
-    sub[2] = w8 - (((te_w + te_n + te_nw) * 10) >> 5)
-    sub[3] = n8 - ((te_nw * 7 + te_n * 7 + te_ne * 7 + (nn - n) * 0) >> 5)
-    num_pred = 4
-    if has_side:
-        # R jumps at patch edges; across one, its gradient says nothing
-        r = side[i, j]
-        r_w = side[i, j - 1] if (has_w and j & patch_mask) else r
-        r_n = side[i - 1, j] if (has_n and i & patch_mask) else r
-        sub[4] = (w + r - r_w) << EXTRA_BITS
-        sub[5] = (n + r - r_n) << EXTRA_BITS
-        num_pred = 6
-
+def _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, j, has_w, has_n, has_ne, has_nw):
+    """libjxl's weighted average: each sub-prediction weighted by the inverse of its recent
+    error at N, NE, NW, W and WW; weights cut to ~5 bits, division by table lookup."""
     total_weight = 0
-    acc = 0
     for k in range(num_pred):
         s = 0
         if has_n:
@@ -213,14 +124,65 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
                 s += perr[s2, i, k]
         weights[k] = _error_weight(s, max_weights[k])
         total_weight += weights[k]
-    # libjxl's WeightedAverage: keep ~5 bits of each weight, divide by table lookup
     shift = _floor_log2(total_weight) - 4
     weight_sum = 0
+    acc = 0
     for k in range(num_pred):
         weights[k] >>= shift
         weight_sum += weights[k]
         acc += weights[k] * sub[k]
-    pred = ((acc + (weight_sum >> 1) - 1) * _DIV_LOOKUP[weight_sum]) >> 24
+    return ((acc + (weight_sum >> 1) - 1) * _DIV_LOOKUP[weight_sum]) >> 24
+
+
+@njit(cache=True, inline="always")
+def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights, step):
+    """Prediction (with EXTRA_BITS fractional bits) and context activity of pixel (i, j) on
+    wavefront t = 2i + j.
+
+    `xr`, `te`, `perr` are rings indexed [wavefront % RING, row]: W is (t-1, i), NE (t-1, i-1),
+    N (t-2, i-1), WW (t-2, i), NW (t-3, i-1). `side` is the raster
+    reconstruction. Writes the sub-predictions into `sub` for the later error update.
+    """
+    has_w = j > 0
+    has_n = i > 0
+    has_ne = has_n and j + 1 < width
+    has_nw = has_n and has_w
+    s1 = (t - 1) & (RING - 1)
+    s2 = (t - 2) & (RING - 1)
+    s3 = (t - 3) & (RING - 1)
+    if has_w:
+        w = xr[s1, i]
+    elif has_n:
+        w = xr[s2, i - 1]
+    else:
+        w = 0
+    n = xr[s2, i - 1] if has_n else w
+    ne = xr[s1, i - 1] if has_ne else n
+    nw = xr[s3, i - 1] if has_nw else w
+
+    te_w = te[s1, i] if has_w else 0
+    te_n = te[s2, i - 1] if has_n else 0
+    te_nw = te[s3, i - 1] if has_nw else te_n
+    te_ne = te[s1, i - 1] if has_ne else te_n
+
+    w8 = w << EXTRA_BITS
+    n8 = n << EXTRA_BITS
+    ne8 = ne << EXTRA_BITS
+    sub[0] = w8 + ne8 - n8
+    sub[1] = n8 - (((te_w + te_n + te_ne) * 16) >> 5)
+    sub[2] = w8 - (((te_w + te_n + te_nw) * 10) >> 5)
+    sub[3] = n8 - ((te_nw * 7 + te_n * 7 + te_ne * 7) >> 5)
+    num_pred = 4
+    if has_side:
+        # R jumps at patch edges; across one, its gradient says nothing
+        r = side[i, j]
+        r_w = side[i, j - 1] if (has_w and j & patch_mask) else r
+        r_n = side[i - 1, j] if (has_n and i & patch_mask) else r
+        sub[4] = (w + r - r_w) << EXTRA_BITS
+        sub[5] = (n + r - r_n) << EXTRA_BITS
+        num_pred = 6
+
+    pred = _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, j, has_w, has_n, has_ne, has_nw)
 
     same_sign = (te_n >= 0) == (te_w >= 0) and (te_n >= 0) == (te_ne >= 0)
     if not same_sign:
@@ -233,7 +195,7 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
     if step > 1:
         activity //= step
     bucket = _bucket_of(activity)
-    if SPLIT and bucket > 2:
+    if bucket > 2:
         # second context dimension: are the nearest neighbours' errors the larger part?
         bucket += NUM_LEVELS * (abs(te_w) + abs(te_n) > abs(te_nw) + abs(te_ne))
     # which sign the residual probably has: the neighbours' summed error (te = prediction -
@@ -373,35 +335,6 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
 
 
 @njit(cache=True)
-def group_by_bucket(buckets, num_buckets):
-    """Stable counting sort: positions of the symbols grouped by bucket, and bucket sizes."""
-    sizes = np.zeros(num_buckets, dtype=np.int64)
-    for b in buckets:
-        sizes[b] += 1
-    start = np.zeros(num_buckets, dtype=np.int64)
-    for b in range(1, num_buckets):
-        start[b] = start[b - 1] + sizes[b - 1]
-    order = np.empty(buckets.size, dtype=np.int64)
-    for k in range(buckets.size):
-        b = buckets[k]
-        order[start[b]] = k
-        start[b] += 1
-    return order, sizes
-
-
-@njit(cache=True)
-def group_tokens(buckets, tokens, snaps, num_buckets):
-    """Tokens and their snapshot ids grouped by bucket (stable), and bucket sizes."""
-    order, sizes = group_by_bucket(buckets, num_buckets)
-    grouped_tokens = np.empty(tokens.size, dtype=np.int32)
-    grouped_snaps = np.empty(tokens.size, dtype=np.int32)
-    for k in range(order.size):
-        grouped_tokens[k] = tokens[order[k]]
-        grouped_snaps[k] = snaps[order[k]]
-    return grouped_tokens, grouped_snaps, sizes
-
-
-@njit(cache=True)
 def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, out_pred8, out_pred,
                        out_bucket, out_lean, subs, height, width):
     """Decoder side: predictions and buckets of every pixel on wavefront t."""
@@ -455,41 +388,3 @@ def _finish_wavefront(t, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te, 
                 coded)
         k += 1
     return bitpos
-
-
-@njit(cache=True)
-def order_for_single_stream(buckets, tokens, snaps, height, width, num_buckets):
-    """Reorder coding-order symbols to (wavefront, bucket, row): the order in which the decoder
-    fetches them when every bucket shares one stream (a counting sort per wavefront).
-    Returns tokens, snapshot ids and the number of (wavefront, bucket) runs."""
-    out_tokens = np.empty_like(tokens)
-    out_snaps = np.empty_like(snaps)
-    sizes = np.zeros(num_buckets, dtype=np.int64)
-    offsets = np.zeros(num_buckets, dtype=np.int64)
-    start = 0
-    runs = 0
-    for t in range(2 * (height - 1) + width):
-        i_start, i_end = _wave_rows(t, height, width)
-        n = i_end - i_start + 1
-        for k in range(start, start + n):
-            sizes[buckets[k]] += 1
-        offset = start
-        for k in range(start, start + n):  # visit only the buckets present, in bucket order
-            b = buckets[k]
-            if sizes[b] > 0 and offsets[b] == 0:
-                offsets[b] = -1  # mark present
-        for b in range(num_buckets):
-            if offsets[b] == -1:
-                offsets[b] = offset
-                offset += sizes[b]
-                runs += 1
-        for k in range(start, start + n):
-            b = buckets[k]
-            out_tokens[offsets[b]] = tokens[k]
-            out_snaps[offsets[b]] = snaps[k]
-            offsets[b] += 1
-        for k in range(start, start + n):
-            sizes[buckets[k]] = 0
-            offsets[buckets[k]] = 0
-        start += n
-    return out_tokens, out_snaps, runs

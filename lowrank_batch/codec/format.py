@@ -192,6 +192,41 @@ def _pack_header(enc: EncodedImage) -> bytes:
     return bytes(out)
 
 
+def _read_plane_info(h: bytes, pos: int) -> tuple[PlaneInfo, int]:
+    lo, pos = _read_signed(h, pos)
+    hi, pos = _read_signed(h, pos)
+    guided = bool(h[pos])
+    pos += 1
+    n, pos = read_varint(h, pos)
+    remap = None
+    if n:
+        values = []
+        v = lo
+        for _ in range(n):
+            gap, pos = read_varint(h, pos)
+            v += gap
+            values.append(v)
+        remap = np.array(values, dtype=np.int64)
+    return PlaneInfo(lo, hi, remap, guided), pos
+
+
+def _read_digests(h: bytes, pos: int) -> tuple[list[str], int]:
+    """Pixel, decoded (unless flagged equal to the pixel digest) and model SHA-256."""
+    digests: list[str] = []
+    for k in range(3):
+        if k == 1:
+            same = h[pos]
+            pos += 1
+            if same:
+                digests.append(digests[0])
+                continue
+        if pos + 32 > len(h):
+            raise CorruptStreamError("encoded image header is truncated (digests)")
+        digests.append(h[pos : pos + 32].hex())
+        pos += 32
+    return digests, pos
+
+
 def _unpack_header(h: bytes) -> EncodedImage:
     try:
         return _unpack_header_fields(h)
@@ -228,35 +263,11 @@ def _unpack_header_fields(h: bytes) -> EncodedImage:
     pos += 2
     planes = []
     for _ in range(num_planes):
-        lo, pos = _read_signed(h, pos)
-        hi, pos = _read_signed(h, pos)
-        guided = bool(h[pos])
-        pos += 1
-        n, pos = read_varint(h, pos)
-        remap = None
-        if n:
-            values = []
-            v = lo
-            for _ in range(n):
-                gap, pos = read_varint(h, pos)
-                v += gap
-                values.append(v)
-            remap = np.array(values, dtype=np.int64)
-        planes.append(PlaneInfo(lo, hi, remap, guided))
+        plane, pos = _read_plane_info(h, pos)
+        planes.append(plane)
     lat_lo, pos = _read_signed(h, pos)
     lat_hi, pos = _read_signed(h, pos)
-    digests = []
-    for k in range(3):
-        if k == 1:
-            same = h[pos]
-            pos += 1
-            if same:
-                digests.append(digests[0])
-                continue
-        if pos + 32 > len(h):
-            raise CorruptStreamError("encoded image header is truncated (digests)")
-        digests.append(h[pos : pos + 32].hex())
-        pos += 32
+    digests, pos = _read_digests(h, pos)
     has_adapter = h[pos]
     pos += 1
     adapter = None

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import CorruptStreamError, InvalidParameterError
 from . import context_model as cm
+from .stream_order import group_by_bucket, group_tokens, order_for_single_stream
 from .varint import read_varint, write_varint
 
 _Categorical = constriction.stream.model.Categorical
@@ -74,7 +75,7 @@ def encode_plane(
     out = bytearray()
     write_varint(out, int(num_bits))
     per_bucket = _per_bucket_streams(out_bucket, out_token, out_snap, model)
-    shared_tokens, shared_snaps, runs = cm.order_for_single_stream(
+    shared_tokens, shared_snaps, runs = order_for_single_stream(
         out_bucket, out_token, out_snap, x.shape[0], x.shape[1], cm.NUM_BUCKETS
     )
     shared = None
@@ -107,7 +108,7 @@ def _coded_runs(encoder, tokens: np.ndarray, snaps: np.ndarray, model) -> np.nda
 
 
 def _per_bucket_streams(buckets, tokens, snaps, model) -> list[np.ndarray]:
-    grouped_tokens, grouped_snaps, sizes = cm.group_tokens(buckets, tokens, snaps, cm.NUM_BUCKETS)
+    grouped_tokens, grouped_snaps, sizes = group_tokens(buckets, tokens, snaps, cm.NUM_BUCKETS)
     streams = []
     start = 0
     for size in sizes:
@@ -184,7 +185,7 @@ def decode_plane(
             pred8s, preds, buckets, leans, subs, height, width,
         )
         tokens = np.empty(k, dtype=np.int64)
-        order, sizes = cm.group_by_bucket(buckets[:k], cm.NUM_BUCKETS)
+        order, sizes = group_by_bucket(buckets[:k], cm.NUM_BUCKETS)
         start = 0
         for b in np.flatnonzero(sizes):
             end = start + int(sizes[b])

@@ -1,0 +1,75 @@
+"""Orders in which tokens reach the range coder (numba)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .context_model import _wave_rows
+
+
+@njit(cache=True)
+def group_by_bucket(buckets, num_buckets):
+    """Stable counting sort: positions of the symbols grouped by bucket, and bucket sizes."""
+    sizes = np.zeros(num_buckets, dtype=np.int64)
+    for b in buckets:
+        sizes[b] += 1
+    start = np.zeros(num_buckets, dtype=np.int64)
+    for b in range(1, num_buckets):
+        start[b] = start[b - 1] + sizes[b - 1]
+    order = np.empty(buckets.size, dtype=np.int64)
+    for k in range(buckets.size):
+        b = buckets[k]
+        order[start[b]] = k
+        start[b] += 1
+    return order, sizes
+
+
+@njit(cache=True)
+def group_tokens(buckets, tokens, snaps, num_buckets):
+    """Tokens and their snapshot ids grouped by bucket (stable), and bucket sizes."""
+    order, sizes = group_by_bucket(buckets, num_buckets)
+    grouped_tokens = np.empty(tokens.size, dtype=np.int32)
+    grouped_snaps = np.empty(tokens.size, dtype=np.int32)
+    for k in range(order.size):
+        grouped_tokens[k] = tokens[order[k]]
+        grouped_snaps[k] = snaps[order[k]]
+    return grouped_tokens, grouped_snaps, sizes
+
+
+@njit(cache=True)
+def order_for_single_stream(buckets, tokens, snaps, height, width, num_buckets):
+    """Reorder coding-order symbols to (wavefront, bucket, row): the order in which the decoder
+    fetches them when every bucket shares one stream (a counting sort per wavefront).
+    Returns tokens, snapshot ids and the number of (wavefront, bucket) runs."""
+    out_tokens = np.empty_like(tokens)
+    out_snaps = np.empty_like(snaps)
+    sizes = np.zeros(num_buckets, dtype=np.int64)
+    offsets = np.zeros(num_buckets, dtype=np.int64)
+    start = 0
+    runs = 0
+    for t in range(2 * (height - 1) + width):
+        i_start, i_end = _wave_rows(t, height, width)
+        n = i_end - i_start + 1
+        for k in range(start, start + n):
+            sizes[buckets[k]] += 1
+        offset = start
+        for k in range(start, start + n):  # visit only the buckets present, in bucket order
+            b = buckets[k]
+            if sizes[b] > 0 and offsets[b] == 0:
+                offsets[b] = -1  # mark present
+        for b in range(num_buckets):
+            if offsets[b] == -1:
+                offsets[b] = offset
+                offset += sizes[b]
+                runs += 1
+        for k in range(start, start + n):
+            b = buckets[k]
+            out_tokens[offsets[b]] = tokens[k]
+            out_snaps[offsets[b]] = snaps[k]
+            offsets[b] += 1
+        for k in range(start, start + n):
+            sizes[buckets[k]] = 0
+            offsets[buckets[k]] = 0
+        start += n
+    return out_tokens, out_snaps, runs

@@ -1,8 +1,9 @@
 """Causal context model for residual coding (numba, integer arithmetic only).
 
 Every pixel gets a prediction from already-coded neighbours, blended JPEG XL-style from
-sub-predictors weighted by their recent local errors (libjxl's "weighted predictor"),
-plus two predictors guided by the low-rank reconstruction R (x_W + R - R_W, x_N + R - R_N).
+sub-predictors weighted by their recent local errors (libjxl's "weighted predictor" plus
+LOCO-I's median edge detector), and, where it pays, two predictors guided by the low-rank
+reconstruction R (x_W + R - R_W, x_N + R - R_N).
 The residual is mapped to a small token alphabet (exact for small values, exponent plus two
 mantissa bits above that, remaining low bits raw), and each token is coded with an adaptive
 histogram chosen by a context *bucket*: the quantised size of the neighbours' true errors.
@@ -32,8 +33,9 @@ COUNT_INCREMENT = 32
 COUNT_LIMIT = 1 << 16
 PRIOR_WEIGHT = 1024.0
 MIN_SEGMENT = 16  # symbols a bucket codes before its histogram is first refreshed
-NUM_PREDICTORS = 6  # 4 weighted-predictor ones + 2 guided by the reconstruction
-PREDICTOR_MAX_WEIGHTS = np.array([13, 12, 12, 12, 12, 12], dtype=np.int64)
+PLAIN_PREDICTORS = 5  # libjxl's 4 weighted-predictor ones + LOCO-I's median edge detector
+NUM_PREDICTORS = PLAIN_PREDICTORS + 2  # + 2 guided by the reconstruction
+PREDICTOR_MAX_WEIGHTS = np.array([13, 12, 12, 12, 12, 12, 12], dtype=np.int64)
 
 
 def prior_counts() -> np.ndarray:
@@ -172,15 +174,22 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
     sub[1] = n8 - (((te_w + te_n + te_ne) * 16) >> 5)
     sub[2] = w8 - (((te_w + te_n + te_nw) * 10) >> 5)
     sub[3] = n8 - ((te_nw * 7 + te_n * 7 + te_ne * 7) >> 5)
-    num_pred = 4
+    # LOCO-I's median edge detector
+    if nw >= max(w, n):
+        sub[4] = min(w, n) << EXTRA_BITS
+    elif nw <= min(w, n):
+        sub[4] = max(w, n) << EXTRA_BITS
+    else:
+        sub[4] = (w + n - nw) << EXTRA_BITS
+    num_pred = PLAIN_PREDICTORS
     if has_side:
         # R jumps at patch edges; across one, its gradient says nothing
         r = side[i, j]
         r_w = side[i, j - 1] if (has_w and j & patch_mask) else r
         r_n = side[i - 1, j] if (has_n and i & patch_mask) else r
-        sub[4] = (w + r - r_w) << EXTRA_BITS
-        sub[5] = (n + r - r_n) << EXTRA_BITS
-        num_pred = 6
+        sub[PLAIN_PREDICTORS] = (w + r - r_w) << EXTRA_BITS
+        sub[PLAIN_PREDICTORS + 1] = (n + r - r_n) << EXTRA_BITS
+        num_pred = PLAIN_PREDICTORS + 2
 
     pred = _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, j, has_w, has_n, has_ne, has_nw)
 
@@ -286,7 +295,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
     step = 2 * delta + 1
     sub = np.zeros(NUM_PREDICTORS, dtype=np.int64)
     weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
-    num_pred = NUM_PREDICTORS if has_side else 4
+    num_pred = NUM_PREDICTORS if has_side else PLAIN_PREDICTORS
     snap_index = np.zeros(NUM_BUCKETS, dtype=np.int64)
     num_snap = 0
     for b in range(NUM_BUCKETS):
@@ -361,7 +370,7 @@ def _finish_wavefront(t, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te, 
     """Decoder side: turn the wavefront's tokens (+ raw bits) into pixel values, update state."""
     height, width = out.shape
     step = 2 * delta + 1
-    num_pred = NUM_PREDICTORS if has_side else 4
+    num_pred = NUM_PREDICTORS if has_side else PLAIN_PREDICTORS
     slot = t & (RING - 1)
     i_start, i_end = _wave_rows(t, height, width)
     k = 0

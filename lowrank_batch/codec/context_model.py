@@ -33,9 +33,9 @@ COUNT_INCREMENT = 32
 COUNT_LIMIT = 1 << 16
 PRIOR_WEIGHT = 1024.0
 MIN_SEGMENT = 16  # symbols a bucket codes before its histogram is first refreshed
-PLAIN_PREDICTORS = 5  # libjxl's 4 weighted-predictor ones + LOCO-I's median edge detector
+PLAIN_PREDICTORS = 7  # libjxl's 4 weighted-predictor ones, LOCO-I's MED, gradient, (W+NE)/2
 NUM_PREDICTORS = PLAIN_PREDICTORS + 2  # + 2 guided by the reconstruction
-PREDICTOR_MAX_WEIGHTS = np.array([13, 12, 12, 12, 12, 12, 12], dtype=np.int64)
+PREDICTOR_MAX_WEIGHTS = np.array([13, 12, 12, 12, 12, 12, 12, 12, 12], dtype=np.int64)
 
 
 def prior_counts() -> np.ndarray:
@@ -181,6 +181,8 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         sub[4] = max(w, n) << EXTRA_BITS
     else:
         sub[4] = (w + n - nw) << EXTRA_BITS
+    sub[5] = (w + n - nw) << EXTRA_BITS  # plain gradient (unclamped)
+    sub[6] = (w8 + ne8) >> 1
     num_pred = PLAIN_PREDICTORS
     if has_side:
         # R jumps at patch edges; across one, its gradient says nothing

@@ -70,6 +70,18 @@ _PRIOR = prior_counts()
 _DIV_LOOKUP = np.array([(1 << 24) // d if d else 0 for d in range(256)], dtype=np.int64)
 
 
+def _error_weight_py(err_sum: int, max_weight: int) -> int:
+    """_error_weight in plain Python, to fill the table below."""
+    shift = max(0, (err_sum + 1).bit_length() - 1 - 5)
+    return 4 + ((max_weight * ((1 << 24) // ((err_sum >> shift) + 1))) >> shift)
+
+
+WEIGHT_TABLE_SIZE = 1024
+# _error_weight for small error sums, per predictor (the common case), computed once
+_WEIGHT_TABLE = np.array([[_error_weight_py(e, int(m)) for e in range(WEIGHT_TABLE_SIZE)]
+                          for m in PREDICTOR_MAX_WEIGHTS], dtype=np.int64)
+
+
 @njit(cache=True, inline="always")
 def _error_weight(err_sum, max_weight):
     """libjxl's ErrorWeight: about max_weight * 2**24 / (err_sum + 1), via a 64-entry table."""
@@ -110,21 +122,21 @@ def num_wavefronts(height: int, width: int) -> int:
 @njit(cache=True, inline="always")
 def _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, j, has_w, has_n, has_ne, has_nw):
     """libjxl's weighted average: each sub-prediction weighted by the inverse of its recent
-    error at N, NE, NW, W and WW; weights cut to ~5 bits, division by table lookup."""
+    error at N, NE, NW, W and WW; weights cut to ~5 bits, division by table lookup.
+
+    perr[slot, row, k] holds a pixel's own error of predictor k; perr[slot, row, NUM_PREDICTORS + k]
+    holds it plus its W neighbour's, so W+WW and N+NW are one load each (as in libjxl).
+    """
     total_weight = 0
     for k in range(num_pred):
         s = 0
+        if has_w:
+            s += perr[s1, i, NUM_PREDICTORS + k]  # W + WW
         if has_n:
-            s += perr[s2, i - 1, k]
+            s += perr[s2, i - 1, NUM_PREDICTORS + k]  # N + NW
             if has_ne:
                 s += perr[s1, i - 1, k]
-            if has_nw:
-                s += perr[s3, i - 1, k]
-        if has_w:
-            s += perr[s1, i, k]
-            if j > 1:
-                s += perr[s2, i, k]
-        weights[k] = _error_weight(s, max_weights[k])
+        weights[k] = _WEIGHT_TABLE[k, s] if s < WEIGHT_TABLE_SIZE else _error_weight(s, max_weights[k])
         total_weight += weights[k]
     shift = _floor_log2(total_weight) - 4
     weight_sum = 0
@@ -243,12 +255,15 @@ def _refresh(counts, snap, since, coded, epoch, refreshed):
 
 
 @njit(cache=True, inline="always")
-def _update(slot, i, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded):
+def _update(slot, i, has_w, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded):
     xr[slot, i] = value
     v8 = value << EXTRA_BITS
     te[slot, i] = pred8 - v8
+    w_slot = (slot - 1) & (RING - 1)
     for k in range(num_pred):
-        perr[slot, i, k] = (abs(sub[k] - v8) + 3) >> EXTRA_BITS
+        e = (abs(sub[k] - v8) + 3) >> EXTRA_BITS
+        perr[slot, i, k] = e
+        perr[slot, i, NUM_PREDICTORS + k] = e + (perr[w_slot, i, k] if has_w else 0)
     counts[b, tok] += COUNT_INCREMENT
     totals[b] += COUNT_INCREMENT
     if totals[b] > COUNT_LIMIT:
@@ -269,7 +284,7 @@ class ModelState:
         self.patch_mask = patch - 1
         self.xr = np.zeros((RING, height), dtype=np.int64)
         self.te = np.zeros((RING, height), dtype=np.int64)
-        self.perr = np.zeros((RING, height, NUM_PREDICTORS), dtype=np.int64)
+        self.perr = np.zeros((RING, height, 2 * NUM_PREDICTORS), dtype=np.int64)
         self.has_side = side is not None
         if side is not None:
             self.side = np.ascontiguousarray(side, dtype=np.int64)
@@ -341,7 +356,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
             out_token[pos] = tok
             out_snap[pos] = snap_index[b]
             pos += 1
-            _update(slot, i, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded)
+            _update(slot, i, j > 0, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded)
     return num_snap, bitpos
 
 
@@ -395,7 +410,7 @@ def _finish_wavefront(t, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te, 
             e = -e
         value = min(max(pred + e * step, lo), hi)
         out[i, t - 2 * i] = value
-        _update(slot, i, value, pred8, subs[k], num_pred, xr, te, perr, counts, totals, buckets[k], tok, since,
-                coded)
+        _update(slot, i, t - 2 * i > 0, value, pred8, subs[k], num_pred, xr, te, perr, counts, totals, buckets[k],
+                tok, since, coded)
         k += 1
     return bitpos

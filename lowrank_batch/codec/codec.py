@@ -34,7 +34,7 @@ class CodecConfig:
     preview_step: float = 1 / 8  # their quantisation step, as a fraction of the image's value span
     remap_max_density: float = 0.2  # code sparse-valued planes as indices when used/span is below this
     lossy_deadzone: float = 0.15  # measured: -16% bits at 45 dB on MR, +1% on natural images
-    guidance_trial_size: int = 192  # side of the crop that decides whether guided prediction pays
+    guidance_trial_size: int = 128  # side of the crop that decides whether guided prediction pays
     default_quality: float = 45.0
 
     def __post_init__(self) -> None:

@@ -18,10 +18,11 @@ import torch  # noqa: E402
 
 from lowrank_batch import __version__  # noqa: E402
 from lowrank_batch.codec import lowrank, pixels  # noqa: E402
-from lowrank_batch.codec.codec import default_model_path  # noqa: E402
+from lowrank_batch.weights.defaults import default_model_file as default_model_path  # noqa: E402
 from lowrank_batch.codec.model import save_model  # noqa: E402
 from lowrank_batch.codec.refine import Refiner  # noqa: E402
 from lowrank_batch.devcorpus import dev_images, source_manifest  # noqa: E402
+from lowrank_batch.weights.defaults import DEFAULT_MODEL_SHA256  # noqa: E402
 
 SEED = 0
 
@@ -49,6 +50,8 @@ def main() -> None:
         "fitted_by": "jobs/fit_default.py (SVD core; refiner untrained = identity)",
     })
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes, sha256 {digest})")
+    if args.out == default_model_path() and digest != DEFAULT_MODEL_SHA256:
+        print(f"the shipped model changed: set DEFAULT_MODEL_SHA256 = {digest!r} in lowrank_batch/weights/defaults.py")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ def _mode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["lossless", "near-lossless", "lossy"], default="lossless")
     p.add_argument("--max-error", type=int, default=None, help="near-lossless: max |error| per pixel")
     p.add_argument("--quality", type=float, default=None, help="lossy: nominal PSNR in dB (default 45)")
-    p.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    p.add_argument("--model", default=None, help="installed model NAME[@VERSION] or a model file (default: shipped)")
+    p.add_argument("--adapter", default=None, help="installed adapter NAME bound to the model")
 
 
 def _encode_kwargs(args: argparse.Namespace) -> dict:
@@ -31,7 +32,7 @@ def _encode_kwargs(args: argparse.Namespace) -> dict:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Encode the bundled samples, decode them back, print sizes and quality."""
-    codec = Codec.load(model=args.model)
+    codec = Codec.load(model=args.model, adapter=args.adapter)
     samples = resources.files("lowrank_batch") / "samples"
     manifest = json.loads((samples / "manifest.json").read_text())
     out_dir = Path(args.out) if args.out else None
@@ -71,7 +72,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_codec_encode(args: argparse.Namespace) -> int:
-    codec = Codec.load(model=args.model)
+    codec = Codec.load(model=args.model, adapter=args.adapter)
     array = read_image(args.input)
     enc = codec.encode(array, args.bits, rank=args.rank, **_encode_kwargs(args))
     blob = enc.to_bytes()
@@ -82,12 +83,88 @@ def cmd_codec_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_codec_decode(args: argparse.Namespace) -> int:
-    codec = Codec.load(model=args.model)
     enc = EncodedImage.from_bytes(Path(args.input).read_bytes())
+    codec = Codec.for_image(enc)  # the model and adapter it records, from the store
     out = codec.decode(enc, preview=args.preview)
     write_image(args.output, out)
     print(f"{args.input} -> {args.output}: {out.shape} {out.dtype}" + (" (preview)" if args.preview else ""))
     return 0
+
+
+def _print_entries(entries, with_base: bool) -> None:
+    if not entries:
+        print("(none installed)")
+        return
+    head = f"{'name':20} {'ver':>3} {'sha256':64} {'bytes':>9} {'architecture':16} {'installed at':25}"
+    print(head + (" base" if with_base else ""))
+    for e in entries:
+        line = f"{e.name:20} {e.version:>3} {e.sha256} {e.size:>9} {e.architecture:16} {e.installed_at:25}"
+        print(line + (f" {e.base_name} ({e.base_sha256[:12]})" if with_base else ""))
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from .weights.install import install_model
+    from .weights.store import WeightStore
+
+    store = WeightStore()
+    if args.action == "install":
+        entry = install_model(store, args.src, args.name, args.sha256)
+        print(f"installed model {entry.ref} sha256 {entry.sha256} ({entry.size} bytes) into {store.root}")
+        if not args.sha256:
+            print(f"pin it with: --sha256 {entry.sha256}")
+    elif args.action == "list":
+        _print_entries(store.entries("models"), with_base=False)
+    elif args.action == "verify":
+        return _verify(store, "models", args.name)
+    elif args.action == "remove":
+        for e in store.remove("models", args.name):
+            print(f"removed model {e.ref} ({e.sha256})")
+    return 0
+
+
+def _verify(store, kind: str, name: str | None) -> int:
+    results = store.verify(kind, name)
+    for entry, problem in results:
+        print(f"{entry.ref:24} {entry.sha256[:16]}  {'ok' if problem is None else 'FAILED: ' + problem}")
+    bad = sum(problem is not None for _, problem in results)
+    print(f"{len(results) - bad} ok, {bad} failed")
+    return 1 if bad else 0
+
+
+def cmd_adapters(args: argparse.Namespace) -> int:
+    from .weights.install import install_adapter
+    from .weights.store import WeightStore
+
+    store = WeightStore()
+    if args.action == "install":
+        entry = install_adapter(store, args.src, args.base, args.name, args.sha256)
+        print(f"installed adapter {entry.ref} sha256 {entry.sha256} ({entry.architecture}), "
+              f"bound to model {entry.base_name} ({entry.base_sha256})")
+    elif args.action == "list":
+        _print_entries(store.entries("adapters"), with_base=True)
+    elif args.action == "verify":
+        return _verify(store, "adapters", args.name)
+    elif args.action == "remove":
+        for e in store.remove("adapters", args.name):
+            print(f"removed adapter {e.ref} ({e.sha256})")
+    return 0
+
+
+def _store_commands(sub, kind: str, func) -> None:
+    p = sub.add_parser(kind, help=f"install, list, verify and remove {kind} in the weight store ($LOWRANK_HOME)")
+    actions = p.add_subparsers(dest="action", required=True)
+    install = actions.add_parser("install", help="SRC: a local path or an fsspec URL (s3://, gs://, file://, ...)")
+    install.add_argument("src")
+    install.add_argument("--name", default=None)
+    install.add_argument("--sha256", default=None, help="expected digest: checked before anything is visible")
+    if kind == "adapters":
+        install.add_argument("--base", required=True, help="the installed model this adapter was made for")
+    actions.add_parser("list")
+    verify = actions.add_parser("verify", help="re-hash the blobs")
+    verify.add_argument("name", nargs="?")
+    remove = actions.add_parser("remove")
+    remove.add_argument("name")
+    p.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,8 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("input")
     dec.add_argument("output")
     dec.add_argument("--preview", action="store_true", help="latents only (fast lossy preview)")
-    dec.add_argument("--model", default=None)
     dec.set_defaults(func=cmd_codec_decode)
+
+    _store_commands(sub, "weights", cmd_weights)
+    _store_commands(sub, "adapters", cmd_adapters)
     return parser
 
 

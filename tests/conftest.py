@@ -1,9 +1,12 @@
 import os
+import tempfile
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# the weight store of a test run lives in its own folder, never in ~/.cache
+os.environ["LOWRANK_HOME"] = tempfile.mkdtemp(prefix="lowrank-test-home-")
 
 
 @pytest.fixture(scope="session")

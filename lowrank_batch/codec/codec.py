@@ -10,6 +10,7 @@ Preview (any mode) and lossy decode use the latents alone, refined by the learne
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +45,6 @@ class CodecConfig:
             raise InvalidParameterError(f"preview_step must be in (0, 1], got {self.preview_step}")
 
 
-def default_model_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "weights" / "default" / "lowrank-base.safetensors"
-
-
 def quality_to_step(quality: float) -> float:
     """Lossy quality is the nominal PSNR (dB) of the latent quantisation: step**2 / 12 = 10**(-Q/10)."""
     return math.sqrt(12.0) * 10.0 ** (-quality / 20.0)
@@ -60,17 +57,66 @@ class Codec:
         self.model = model
         self.config = config or CodecConfig()
         self.device = device
+        self.adapter_sha256: str | None = None
         model.refiner.to(device)
 
     @classmethod
-    def load(cls, model: str | Path | None = None, adapter: str | Path | None = None,
-             config: CodecConfig | None = None, device: str = "cpu") -> "Codec":
-        """The default shipped model, or a model file; adapters arrive with the weight store."""
+    def load(cls, model: str | Path | None = None, adapter: str | None = None, config: CodecConfig | None = None,
+             device: str = "cpu", store=None) -> "Codec":
+        """A model from the weight store (default: the shipped one, installed on first use), by
+        NAME, NAME@VERSION or SHA-256; a path to a model file is loaded directly. `adapter`
+        names an installed adapter bound to that model."""
+        from ..weights.install import cached_model, ensure_default
+        from ..weights.store import WeightStore
+
+        store = store or WeightStore()
+        if model is not None and Path(model).is_file():
+            loaded = load_model(model)
+        else:
+            entry = ensure_default(store) if model is None else store.resolve("models", str(model))
+            loaded = cached_model(str(store.blob_path(entry.sha256)), entry.sha256)
+        codec = cls(loaded, config, device)
         if adapter is not None:
-            raise WeightsError(
-                "adapters are not supported by this build yet: install and apply them through the weight store"
-            )
-        return cls(load_model(model or default_model_path()), config, device)
+            codec.use_adapter(adapter, store)
+        return codec
+
+    @classmethod
+    def for_image(cls, enc: EncodedImage, store=None, config: CodecConfig | None = None,
+                  device: str = "cpu") -> "Codec":
+        """The codec an encoded image needs, found in the store by its recorded digests."""
+        from ..weights.store import WeightStore
+
+        store = store or WeightStore()
+        try:
+            codec = cls.load(enc.model_sha256, config=config, device=device, store=store)
+        except WeightsError:
+            raise WeightsError(f"this image needs model {enc.model_sha256}: install it with "
+                               "lowrank-batch weights install SRC --sha256 " + enc.model_sha256) from None
+        if enc.adapter_sha256:
+            try:
+                codec.use_adapter(enc.adapter_sha256, store)
+            except WeightsError:
+                raise WeightsError(f"this image needs adapter {enc.adapter_sha256} for model {enc.model_sha256}: "
+                                   "install it with lowrank-batch adapters install SRC --base MODEL") from None
+        return codec
+
+    def use_adapter(self, ref: str, store=None, weight: float = 1.0) -> None:
+        """Apply an installed adapter (bound to this model) to the learned layers.
+
+        The shared model stays untouched: the refiner is copied once, then adapters switch
+        on it without reloading base weights.
+        """
+        from ..weights import lora
+        from ..weights.install import load_adapter
+        from ..weights.store import WeightStore
+
+        adapter, entry = load_adapter(store or WeightStore(), ref, self.model.sha256)
+        refiner = copy.deepcopy(self.model.refiner) if not lora.lora_layers(self.model.refiner) else self.model.refiner
+        if entry.sha256 not in {n for layer in lora.lora_layers(refiner) for n in layer.adapters}:
+            lora.attach(refiner, entry.sha256, adapter.layers)
+        lora.set_active(refiner, {entry.sha256: weight})
+        self.model = LowRankModel(self.model.core, refiner.to(self.device), self.model.sha256, self.model.metadata)
+        self.adapter_sha256 = entry.sha256
 
     # ---------------------------------------------------------------- encode
     def encode(self, array: np.ndarray, bits_stored: int, mode: str = "lossless", max_error: int | None = None,
@@ -127,7 +173,7 @@ class Codec:
             layout=layout, mode=mode, max_error=delta, quality=quality, rank=rank, latent_step=step,
             colour_transform=colour, planes=infos, latent_range=latent_range, latent_stream=latent_stream,
             residual_streams=residuals, pixel_sha256=pixels.pixel_sha256(array), decoded_sha256=decoded_sha,
-            model_sha256=self.model.sha256, adapter_sha256=None, psnr=psnr, preview_psnr=preview_psnr,
+            model_sha256=self.model.sha256, adapter_sha256=self.adapter_sha256, psnr=psnr, preview_psnr=preview_psnr,
         )
 
     def _check_mode(self, mode, max_error, quality, layout):
@@ -200,6 +246,7 @@ class Codec:
         layout = enc.layout
         recon = self._decode_latents(enc)
         if preview or enc.mode == "lossy":
+            self._check_adapter(enc)
             if enc.mode == "lossy" and pixels.pixel_sha256(recon) != enc.decoded_sha256:
                 raise ChecksumMismatchError("lossy latents do not decode to the recorded reconstruction digest")
             return pixels.from_planes(self._finish_preview(recon, enc.colour_transform, layout.maxval), layout)
@@ -214,6 +261,14 @@ class Codec:
                 "(damaged stream or wrong model)"
             )
         return out
+
+    def _check_adapter(self, enc: EncodedImage) -> None:
+        """Lossy outputs depend on the learned layers, so they need the adapter they were made with."""
+        if enc.adapter_sha256 != self.adapter_sha256:
+            raise WeightsError(
+                f"image was encoded with adapter {enc.adapter_sha256 or 'none'}, this codec has "
+                f"{self.adapter_sha256 or 'none'}: use Codec.for_image(enc) or load that adapter"
+            )
 
     def decode_many(self, encoded: list[EncodedImage], preview: bool = False, batch_size: int = 8) -> list[np.ndarray]:
         """Decode several images; previews of one shape go through the refiner together.
@@ -232,6 +287,8 @@ class Codec:
         by_shape: dict[tuple, list[int]] = {}
         for k in latent_only:
             by_shape.setdefault((encoded[k].layout.shape, encoded[k].layout.maxval), []).append(k)
+        for k in latent_only:
+            self._check_adapter(encoded[k])
         for (_, maxval), members in by_shape.items():
             for start in range(0, len(members), batch_size):
                 chunk = members[start : start + batch_size]

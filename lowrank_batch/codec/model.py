@@ -63,11 +63,11 @@ def save_model(path: str | Path, core: LowRankCore, refiner: Refiner, extra_meta
     for key, value in (extra_metadata or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     save_file(tensors, str(path), metadata=metadata)
-    _canonicalise_header(Path(path))
+    canonicalise_header(Path(path))
     return file_sha256(path)
 
 
-def _canonicalise_header(path: Path) -> None:
+def canonicalise_header(path: Path) -> None:
     """Rewrite the safetensors JSON header with sorted keys.
 
     safetensors writes `__metadata__` in hash-map order, so the same model would get a new
@@ -90,20 +90,27 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(path: str | Path) -> LowRankModel:
-    """Load a model file strictly; raise WeightsError listing every problem at once."""
+def load_model(path: str | Path, label: str | None = None) -> LowRankModel:
+    """Load a model file strictly; raise WeightsError listing every problem at once.
+
+    The safetensors header is validated before any tensor is read; tensors are memory-mapped.
+    """
+    from ..weights.safetensors_check import read_header
+
     path = Path(path)
+    name = label or str(path)
     if not path.is_file():
-        raise WeightsError(f"model file {path} does not exist")
+        raise WeightsError(f"model file {name} does not exist")
+    read_header(path, name)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for malformed files
-        raise WeightsError(f"model file {path} is not a valid safetensors file: {exc}") from None
+        raise WeightsError(f"model file {name} is not a valid safetensors file: {exc}") from None
     if metadata.get("architecture") != ARCHITECTURE:
         raise WeightsError(
-            f"model file {path} has architecture {metadata.get('architecture')!r}, expected {ARCHITECTURE!r}"
+            f"model file {name} has architecture {metadata.get('architecture')!r}, expected {ARCHITECTURE!r}"
         )
     try:
         config = json.loads(metadata["config"])
@@ -111,7 +118,7 @@ def load_model(path: str | Path) -> LowRankModel:
         refiner = Refiner(channels, int(config["refiner_width"]), int(config["refiner_depth"]))
         max_rank = int(config["max_rank"])
     except (KeyError, ValueError, TypeError) as exc:
-        raise WeightsError(f"model file {path} has malformed config metadata: {exc}") from None
+        raise WeightsError(f"model file {name} has malformed config metadata: {exc}") from None
     dim = patch * patch * channels
     expected = {"core.mean": (dim,), "core.basis": (dim, max_rank)}
     expected |= {f"refine.{k}": tuple(v.shape) for k, v in refiner.state_dict().items()}
@@ -129,7 +136,7 @@ def load_model(path: str | Path) -> LowRankModel:
         elif not torch.isfinite(t).all():
             problems.append(f"{key}: contains NaN or Inf")
     if problems:
-        raise WeightsError(f"model file {path} does not match {ARCHITECTURE}: " + "; ".join(problems))
+        raise WeightsError(f"model file {name} does not match {ARCHITECTURE}: " + "; ".join(problems))
     refiner.load_state_dict({k.removeprefix("refine."): v for k, v in tensors.items() if k.startswith("refine.")})
     refiner.eval()
     core = LowRankCore(patch, channels, tensors["core.mean"].numpy(), tensors["core.basis"].numpy())

@@ -19,9 +19,9 @@ class Refiner(nn.Module):
         layers: list[nn.Module] = []
         c_in = channels
         for _ in range(depth - 1):
-            layers += [nn.Conv2d(c_in, width, 3, padding=1, padding_mode="replicate"), nn.ReLU()]
+            layers += [nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU()]
             c_in = width
-        last = nn.Conv2d(c_in, channels, 3, padding=1, padding_mode="replicate")
+        last = nn.Conv2d(c_in, channels, 3, padding=1)
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
         layers.append(last)

@@ -32,8 +32,12 @@ class Refiner(nn.Module):
         return x + self.body(x)
 
     def is_identity(self) -> bool:
-        """True while the last layer is all zero: then forward(x) == x exactly, so skip it."""
+        """True while the last layer is a plain all-zero conv: then forward(x) == x exactly.
+
+        (A layer wrapped by a LoRA adapter is never taken as zero.)"""
         last = self.body[-1]
+        if not isinstance(last, nn.Conv2d):
+            return False
         return not bool(last.weight.any()) and not bool(last.bias.any())
 
 

@@ -71,6 +71,9 @@ def read_peft(config_path: Path, weights_path: Path, label: str) -> Adapter:
         raise WeightsError(f"{label}: adapter_config.json is not valid JSON ({exc})") from None
     if str(config.get("peft_type", "LORA")).upper() != "LORA":
         raise WeightsError(f"{label}: peft_type {config.get('peft_type')!r} is not LORA")
+    unsupported = [k for k in ("use_dora", "lora_bias", "fan_in_fan_out") if config.get(k)]
+    if unsupported:
+        raise WeightsError(f"{label}: peft options {unsupported} are not supported (plain LoRA / rsLoRA only)")
     tensors, _ = _tensors(weights_path, f"{label}/adapter_model.safetensors")
     alpha = float(config.get("lora_alpha", config.get("r", 8)))
     alpha_pattern = config.get("alpha_pattern") or {}

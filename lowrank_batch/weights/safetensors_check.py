@@ -29,10 +29,15 @@ CONVERT_HINT = (
 
 
 def refuse_pickle(name: str, head: bytes) -> None:
-    """Raise if `name`/`head` (first bytes of the file) look like a pickle-based checkpoint."""
+    """Raise if `name`/`head` (the first 9+ bytes of the file) look like a pickle-based checkpoint.
+
+    A safetensors file has "{" at byte 8 (its JSON header starts there); its 8-byte length can
+    begin with the same bytes as a pickle protocol marker, so that is checked first.
+    """
     lowered = name.lower()
+    looks_safetensors = head[8:9] == b"{"
     is_zip = head[:4] == b"PK\x03\x04"  # torch.save's zip container holds a pickle
-    is_pickle = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    is_pickle = not looks_safetensors and len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
     if lowered.endswith(PICKLE_SUFFIXES) or is_zip or is_pickle:
         raise WeightsError(
             f"{name}: refusing a pickle-based checkpoint (loading one can run arbitrary code); "
@@ -49,8 +54,10 @@ def read_header(path: str | Path, label: str | None = None) -> dict:
     label = label or path.name
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(9)
         refuse_pickle(label, head)
+        head = head[:8]
+        f.seek(8)
         if len(head) < 8:
             raise WeightsError(f"{label}: not a safetensors file (shorter than its 8-byte header length)")
         (n,) = struct.unpack("<Q", head)

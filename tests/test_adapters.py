@@ -221,3 +221,20 @@ def test_cli_adapters(store, base_refiner, tmp_path, monkeypatch, capsys):
     assert "ct " in capsys.readouterr().out
     assert main(["adapters", "install", str(tmp_path / "peft"), "--base", "nope"]) == 2
     assert "no model 'nope'" in capsys.readouterr().err
+
+
+def test_peft_folder_installs_from_s3(store, base_refiner, tmp_path):
+    from .s3server import seaweedfs
+
+    pm = peft_adapter(base_refiner, tmp_path / "peft", TARGETS, seed=7)
+    with seaweedfs(tmp_path / "s3"):
+        import fsspec
+
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            with fsspec.open(f"s3://weights/adapters/ct/{name}", "wb") as f:
+                f.write((tmp_path / "peft" / name).read_bytes())
+        entry = install_adapter(store, "s3://weights/adapters/ct", "base")
+    assert entry.name == "ct" and entry.source == "s3://weights/adapters/ct"
+    x = torch.rand(1, 1, 21, 19)
+    with torch.no_grad():
+        assert torch.allclose(Codec.load("base", adapter="ct", store=store).model.refiner(x), pm(x), atol=1e-5)

@@ -102,56 +102,38 @@ def _print_entries(entries, with_base: bool) -> None:
         print(line + (f" {e.base_name} ({e.base_sha256[:12]})" if with_base else ""))
 
 
-def cmd_weights(args: argparse.Namespace) -> int:
-    from .weights.install import install_model
+def cmd_store(args: argparse.Namespace) -> int:
+    """weights/adapters install|list|verify|remove."""
+    from .weights.install import install_adapter, install_model
     from .weights.store import WeightStore
 
-    store = WeightStore()
-    if args.action == "install":
+    store, kind = WeightStore(), args.kind
+    if args.action == "install" and kind == "models":
         entry = install_model(store, args.src, args.name, args.sha256)
         print(f"installed model {entry.ref} sha256 {entry.sha256} ({entry.size} bytes) into {store.root}")
-        if not args.sha256:
-            print(f"pin it with: --sha256 {entry.sha256}")
-    elif args.action == "list":
-        _print_entries(store.entries("models"), with_base=False)
-    elif args.action == "verify":
-        return _verify(store, "models", args.name)
-    elif args.action == "remove":
-        for e in store.remove("models", args.name):
-            print(f"removed model {e.ref} ({e.sha256})")
-    return 0
-
-
-def _verify(store, kind: str, name: str | None) -> int:
-    results = store.verify(kind, name)
-    for entry, problem in results:
-        print(f"{entry.ref:24} {entry.sha256[:16]}  {'ok' if problem is None else 'FAILED: ' + problem}")
-    bad = sum(problem is not None for _, problem in results)
-    print(f"{len(results) - bad} ok, {bad} failed")
-    return 1 if bad else 0
-
-
-def cmd_adapters(args: argparse.Namespace) -> int:
-    from .weights.install import install_adapter
-    from .weights.store import WeightStore
-
-    store = WeightStore()
-    if args.action == "install":
+    elif args.action == "install":
         entry = install_adapter(store, args.src, args.base, args.name, args.sha256)
         print(f"installed adapter {entry.ref} sha256 {entry.sha256} ({entry.architecture}), "
               f"bound to model {entry.base_name} ({entry.base_sha256})")
     elif args.action == "list":
-        _print_entries(store.entries("adapters"), with_base=True)
+        _print_entries(store.entries(kind), with_base=kind == "adapters")
     elif args.action == "verify":
-        return _verify(store, "adapters", args.name)
+        results = store.verify(kind, args.name)
+        for entry, problem in results:
+            print(f"{entry.ref:24} {entry.sha256[:16]}  {'ok' if problem is None else 'FAILED: ' + problem}")
+        bad = sum(problem is not None for _, problem in results)
+        print(f"{len(results) - bad} ok, {bad} failed")
+        return 1 if bad else 0
     elif args.action == "remove":
-        for e in store.remove("adapters", args.name):
-            print(f"removed adapter {e.ref} ({e.sha256})")
+        for e in store.remove(kind, args.name):
+            print(f"removed {kind[:-1]} {e.ref} ({e.sha256})")
+    if args.action == "install" and not args.sha256:
+        print(f"pin it with: --sha256 {entry.sha256}")
     return 0
 
 
-def _store_commands(sub, kind: str, func) -> None:
-    p = sub.add_parser(kind, help=f"install, list, verify and remove {kind} in the weight store ($LOWRANK_HOME)")
+def _store_commands(sub, command: str, kind: str) -> None:
+    p = sub.add_parser(command, help=f"install, list, verify and remove {kind} in the weight store ($LOWRANK_HOME)")
     actions = p.add_subparsers(dest="action", required=True)
     install = actions.add_parser("install", help="SRC: a local path or an fsspec URL (s3://, gs://, file://, ...)")
     install.add_argument("src")
@@ -164,7 +146,7 @@ def _store_commands(sub, kind: str, func) -> None:
     verify.add_argument("name", nargs="?")
     remove = actions.add_parser("remove")
     remove.add_argument("name")
-    p.set_defaults(func=func)
+    p.set_defaults(func=cmd_store, kind=kind)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--preview", action="store_true", help="latents only (fast lossy preview)")
     dec.set_defaults(func=cmd_codec_decode)
 
-    _store_commands(sub, "weights", cmd_weights)
-    _store_commands(sub, "adapters", cmd_adapters)
+    _store_commands(sub, "weights", "models")
+    _store_commands(sub, "adapters", "adapters")
     return parser
 
 

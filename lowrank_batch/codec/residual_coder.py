@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import CorruptStreamError, InvalidParameterError
 from . import context_model as cm
+from . import plane_kernels as pk
 from .stream_order import group_by_bucket, group_tokens, order_for_single_stream
 from .varint import read_varint, write_varint
 
@@ -60,7 +61,7 @@ def encode_plane(
     snapshots = np.empty((n // cm.MIN_SEGMENT + 2 * cm.NUM_BUCKETS, cm.NUM_TOKENS), dtype=np.int64)
     raw_words = np.zeros(n * 17 // 64 + 2, dtype=np.uint64)
     values = np.empty_like(x)
-    _, num_bits = cm._encode_plane(
+    _, num_bits = pk._encode_plane(
         x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
         st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
         out_bucket, out_token, out_snap, snapshots, raw_words, values,
@@ -180,7 +181,7 @@ def decode_plane(
     bitpos = 0
     for t in range(cm.num_wavefronts(height, width)):
         cm._refresh(st.counts, st.snap, st.since, st.coded, st.epoch, st.refreshed)
-        k = cm._predict_wavefront(
+        k = pk._predict_wavefront(
             t, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, cm.PREDICTOR_MAX_WEIGHTS,
             pred8s, preds, buckets, leans, subs, height, width,
         )
@@ -197,7 +198,7 @@ def decode_plane(
             except Exception as exc:  # constriction raises on exhausted or invalid data
                 raise CorruptStreamError(f"residual stream is corrupt ({exc})") from None
             start = end
-        bitpos = cm._finish_wavefront(
+        bitpos = pk._finish_wavefront(
             t, tokens, lo, hi, delta, raw_words, bitpos, out, st.xr, st.te, st.perr, st.counts, st.totals,
             st.since, st.coded, pred8s, preds, buckets, leans, subs, st.has_side,
         )

@@ -128,7 +128,7 @@ def cmd_store(args: argparse.Namespace) -> int:
         for e in store.remove(kind, args.name):
             print(f"removed {kind[:-1]} {e.ref} ({e.sha256})")
     if args.action == "install" and not args.sha256:
-        print(f"pin it with: --sha256 {entry.sha256}")
+        print(f"pin it with: --sha256 {entry.source_sha256}")
     return 0
 
 

@@ -216,7 +216,11 @@ def test_cli_adapters(store, base_refiner, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LOWRANK_HOME", str(store.root))
     peft_adapter(base_refiner, tmp_path / "peft", TARGETS)
     assert main(["adapters", "install", str(tmp_path / "peft"), "--base", "base", "--name", "ct"]) == 0
-    assert "bound to model base" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "bound to model base" in out
+    pin = out.split("--sha256 ")[1].split()[0]
+    assert main(["adapters", "install", str(tmp_path / "peft"), "--base", "base", "--name", "ct2", "--sha256", pin]) == 0
+    capsys.readouterr()
     assert main(["adapters", "list"]) == 0
     assert "ct " in capsys.readouterr().out
     assert main(["adapters", "install", str(tmp_path / "peft"), "--base", "nope"]) == 2

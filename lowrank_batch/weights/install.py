@@ -77,7 +77,11 @@ def ensure_default(store: WeightStore) -> StoreEntry:
 
 def install_adapter(store: WeightStore, src: str, base: str, name: str | None = None,
                     sha256: str | None = None) -> StoreEntry:
-    """Install a peft folder, a kohya file or one of ours, bound to the base model `base`."""
+    """Install a peft folder, a kohya file or one of ours, bound to the base model `base`.
+
+    `sha256` pins the downloaded file (a peft folder's adapter_model.safetensors); the store
+    keeps the converted canonical file under its own digest.
+    """
     base_entry = store.resolve("models", base)
     model = cached_model(str(store.blob_path(base_entry.sha256)), base_entry.sha256)
     name = name or Path(src.rstrip("/")).name.removesuffix(".safetensors")
@@ -86,11 +90,12 @@ def install_adapter(store: WeightStore, src: str, base: str, name: str | None = 
             config = stack.enter_context(store.download(_opener(_join(src, "adapter_config.json")), src))
             weights = stack.enter_context(store.download(_opener(_join(src, "adapter_model.safetensors")), src))
             _check_digest(src, weights[1], sha256)
+            source_digest = weights[1]
             adapter = read_peft(config[0], weights[0], src)
         else:
             refuse_pickle(src, b"")
-            tmp, digest, _ = stack.enter_context(store.download(_opener(src), src))
-            _check_digest(src, digest, sha256)
+            tmp, source_digest, _ = stack.enter_context(store.download(_opener(src), src))
+            _check_digest(src, source_digest, sha256)
             if is_canonical(tmp, src):
                 adapter = read_canonical(tmp, src)
                 if adapter.base_sha256 and adapter.base_sha256 != base_entry.sha256:
@@ -106,7 +111,7 @@ def install_adapter(store: WeightStore, src: str, base: str, name: str | None = 
         digest, size = sha256_of(canonical), canonical.stat().st_size
         store.publish(canonical, digest)
     return store.add_ref("adapters", name, digest, size, f"lora/{adapter.source_format}", src,
-                         base_entry.sha256, base_entry.name)
+                         base_entry.sha256, base_entry.name, source_digest)
 
 
 def check_fits(model: LowRankModel, adapter: Adapter, label: str) -> None:

@@ -4,7 +4,7 @@
       blobs/sha256/<hex>      immutable files, named by their SHA-256
       tmp/                    downloads in progress (same filesystem, so publishing is a rename)
       refs/models.json        [{name, version, sha256, size, architecture, installed_at, source}]
-      refs/adapters.json      the same + base_sha256, base_name
+      refs/adapters.json      the same + base_sha256, base_name, source_sha256
       refs/.lock              serialises ref updates between processes
 
 A blob becomes visible only after its digest is verified (os.replace is atomic); two processes
@@ -43,6 +43,7 @@ class StoreEntry:
     source: str
     base_sha256: str | None = None
     base_name: str | None = None
+    source_sha256: str | None = None  # digest of what was downloaded (adapters are converted)
 
     @property
     def ref(self) -> str:
@@ -120,7 +121,8 @@ class WeightStore:
         os.replace(tmp, path)
 
     def add_ref(self, kind: str, name: str, sha256: str, size: int, architecture: str, source: str,
-                base_sha256: str | None = None, base_name: str | None = None) -> StoreEntry:
+                base_sha256: str | None = None, base_name: str | None = None,
+                source_sha256: str | None = None) -> StoreEntry:
         """Point `name` at a blob: a new version unless its latest version is that blob already."""
         _check_kind(kind)
         with self._locked():
@@ -130,7 +132,7 @@ class WeightStore:
                 return StoreEntry(kind=kind, **max(mine, key=lambda r: r["version"]))
             entry = StoreEntry(kind, name, 1 + max((r["version"] for r in mine), default=0), sha256, size,
                                architecture, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), source,
-                               base_sha256, base_name)
+                               base_sha256, base_name, source_sha256 or sha256)
             refs.append({k: v for k, v in asdict(entry).items() if k != "kind"})
             self._write_refs(kind, refs)
             return entry

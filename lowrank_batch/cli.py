@@ -149,6 +149,74 @@ def _store_commands(sub, command: str, kind: str) -> None:
     p.set_defaults(func=cmd_store, kind=kind)
 
 
+def cmd_encode(args: argparse.Namespace) -> int:
+    from .pipeline.job import JobOptions, run_encode
+    from .pipeline.worker import EncodeSettings
+
+    kw = _encode_kwargs(args)
+    settings = EncodeSettings(kw["mode"], kw["max_error"], kw["quality"], args.model, args.adapter)
+    options = JobOptions(args.address, args.workers, args.gpus_per_worker, args.batch_size)
+    summary = run_encode(args.src, args.dst, settings, options)
+    ratio = f"{summary['ratio']:.3f}" if summary["ratio"] else "-"
+    print(f"encoded {summary['encoded']}, skipped {summary['skipped']}, failed {summary['failed']}; "
+          f"{summary['bytes_in']} -> {summary['bytes_out']} bytes (ratio {ratio}), "
+          f"{summary['megapixels_per_second']:.2f} MP/s, {summary['seconds']:.1f} s; run {summary['run_id']}")
+    for f in summary["failures"]:
+        print(f"  failed {f['image_id']} [{f['stage']}] {f['error']}: {f['message']}")
+    return 1 if summary["failed"] else 0
+
+
+def _output_path(out: Path, image_id: str, fmt: str, many: bool) -> Path:
+    if not many:
+        return out
+    return out / (image_id.replace("/", "__").replace("#", "_frame") + "." + fmt)
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from .archive import Archive
+
+    archive = Archive.open(args.archive)
+    ids = args.id or archive.ids()
+    many = len(ids) > 1 or Path(args.out).is_dir()
+    out = Path(args.out)
+    if many:
+        out.mkdir(parents=True, exist_ok=True)
+    fmt = args.format or (out.suffix.lstrip(".") if not many and out.suffix else "png")
+    for image_id in ids:
+        array = archive.get(image_id, preview=args.preview)
+        target = _output_path(out, image_id, fmt, many)
+        if not many and not target.suffix:
+            target = target.with_suffix("." + fmt)
+        write_image(target, array)
+        print(f"{image_id} -> {target} {array.shape} {array.dtype}" + (" (preview)" if args.preview else ""))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .archive import Archive
+
+    archive = Archive.open(args.archive)
+    for row in sorted(archive.rows(["shape", "mode", "encoded_bytes", "psnr"]), key=lambda r: r["image_id"]):
+        psnr = "inf" if row["psnr"] is None else f"{row['psnr']:.2f}"
+        print(f"{row['image_id']}\t{'x'.join(map(str, row['shape']))}\t{row['mode']}\t{row['encoded_bytes']}\t{psnr}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .archive import Archive
+
+    archive = Archive.open(args.archive)
+    bad = []
+    for image_id in archive.ids():
+        try:
+            archive.get(image_id)  # decode checks the SHA-256 (lossless) or the reconstruction digest
+        except LowrankError as exc:
+            bad.append(image_id)
+            print(f"FAILED {image_id}: {exc}")
+    print(f"{len(archive) - len(bad)} ok, {len(bad)} failed")
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowrank-batch", description="Low-rank latent image archiving.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,6 +241,31 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--preview", action="store_true", help="latents only (fast lossy preview)")
     dec.set_defaults(func=cmd_codec_decode)
 
+    enc_job = sub.add_parser("encode", help="archive every image under SRC into DST (a Ray job)")
+    enc_job.add_argument("src", help="folder/prefix of images or tar shards: path or fsspec URL")
+    enc_job.add_argument("dst", help="archive folder/prefix: path or fsspec URL")
+    _mode_args(enc_job)
+    enc_job.add_argument("--address", default=None, help="Ray cluster (auto, ray://host:port); default: local")
+    enc_job.add_argument("--workers", type=int, default=None)
+    enc_job.add_argument("--gpus-per-worker", type=float, default=None)
+    enc_job.add_argument("--batch-size", type=int, default=16, help="files per work unit")
+    enc_job.set_defaults(func=cmd_encode)
+
+    dec_job = sub.add_parser("decode", help="decode images from an archive by id")
+    dec_job.add_argument("archive")
+    dec_job.add_argument("--id", action="append", help="image id (repeatable); default: all")
+    dec_job.add_argument("--out", required=True, help="file (one id) or folder")
+    dec_job.add_argument("--preview", action="store_true")
+    dec_job.add_argument("--format", choices=["png", "tiff", "npy"], default=None)
+    dec_job.set_defaults(func=cmd_decode)
+
+    ls = sub.add_parser("ls", help="one line per image: id, shape, mode, bytes, psnr")
+    ls.add_argument("archive")
+    ls.set_defaults(func=cmd_ls)
+    verify = sub.add_parser("verify", help="decode every image and check its checksum / bound")
+    verify.add_argument("archive")
+    verify.set_defaults(func=cmd_verify)
+
     _store_commands(sub, "weights", "models")
     _store_commands(sub, "adapters", "adapters")
     return parser
@@ -185,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except LowrankError as exc:
         print(f"lowrank-batch: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ lossless), of the model and of the adapter; PSNR figures as float32.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -88,6 +89,33 @@ class EncodedImage:
             out += stream
         out += struct.pack("<I", zlib.crc32(out))
         return bytes(out)
+
+    def split(self) -> tuple[bytes, bytes | None]:
+        """(latent, residual) columns of the archive: `latent` is itself a valid encoded image
+        without residuals (enough for a preview); `residual` holds the residual streams."""
+        latent = dataclasses.replace(self, residual_streams=[]).to_bytes()
+        if not self.residual_streams:
+            return latent, None
+        out = bytearray()
+        for stream in self.residual_streams:
+            write_varint(out, len(stream))
+            out += stream
+        return latent, bytes(out)
+
+    @classmethod
+    def join(cls, latent: bytes, residual: bytes | None) -> "EncodedImage":
+        """Inverse of split; residual None gives a latents-only image (preview decoding)."""
+        enc = cls.from_bytes(latent)
+        if residual:
+            streams, pos = [], 0
+            while pos < len(residual):
+                n, pos = read_varint(residual, pos)
+                streams.append(_take(residual, pos, n))
+                pos += n
+            if len(streams) != len(enc.planes):
+                raise CorruptStreamError(f"residual column holds {len(streams)} streams, expected {len(enc.planes)}")
+            enc.residual_streams = streams
+        return enc
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> "EncodedImage":

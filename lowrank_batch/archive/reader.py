@@ -1,0 +1,108 @@
+"""Read an archive: committed files only, one image by id with a ranged row-group read."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from typing import Iterator
+
+import fsspec
+import numpy as np
+import pyarrow.parquet as pq
+
+from ..codec.codec import Codec
+from ..codec.format import EncodedImage
+from ..errors import LowrankError
+from .schema import COMMITS_DIR
+
+ROW_COLUMNS = ["image_id", "latent", "residual"]
+
+
+class ArchiveError(LowrankError):
+    """An archive is missing, damaged, or lacks the requested image."""
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    row_group: int
+    row: int
+    committed_at: str
+
+
+class Archive:
+    def __init__(self, fs, root: str, index: dict[str, Location], sources: dict[str, list]):
+        self.fs, self.root, self._index, self.sources = fs, root.rstrip("/"), index, sources
+        self._codecs: dict[tuple, Codec] = {}
+
+    @classmethod
+    def open(cls, uri: str) -> "Archive":
+        fs, root = fsspec.core.url_to_fs(uri)
+        root = root.rstrip("/")
+        paths = sorted(fs.glob(f"{root}/{COMMITS_DIR}/*.json"))
+        if not paths and not fs.exists(root):
+            raise ArchiveError(f"no archive at {uri}")
+        index: dict[str, Location] = {}
+        sources: dict[str, list] = {}
+        for path, raw in (fs.cat(paths) if paths else {}).items():
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ArchiveError(f"{uri}: commit record {posixpath.basename(path)} is corrupt ({exc})") from None
+            for image_id, (group, row) in record["index"].items():
+                loc = Location(record["file"], group, row, record["committed_at"])
+                if image_id not in index or index[image_id].committed_at < loc.committed_at:
+                    index[image_id] = loc  # a later commit of the same id supersedes
+                    sources[image_id] = record["sources"][image_id]
+        return cls(fs, root, index, sources)
+
+    def ids(self) -> list[str]:
+        return sorted(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def row(self, image_id: str, columns: list[str] | None = None) -> dict:
+        """One image's row, reading only its row group (footer + one range)."""
+        loc = self._index.get(image_id)
+        if loc is None:
+            raise ArchiveError(f"no image {image_id!r} in archive {self.root} ({len(self)} images)")
+        path = f"{self.root}/{loc.file}"
+        try:
+            with self.fs.open(path, "rb", block_size=1 << 16, cache_type="bytes") as f:
+                table = pq.ParquetFile(f).read_row_group(loc.row_group, columns=columns)
+        except (OSError, ValueError) as exc:
+            raise ArchiveError(f"image {image_id!r}: cannot read {loc.file} ({exc})") from None
+        row = table.slice(loc.row, 1).to_pylist()[0]
+        if row["image_id"] != image_id:
+            raise ArchiveError(f"image {image_id!r}: index points at {row['image_id']!r} in {loc.file}")
+        return row
+
+    def encoded(self, image_id: str, preview: bool = False) -> EncodedImage:
+        row = self.row(image_id, ["image_id", "latent"] if preview else ROW_COLUMNS)
+        return EncodedImage.join(row["latent"], None if preview else row["residual"])
+
+    def codec_for(self, enc: EncodedImage) -> Codec:
+        key = (enc.model_sha256, enc.adapter_sha256)
+        if key not in self._codecs:
+            self._codecs[key] = Codec.for_image(enc)
+        return self._codecs[key]
+
+    def get(self, image_id: str, preview: bool = False) -> np.ndarray:
+        """The image as it was encoded (bit for bit when lossless); preview: latents only."""
+        enc = self.encoded(image_id, preview)
+        return self.codec_for(enc).decode(enc, preview=preview)
+
+    def rows(self, columns: list[str]) -> Iterator[dict]:
+        """Committed rows (latest version of each id), for listings."""
+        by_file: dict[str, list[str]] = {}
+        for image_id, loc in self._index.items():
+            by_file.setdefault(loc.file, []).append(image_id)
+        for file, wanted in sorted(by_file.items()):
+            with self.fs.open(f"{self.root}/{file}", "rb") as f:
+                table = pq.read_table(f, columns=sorted(set(columns) | {"image_id"}))
+            keep = set(wanted)
+            for row in table.to_pylist():
+                if row["image_id"] in keep:
+                    yield row

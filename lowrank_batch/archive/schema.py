@@ -1,0 +1,39 @@
+"""Columns of the archive (GUIDE § 1) and where files live under an archive prefix.
+
+    <archive>/data/<unit>-<token>.parquet      image rows; one row group per ROWS_PER_GROUP images
+    <archive>/_commits/<unit>-<token>.json     commit record: file, rows, id -> row group; written
+                                              after its data file is complete: THE commit point
+    <archive>/runs/<run-id>.json               run summaries
+Readers see only data files named by a commit record, so a crash mid-write leaves nothing
+half-visible (object stores have no atomic rename; a single PUT of the record is atomic).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+DATA_DIR, COMMITS_DIR, RUNS_DIR = "data", "_commits", "runs"
+ROWS_PER_GROUP = 4  # small row groups: decoding one image reads about one image's bytes
+
+SCHEMA = pa.schema([
+    ("image_id", pa.string()),
+    ("source_uri", pa.string()),
+    ("source_etag", pa.string()),
+    ("source_size", pa.int64()),
+    ("shape", pa.list_(pa.int32())),
+    ("dtype", pa.string()),
+    ("bits_stored", pa.int16()),
+    ("mode", pa.string()),
+    ("max_error", pa.int32()),
+    ("latent", pa.binary()),
+    ("residual", pa.binary()),
+    ("pixel_sha256", pa.string()),
+    ("model_sha256", pa.string()),
+    ("adapter_sha256", pa.string()),
+    ("psnr", pa.float64()),
+    ("encoded_bytes", pa.int64()),
+    ("codec_version", pa.string()),
+    ("metadata_json", pa.string()),
+    ("run_id", pa.string()),
+    ("unit_id", pa.string()),
+])

@@ -1,0 +1,53 @@
+"""Write one work unit's rows: the Parquet file first, then its commit record."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import posixpath
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .schema import COMMITS_DIR, DATA_DIR, ROWS_PER_GROUP, SCHEMA
+
+
+def put_atomic(fs, path: str, data: bytes) -> None:
+    """Publish small bytes all at once: rename on local disks, one PUT on object stores."""
+    if getattr(fs, "protocol", None) in ("file", ("file", "local")) or "file" in getattr(fs, "protocol", ()):
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+class UnitWriter:
+    """Writes the rows of one unit under `root` on filesystem `fs` and commits them."""
+
+    def __init__(self, fs, root: str, unit_id: str, run_id: str):
+        self.fs, self.root, self.unit_id, self.run_id = fs, root.rstrip("/"), unit_id, run_id
+        self.token = uuid.uuid4().hex[:12]
+
+    def write(self, rows: list[dict]) -> dict:
+        """Write rows (dicts keyed by schema column) and return the commit record."""
+        rows = sorted(rows, key=lambda r: r["image_id"])
+        table = pa.Table.from_pylist(rows, schema=SCHEMA)
+        name = f"{self.unit_id}-{self.token}"
+        data_path = f"{self.root}/{DATA_DIR}/{name}.parquet"
+        self.fs.makedirs(f"{self.root}/{DATA_DIR}", exist_ok=True)
+        with self.fs.open(data_path, "wb") as f:
+            pq.write_table(table, f, row_group_size=ROWS_PER_GROUP, compression="none")
+        index = {r["image_id"]: [i // ROWS_PER_GROUP, i % ROWS_PER_GROUP] for i, r in enumerate(rows)}
+        record = {
+            "file": f"{DATA_DIR}/{name}.parquet", "unit_id": self.unit_id, "run_id": self.run_id,
+            "rows": len(rows), "index": index,
+            "sources": {r["image_id"]: [r["source_uri"], r["source_etag"], r["source_size"]] for r in rows},
+            "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+        }
+        put_atomic(self.fs, f"{self.root}/{COMMITS_DIR}/{name}.json", json.dumps(record, sort_keys=True).encode())
+        return record

@@ -1,0 +1,1 @@
+"""Ray: listing sources, work units, the encode actors and the job that runs them."""

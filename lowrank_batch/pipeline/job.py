@@ -1,0 +1,144 @@
+"""The encode job: list SRC, cut units, run EncodeWorker actors on Ray, summarise the run.
+
+The driver holds only the listing and per-unit statistics; pixels live in the actors, which
+write and commit their own units. Without --address a local Ray is started in-process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+import fsspec
+
+from ..archive.reader import Archive, ArchiveError
+from ..archive.schema import RUNS_DIR
+from ..archive.writer import put_atomic
+from ..errors import LowrankError
+from .units import SourceFile, list_sources, make_units
+from .worker import EncodeSettings, EncodeWorker
+
+
+class JobError(LowrankError):
+    """The job itself cannot run (cluster, resources, destination)."""
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    address: str | None = None  # None: local Ray in-process; "auto" or "ray://host:port": join a cluster
+    workers: int | None = None  # default: one per GPU, else one per CPU
+    gpus_per_worker: float | None = None  # default 1 where GPUs exist, else 0
+    batch_size: int = 16  # files per unit
+
+
+def start_ray(address: str | None):
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if not address:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # an in-process cluster bound to 127.0.0.1
+    if ray.is_initialized():
+        return ray
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    return ray
+
+
+def plan_workers(resources: dict, options: JobOptions) -> tuple[int, float, float]:
+    """(workers, gpus per worker, cpus per worker) for the cluster's resources; fails fast
+    when GPUs are asked for and the cluster has too few (Ray would wait forever).
+
+    Each worker takes one CPU too: the residual coder runs there (the CPU:GPU ratio is
+    1 CPU per worker; image decoding happens in the same actor). Workers are capped by
+    both, so no actor is left pending with work queued on it."""
+    gpus = float(resources.get("GPU", 0))
+    cpus = float(resources.get("CPU", 1))
+    per_gpu = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if gpus else 0.0)
+    if per_gpu < 0:
+        raise JobError(f"--gpus-per-worker must be >= 0, got {per_gpu}")
+    if per_gpu > 0:
+        if gpus < per_gpu:
+            raise JobError(f"asked for {per_gpu} GPU per worker but the cluster has {gpus:g} GPUs; "
+                           "use --gpus-per-worker 0 to run on CPUs")
+        workers = options.workers or int(min(gpus // per_gpu, cpus))
+        if workers * per_gpu > gpus + 1e-9:
+            raise JobError(f"{workers} workers x {per_gpu} GPU need {workers * per_gpu:g} GPUs; the cluster has {gpus:g}")
+    else:
+        workers = options.workers or int(cpus)
+    if workers > cpus:
+        raise JobError(f"{workers} workers need {workers} CPUs; the cluster has {cpus:g}")
+    return max(1, workers), per_gpu, 1.0
+
+
+def _already_archived(dst: str, files: list[SourceFile]) -> set[str]:
+    """Files whose every image is committed from the same source version (etag and size)."""
+    try:
+        archive = Archive.open(dst)
+    except ArchiveError:
+        return set()
+    seen = {}
+    for image_id, (uri, etag, size) in archive.sources.items():
+        seen.setdefault(uri, set()).add((etag, size))
+    return {f.rel for f in files if seen.get(f.uri) == {(f.etag, f.size)}}
+
+
+def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions, log=print) -> dict:
+    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    start = time.perf_counter()
+    files = list_sources(src)
+    done = _already_archived(dst, files)
+    todo = [f for f in files if f.rel not in done]
+    units = make_units(todo, options.batch_size)
+    log(f"run {run_id}: {len(files)} files under {src}, {len(done)} already archived, {len(units)} units to encode")
+    summary = {"run_id": run_id, "src": src, "dst": dst, "settings": asdict(settings), "encoded": 0,
+               "skipped": len(done), "failed": 0, "bytes_in": 0, "bytes_out": 0, "pixels": 0, "failures": []}
+    if units:
+        ray = start_ray(options.address)
+        workers, gpus, cpus = plan_workers(ray.cluster_resources(), options)
+        actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(EncodeWorker)
+        pool = ray.util.ActorPool([actor.remote(dst, run_id, settings) for _ in range(min(workers, len(units)))])
+        progress = Progress(len(units), log)
+        for result in pool.map_unordered(lambda a, u: a.encode_unit.remote(u), units):
+            for key in ("encoded", "failed", "bytes_in", "bytes_out", "pixels"):
+                summary[key] += getattr(result, key)
+            summary["failures"] += result.failures
+            progress.update(summary)
+    summary["seconds"] = time.perf_counter() - start
+    summary["ratio"] = summary["bytes_in"] / summary["bytes_out"] if summary["bytes_out"] else None
+    summary["megapixels_per_second"] = summary["pixels"] / 1e6 / summary["seconds"]
+    fs, root = fsspec.core.url_to_fs(dst)
+    put_atomic(fs, f"{root.rstrip('/')}/{RUNS_DIR}/{run_id}.json", json.dumps(summary, indent=1).encode())
+    return summary
+
+
+class Progress:
+    """A live line on a terminal; a plain line at most every 10 s otherwise (job logs)."""
+
+    def __init__(self, total_units: int, log, interval: float = 10.0):
+        self.total, self.log, self.interval = total_units, log, interval
+        self.units = 0
+        self.start = self.last = time.perf_counter()
+        self.tty = sys.stdout.isatty()
+
+    def update(self, summary: dict) -> None:
+        self.units += 1
+        now = time.perf_counter()
+        elapsed = max(now - self.start, 1e-9)
+        eta = elapsed / self.units * (self.total - self.units)
+        line = (f"{self.units}/{self.total} units, {summary['encoded']} images, {summary['failed']} failed, "
+                f"{summary['bytes_in'] / 1e6 / elapsed:.1f} MB/s, {summary['pixels'] / 1e6 / elapsed:.2f} MP/s, "
+                f"ETA {eta:.0f} s")
+        if self.tty:
+            print("\r" + line, end="\n" if self.units == self.total else "", flush=True)
+        elif now - self.last >= self.interval or self.units == self.total:
+            self.log(line)
+            self.last = now

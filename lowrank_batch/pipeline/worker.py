@@ -1,0 +1,132 @@
+"""The encode worker: holds the codec (loaded once, from the weight store) and turns a unit's
+files into committed archive rows. Plain Python; job.py runs it as a Ray actor."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+from dataclasses import dataclass, field
+
+import fsspec
+
+from .. import __version__
+from ..codec.codec import Codec
+from ..errors import LowrankError
+from ..images.decode import decode_image_bytes, metadata_json
+from ..archive.writer import UnitWriter
+from .units import SourceFile, Unit
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    mode: str = "lossless"
+    max_error: int | None = None
+    quality: float | None = None
+    model: str | None = None
+    adapter: str | None = None
+
+
+@dataclass
+class UnitResult:
+    unit_id: str
+    encoded: int = 0
+    failed: int = 0
+    bytes_in: int = 0  # raw pixel bytes at ceil(bits/8) per sample
+    bytes_out: int = 0  # encoded bytes
+    pixels: int = 0
+    seconds: float = 0.0
+    failures: list[dict] = field(default_factory=list)
+
+
+class EncodeWorker:
+    loads = 0  # codec loads in this process (a test counts them)
+
+    def __init__(self, dst: str, run_id: str, settings: EncodeSettings):
+        self.codec = Codec.load(settings.model, settings.adapter)
+        EncodeWorker.loads += 1
+        self.settings = settings
+        self.run_id = run_id
+        self.fs, self.root = fsspec.core.url_to_fs(dst)
+
+    def info(self) -> dict:
+        return {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "loads": EncodeWorker.loads}
+
+    def encode_unit(self, unit: Unit) -> UnitResult:
+        start = time.perf_counter()
+        result = UnitResult(unit.unit_id)
+        rows: list[dict] = []
+        for source in unit.files:
+            for image_id, data, failure in _read(source):
+                if failure:
+                    result.failures.append(failure)
+                    continue
+                self._encode_file(source, image_id, data, rows, result)
+        for row in rows:
+            row["unit_id"] = unit.unit_id
+        if rows:
+            try:
+                UnitWriter(self.fs, self.root, unit.unit_id, self.run_id).write(rows)
+            except OSError as exc:  # nothing committed: every image of the unit failed at write
+                for row in rows:
+                    result.failures.append(_failure(row["image_id"], row["source_uri"], "write", exc))
+                rows = []
+        result.encoded = len(rows)
+        result.failed = len(result.failures)
+        result.bytes_out = sum(r["encoded_bytes"] for r in rows)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _encode_file(self, source: SourceFile, image_id: str, data: bytes, rows: list, result: UnitResult) -> None:
+        try:
+            images = decode_image_bytes(image_id, data)
+        except LowrankError as exc:
+            result.failures.append(_failure(image_id, source.uri, "decode", exc))
+            return
+        s = self.settings
+        for image in images:
+            full_id = image_id + image.suffix
+            try:
+                enc = self.codec.encode(image.pixels, image.bits_stored, s.mode, s.max_error, s.quality)
+            except LowrankError as exc:
+                result.failures.append(_failure(full_id, source.uri, "encode", exc))
+                continue
+            latent, residual = enc.split()
+            rows.append({
+                "image_id": full_id, "source_uri": source.uri, "source_etag": source.etag,
+                "source_size": source.size, "shape": list(image.pixels.shape), "dtype": image.pixels.dtype.name,
+                "bits_stored": image.bits_stored, "mode": enc.mode, "max_error": enc.max_error, "latent": latent,
+                "residual": residual, "pixel_sha256": enc.pixel_sha256, "model_sha256": enc.model_sha256,
+                "adapter_sha256": enc.adapter_sha256, "psnr": None if enc.psnr == float("inf") else enc.psnr,
+                "encoded_bytes": len(latent) + len(residual or b""), "codec_version": __version__,
+                "metadata_json": metadata_json(image.metadata), "run_id": self.run_id, "unit_id": "",
+            })
+            result.bytes_in += image.pixels.size * ((image.bits_stored + 7) // 8)
+            result.pixels += image.pixels.shape[0] * image.pixels.shape[1]
+
+
+def _read(source: SourceFile):
+    """(image id, bytes, None) for each image file in a source (a tar shard's members), or
+    (id, None, failure) when it cannot be read."""
+    try:
+        data = fsspec.open(source.uri, "rb").open().read()
+    except OSError as exc:
+        yield source.rel, None, _failure(source.rel, source.uri, "read", exc)
+        return
+    if not source.rel.endswith(".tar"):
+        yield source.rel, data, None
+        return
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                if member.isfile():  # never extracted to disk: links and odd names are just ids
+                    yield f"{source.rel}/{member.name}", tar.extractfile(member).read(), None
+    except (tarfile.TarError, OSError) as exc:
+        yield source.rel, None, _failure(source.rel, source.uri, "read", exc)
+
+
+def _failure(image_id: str, uri: str, stage: str, exc: Exception) -> dict:
+    return {"image_id": image_id, "source_uri": uri, "stage": stage, "error": type(exc).__name__,
+            "message": str(exc)[:500]}

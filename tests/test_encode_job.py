@@ -143,3 +143,17 @@ def test_s3_to_s3_two_hundred_images(cluster, tmp_path):
     files = fs.glob("archive/a1/data/*.parquet")
     rows = sum(pq.ParquetFile(fs.open(f)).metadata.num_rows for f in files)
     assert rows == 200
+
+
+def test_decode_job_writes_every_image_back(cluster, tmp_path):
+    from lowrank_batch.images import read_image
+    from lowrank_batch.pipeline.decode_job import output_name, run_decode
+
+    expected = make_sources(tmp_path / "src")
+    run_encode(str(tmp_path / "src"), str(tmp_path / "archive"), EncodeSettings(), JobOptions(gpus_per_worker=0),
+               log=lambda *_: None)
+    summary = run_decode(str(tmp_path / "archive"), str(tmp_path / "out"), fmt="npy", chunk=5)
+    assert (summary["decoded"], summary["failed"]) == (len(expected), 0)
+    for image_id, array in expected.items():
+        out = read_image(tmp_path / "out" / output_name(image_id, "npy"))
+        assert out.dtype == array.dtype and np.array_equal(out, array)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +34,26 @@ def read_image(path: str | Path) -> np.ndarray:
         raise InvalidImageError(f"{path}: cannot read image ({exc})") from None
 
 
-def write_image(path: str | Path, array: np.ndarray) -> None:
-    """Write PNG/TIFF (unsigned 8/16-bit) or .npy (any dtype)."""
-    path = Path(path)
-    if path.suffix.lower() == ".npy":
-        np.save(path, array, allow_pickle=False)
-        return
+def image_bytes(array: np.ndarray, fmt: str, name: str = "image") -> bytes:
+    """PNG/TIFF (unsigned 8/16-bit, bits preserved) or npy (any dtype) as bytes."""
+    fmt = fmt.lower().lstrip(".")
+    buf = io.BytesIO()
+    if fmt == "npy":
+        np.save(buf, array, allow_pickle=False)
+        return buf.getvalue()
+    if fmt not in ("png", "tif", "tiff"):
+        raise InvalidImageError(f"{name}: unknown output format {fmt!r} (png, tiff or npy)")
     if array.dtype.kind == "i":
-        raise InvalidImageError(f"{path}: signed data cannot be written as {path.suffix}; use .npy")
+        raise InvalidImageError(f"{name}: signed data cannot be written as {fmt}; use npy")
+    pil_format = "PNG" if fmt == "png" else "TIFF"
     if array.dtype == np.uint16 and array.ndim == 2:
-        Image.fromarray(array.astype("<u2")).save(path)
+        Image.fromarray(array.astype("<u2")).save(buf, format=pil_format)
     else:
-        Image.fromarray(array).save(path)
+        Image.fromarray(array).save(buf, format=pil_format)
+    return buf.getvalue()
+
+
+def write_image(path: str | Path, array: np.ndarray) -> None:
+    """Write PNG/TIFF (unsigned 8/16-bit) or .npy (any dtype), chosen by the suffix."""
+    path = Path(path)
+    path.write_bytes(image_bytes(array, path.suffix or "png", str(path)))

@@ -70,7 +70,8 @@ class Archive:
             raise ArchiveError(f"no image {image_id!r} in archive {self.root} ({len(self)} images)")
         path = f"{self.root}/{loc.file}"
         try:
-            with self.fs.open(path, "rb", block_size=1 << 16, cache_type="bytes") as f:
+            # no readahead: fetch exactly the footer and the row group's column chunks
+            with self.fs.open(path, "rb", cache_type="none") as f:
                 table = pq.ParquetFile(f).read_row_group(loc.row_group, columns=columns)
         except (OSError, ValueError) as exc:
             raise ArchiveError(f"image {image_id!r}: cannot read {loc.file} ({exc})") from None

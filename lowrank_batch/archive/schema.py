@@ -14,6 +14,7 @@ import pyarrow as pa
 
 DATA_DIR, COMMITS_DIR, RUNS_DIR = "data", "_commits", "runs"
 ROWS_PER_GROUP = 4  # small row groups: decoding one image reads about one image's bytes
+BLOB_COLUMNS = ("latent", "residual", "metadata_json")
 
 SCHEMA = pa.schema([
     ("image_id", pa.string()),

@@ -11,7 +11,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .schema import COMMITS_DIR, DATA_DIR, ROWS_PER_GROUP, SCHEMA
+from .schema import BLOB_COLUMNS, COMMITS_DIR, DATA_DIR, ROWS_PER_GROUP, SCHEMA
 
 
 def put_atomic(fs, path: str, data: bytes) -> None:
@@ -41,7 +41,10 @@ class UnitWriter:
         data_path = f"{self.root}/{DATA_DIR}/{name}.parquet"
         self.fs.makedirs(f"{self.root}/{DATA_DIR}", exist_ok=True)
         with self.fs.open(data_path, "wb") as f:
-            pq.write_table(table, f, row_group_size=ROWS_PER_GROUP, compression="none")
+            # statistics only for small columns: min/max of every blob would bloat the footer
+            # that each decode-by-id reads
+            pq.write_table(table, f, row_group_size=ROWS_PER_GROUP, compression="none",
+                           write_statistics=[c for c in SCHEMA.names if c not in BLOB_COLUMNS])
         index = {r["image_id"]: [i // ROWS_PER_GROUP, i % ROWS_PER_GROUP] for i, r in enumerate(rows)}
         record = {
             "file": f"{DATA_DIR}/{name}.parquet", "unit_id": self.unit_id, "run_id": self.run_id,

@@ -107,7 +107,11 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
         actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(EncodeWorker)
         pool = ray.util.ActorPool([actor.remote(dst, run_id, settings) for _ in range(min(workers, len(units)))])
         progress = Progress(len(units), log)
+        first = None
         for result in pool.map_unordered(lambda a, u: a.encode_unit.remote(u), units):
+            if first is None:  # actors started, weights loaded, kernels compiled
+                first = time.perf_counter() - start
+                summary["startup_seconds"] = first
             for key in ("encoded", "failed", "bytes_in", "bytes_out", "pixels"):
                 summary[key] += getattr(result, key)
             summary["failures"] += result.failures

@@ -13,7 +13,6 @@ Prints a Markdown table and writes benchmarks/results/job_and_archive.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics

@@ -121,10 +121,14 @@ def test_unsatisfiable_gpu_request_fails_fast():
     assert plan_workers({"CPU": 2.0, "GPU": 2.0}, JobOptions(gpus_per_worker=0.5)) == (2, 0.5, 1.0)
 
 
-def test_s3_to_s3_two_hundred_images(cluster, tmp_path):
+def test_s3_to_s3_two_hundred_mixed_images(cluster, tmp_path):
     fs = fsspec.filesystem("s3")
     rng = np.random.default_rng(5)
     expected = {}
+    mixed = make_sources(tmp_path / "mixed")  # TIFF, JPEG, RGB, DICOM frames, a tar shard, a broken file
+    for path in (tmp_path / "mixed").iterdir():
+        fs.pipe(f"src/batch/mixed/{path.name}", path.read_bytes())
+    expected |= {f"mixed/{k}": v for k, v in mixed.items()}
     for k in range(200):
         bits = 8 if k % 2 else 16
         a = smooth_image(rng, (24 + k % 7, 20 + k % 5), bits)
@@ -135,14 +139,17 @@ def test_s3_to_s3_two_hundred_images(cluster, tmp_path):
     summary = run_encode("s3://src/batch", "s3://archive/a1", EncodeSettings(), JobOptions(gpus_per_worker=0,
                                                                                              batch_size=32),
                          log=lambda *_: None)
-    assert (summary["encoded"], summary["failed"]) == (200, 0)
+    assert (summary["encoded"], summary["failed"]) == (len(expected), 1)
+    assert summary["failures"][0]["image_id"] == "mixed/broken.png"
     archive = Archive.open("s3://archive/a1")
     assert sorted(archive.ids()) == sorted(expected)
-    for image_id in list(expected)[::13]:
-        assert np.array_equal(archive.get(image_id), expected[image_id])
+    for image_id in list(expected)[::7] + [k for k in expected if k.startswith("mixed/")]:
+        assert np.array_equal(archive.get(image_id), expected[image_id]), image_id
     files = fs.glob("archive/a1/data/*.parquet")
     rows = sum(pq.ParquetFile(fs.open(f)).metadata.num_rows for f in files)
-    assert rows == 200
+    assert rows == len(expected)
+    records = [json.loads(fs.cat(p)) for p in fs.glob("archive/a1/_commits/*.json")]
+    assert sum(r["stats"]["images"] for r in records) == len(expected)
 
 
 def test_decode_job_writes_every_image_back(cluster, tmp_path):

@@ -33,8 +33,9 @@ class UnitWriter:
         self.fs, self.root, self.unit_id, self.run_id = fs, root.rstrip("/"), unit_id, run_id
         self.token = uuid.uuid4().hex[:12]
 
-    def write(self, rows: list[dict]) -> dict:
-        """Write rows (dicts keyed by schema column) and return the commit record."""
+    def write(self, rows: list[dict], stats: dict | None = None) -> dict:
+        """Write rows (dicts keyed by schema column) and return the commit record (which
+        also carries the unit's statistics)."""
         rows = sorted(rows, key=lambda r: r["image_id"])
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
         name = f"{self.unit_id}-{self.token}"
@@ -51,6 +52,7 @@ class UnitWriter:
             "rows": len(rows), "index": index,
             "sources": {r["image_id"]: [r["source_uri"], r["source_etag"], r["source_size"]] for r in rows},
             "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "stats": stats or {},
         }
         put_atomic(self.fs, f"{self.root}/{COMMITS_DIR}/{name}.json", json.dumps(record, sort_keys=True).encode())
         return record

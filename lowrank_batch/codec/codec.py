@@ -155,12 +155,14 @@ class Codec:
             psnr = preview_psnr
         else:
             coded, side, infos, colour = self._coded_planes(planes, recon, layout, mode)
-            decoded = np.empty_like(coded)
+            decoded = np.empty_like(coded) if mode == "near-lossless" else None  # lossless: equals coded
             patch = self.model.core.patch
             for c, info in enumerate(infos):
                 info.guided = self._guidance_helps(coded[c], side[c], info, delta)
                 guide = side[c] if info.guided else None
-                stream, decoded[c] = encode_plane(coded[c], info.lo, info.hi, delta, guide, patch)
+                stream, values = encode_plane(coded[c], info.lo, info.hi, delta, guide, patch)
+                if decoded is not None:
+                    decoded[c] = values
                 residuals.append(stream)
             if mode == "lossless":
                 decoded_sha = pixels.pixel_sha256(array)
@@ -224,10 +226,12 @@ class Codec:
             # decorrelate colours; near-lossless keeps RGB so the bound holds per channel
             coded, side = pixels.rct_forward(planes), pixels.rct_forward(recon)
             return coded, side, [PlaneInfo(lo, hi) for lo, hi in pixels.rct_ranges(maxval)], "rct"
-        coded, side, infos = planes.copy(), recon.copy(), []
+        coded, side, infos = planes, recon, []  # copied only if a plane is remapped
         for c in range(layout.channels):
             values = _sparse_values(planes[c], self.config.remap_max_density) if mode == "lossless" else None
             if values is not None:
+                if coded is planes:
+                    coded, side = planes.copy(), recon.copy()
                 coded[c] = np.searchsorted(values, planes[c])
                 side[c] = _nearest_index(values, recon[c])
                 infos.append(PlaneInfo(0, len(values) - 1, values))

@@ -112,7 +112,8 @@ def project(planes: np.ndarray, core: LowRankCore, maxval: int, rank: int, step:
     """
     core.check_rank(rank)
     c, h, w = planes.shape
-    x = patchify(planes, core.patch).astype(np.float64) * (1 << FRAC_IN)
+    x = patchify(planes, core.patch).astype(np.float64)
+    x *= 1 << FRAC_IN  # in place: large scans
     x -= np.round(core.mean.astype(np.float64) * maxval * (1 << FRAC_IN))
     basis = np.round(core.basis[:, :rank].astype(np.float64) * (1 << FRAC_BASIS))
     acc = x @ basis  # exact: integers below 2**53
@@ -153,6 +154,9 @@ def reconstruct(latents: np.ndarray, core: LowRankCore, maxval: int, step: float
 
         t = torch.from_numpy(lat).to(device) @ torch.from_numpy(basis).to(device) + torch.from_numpy(mean).to(device)
         acc = t.cpu().numpy()
-    values = np.floor((acc + 2.0 ** (frac - 1)) / 2.0**frac).astype(np.int64)
-    planes = unpatchify(values, core.patch, channels, height, width)
-    return np.clip(planes, 0, maxval)
+    acc += 2.0 ** (frac - 1)  # in place: large scans
+    acc /= 2.0**frac
+    np.floor(acc, out=acc)
+    np.clip(acc, 0, maxval, out=acc)
+    planes = unpatchify(acc.astype(np.int32), core.patch, channels, height, width)
+    return planes.astype(np.int64)

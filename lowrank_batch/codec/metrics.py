@@ -13,8 +13,9 @@ def max_abs_error(original: np.ndarray, decoded: np.ndarray) -> int:
 
 def psnr(original: np.ndarray, decoded: np.ndarray, bits_stored: int) -> float:
     """PSNR in dB over peak 2**bits_stored - 1; inf for identical arrays."""
-    diff = original.astype(np.float64) - decoded.astype(np.float64)
-    mse = float(np.mean(diff * diff))
+    diff = original.astype(np.float64).ravel()
+    diff -= decoded.ravel()
+    mse = float(np.dot(diff, diff)) / max(diff.size, 1)  # one temporary, even for large scans
     if mse == 0.0:
         return math.inf
     peak = float((1 << bits_stored) - 1)

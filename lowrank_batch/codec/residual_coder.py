@@ -21,13 +21,15 @@ one call per (wavefront, bucket) run is cheap there and saves those flushes.
 
 from __future__ import annotations
 
+import math
+
 import constriction
 import numpy as np
 
 from ..errors import CorruptStreamError, InvalidParameterError
 from . import context_model as cm
 from . import plane_kernels as pk
-from .stream_order import group_by_bucket, group_tokens, order_for_single_stream
+from .stream_order import count_runs, group_by_bucket, group_tokens, order_for_single_stream
 from .varint import read_varint, write_varint
 
 _Categorical = constriction.stream.model.Categorical
@@ -55,12 +57,13 @@ def encode_plane(
     x = np.ascontiguousarray(plane, dtype=np.int64)
     n = x.size
     st = cm.ModelState(*x.shape, side, patch)
+    # per-pixel outputs in the smallest types that hold them: large scans stay small
     out_bucket = np.empty(n, dtype=np.uint8)
-    out_token = np.empty(n, dtype=np.int32)
-    out_snap = np.empty(n, dtype=np.int32)
-    snapshots = np.empty((n // cm.MIN_SEGMENT + 2 * cm.NUM_BUCKETS, cm.NUM_TOKENS), dtype=np.int64)
+    out_token = np.empty(n, dtype=np.uint8)  # < NUM_TOKENS = 104
+    out_snap = np.empty(n, dtype=np.int16)  # < max_snapshots(n), about 6,500 at 16 MP
+    snapshots = np.empty((max_snapshots(n), cm.NUM_TOKENS), dtype=np.int64)
     raw_words = np.zeros(n * 17 // 64 + 2, dtype=np.uint64)
-    values = np.empty_like(x)
+    values = np.empty(x.shape, dtype=np.int32)
     _, num_bits = pk._encode_plane(
         x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
         st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
@@ -76,11 +79,11 @@ def encode_plane(
     out = bytearray()
     write_varint(out, int(num_bits))
     per_bucket = _per_bucket_streams(out_bucket, out_token, out_snap, model)
-    shared_tokens, shared_snaps, runs = order_for_single_stream(
-        out_bucket, out_token, out_snap, x.shape[0], x.shape[1], cm.NUM_BUCKETS
-    )
     shared = None
-    if runs <= SHARED_STREAM_MAX_RUNS:
+    if count_runs(out_bucket, x.shape[0], x.shape[1], cm.NUM_BUCKETS) <= SHARED_STREAM_MAX_RUNS:
+        shared_tokens, shared_snaps, _ = order_for_single_stream(
+            out_bucket, out_token, out_snap, x.shape[0], x.shape[1], cm.NUM_BUCKETS
+        )
         shared = _coded_runs(constriction.stream.queue.RangeEncoder(), shared_tokens, shared_snaps, model)
     if shared is not None and 4 * len(shared) + 4 < sum(4 * len(w) + 2 for w in per_bucket):
         out.append(1)
@@ -99,12 +102,23 @@ def encode_plane(
     return bytes(out), values
 
 
+def max_snapshots(num_symbols: int) -> int:
+    """Upper bound on histogram snapshots for a plane (the initial one per bucket + refreshes).
+
+    A bucket refreshes once it has coded MIN_SEGMENT + coded/4 new symbols, so its count grows
+    by at least 25% per refresh: at most log(n)/log(1.25) + a few refreshes per bucket. This
+    stays below 2**15 for any n < 2**60, so snapshot ids fit the int16 per-pixel output.
+    """
+    per_bucket = 4 + int(math.log(num_symbols + cm.MIN_SEGMENT) / math.log(1.25)) + 1
+    return cm.NUM_BUCKETS * (per_bucket + 1)
+
+
 def _coded_runs(encoder, tokens: np.ndarray, snaps: np.ndarray, model) -> np.ndarray:
     """Encode tokens with one call per run of equal histogram snapshot; return the words."""
     if tokens.size:
         cuts = np.flatnonzero(snaps[1:] != snaps[:-1]) + 1
         for s, e in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [tokens.size]))):
-            encoder.encode(tokens[s:e], model(int(snaps[s])))
+            encoder.encode(tokens[s:e].astype(np.int32), model(int(snaps[s])))
     return encoder.get_compressed()
 
 

@@ -27,13 +27,21 @@ def group_by_bucket(buckets, num_buckets):
 
 @njit(cache=True)
 def group_tokens(buckets, tokens, snaps, num_buckets):
-    """Tokens and their snapshot ids grouped by bucket (stable), and bucket sizes."""
-    order, sizes = group_by_bucket(buckets, num_buckets)
-    grouped_tokens = np.empty(tokens.size, dtype=np.int32)
-    grouped_snaps = np.empty(tokens.size, dtype=np.int32)
-    for k in range(order.size):
-        grouped_tokens[k] = tokens[order[k]]
-        grouped_snaps[k] = snaps[order[k]]
+    """Tokens and their snapshot ids grouped by bucket (stable), and bucket sizes; a counting
+    sort that scatters directly (no permutation array: large scans stay small in memory)."""
+    sizes = np.zeros(num_buckets, dtype=np.int64)
+    for b in buckets:
+        sizes[b] += 1
+    start = np.zeros(num_buckets, dtype=np.int64)
+    for b in range(1, num_buckets):
+        start[b] = start[b - 1] + sizes[b - 1]
+    grouped_tokens = np.empty_like(tokens)
+    grouped_snaps = np.empty_like(snaps)
+    for k in range(buckets.size):
+        b = buckets[k]
+        grouped_tokens[start[b]] = tokens[k]
+        grouped_snaps[start[b]] = snaps[k]
+        start[b] += 1
     return grouped_tokens, grouped_snaps, sizes
 
 
@@ -73,3 +81,19 @@ def order_for_single_stream(buckets, tokens, snaps, height, width, num_buckets):
             offsets[buckets[k]] = 0
         start += n
     return out_tokens, out_snaps, runs
+
+
+@njit(cache=True)
+def count_runs(buckets, height, width, num_buckets):
+    """Number of (wavefront, bucket) runs: the coder calls a shared stream would need."""
+    seen = np.full(num_buckets, -1, dtype=np.int64)
+    start = 0
+    runs = 0
+    for t in range(2 * (height - 1) + width):
+        i_start, i_end = _wave_rows(t, height, width)
+        for k in range(start, start + i_end - i_start + 1):
+            if seen[buckets[k]] != t:
+                seen[buckets[k]] = t
+                runs += 1
+        start += i_end - i_start + 1
+    return runs

@@ -106,9 +106,12 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
 
 
 @njit(cache=True)
-def _finish_wavefront(t, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te, perr, counts, totals, since,
-                      coded, pred8s, preds, buckets, leans, subs, has_side):
-    """Decoder side: turn the wavefront's tokens (+ raw bits) into pixel values, update state."""
+def _finish_wavefront(t, grouped_tokens, order, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te, perr, counts,
+                      totals, since, coded, pred8s, preds, buckets, leans, subs, has_side):
+    """Decoder side: put the wavefront's tokens (decoded grouped by bucket) back in pixel order,
+    turn them (+ raw bits) into pixel values, update state."""
+    for j in range(grouped_tokens.size):
+        tokens[order[j]] = grouped_tokens[j]
     height, width = out.shape
     step = 2 * delta + 1
     num_pred = NUM_PREDICTORS if has_side else PLAIN_PREDICTORS
@@ -138,3 +141,32 @@ def _finish_wavefront(t, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te, 
                 tok, since, coded)
         k += 1
     return bitpos
+
+
+@njit(cache=True)
+def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts, snap, since,
+                       coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width):
+    """Decoder side, one call per wavefront: refresh histograms, predict every pixel, and group
+    the pixels by bucket. `order` gets pixel positions grouped by bucket; `active` rows are
+    (bucket, count) in bucket order. Returns (pixels, active buckets, any histogram refreshed)."""
+    any_refreshed = _refresh(counts, snap, since, coded, epoch, refreshed)
+    k = _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, pred8s, preds,
+                           buckets, leans, subs, height, width)
+    sizes = np.zeros(NUM_BUCKETS, dtype=np.int64)
+    for j in range(k):
+        sizes[buckets[j]] += 1
+    start = np.zeros(NUM_BUCKETS, dtype=np.int64)
+    num_active = 0
+    pos = 0
+    for b in range(NUM_BUCKETS):
+        if sizes[b]:
+            start[b] = pos
+            pos += sizes[b]
+            active[num_active, 0] = b
+            active[num_active, 1] = sizes[b]
+            num_active += 1
+    for j in range(k):
+        b = buckets[j]
+        order[start[b]] = j
+        start[b] += 1
+    return k, num_active, any_refreshed

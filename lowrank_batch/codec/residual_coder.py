@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import CorruptStreamError, InvalidParameterError
 from . import context_model as cm
 from . import plane_kernels as pk
-from .stream_order import count_runs, group_by_bucket, group_tokens, order_for_single_stream
+from .stream_order import count_runs, group_tokens, order_for_single_stream
 from .varint import read_varint, write_varint
 
 _Categorical = constriction.stream.model.Categorical
@@ -190,31 +190,36 @@ def decode_plane(
     buckets = np.empty(max_len + 1, dtype=np.int64)
     leans = np.empty(max_len + 1, dtype=np.int64)
     subs = np.zeros((max_len + 1, cm.NUM_PREDICTORS), dtype=np.int64)
+    order = np.empty(max_len + 1, dtype=np.int64)
+    tokens = np.empty(max_len + 1, dtype=np.int64)
+    active = np.empty((cm.NUM_BUCKETS, 2), dtype=np.int64)
     models: list = [None] * cm.NUM_BUCKETS
-    model_epoch = np.full(cm.NUM_BUCKETS, -1)
     bitpos = 0
     for t in range(cm.num_wavefronts(height, width)):
-        cm._refresh(st.counts, st.snap, st.since, st.coded, st.epoch, st.refreshed)
-        k = pk._predict_wavefront(
+        k, num_active, any_refreshed = pk._prepare_wavefront(
             t, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, cm.PREDICTOR_MAX_WEIGHTS,
-            pred8s, preds, buckets, leans, subs, height, width,
+            st.counts, st.snap, st.since, st.coded, st.epoch, st.refreshed, pred8s, preds, buckets, leans, subs,
+            order, active, height, width,
         )
-        tokens = np.empty(k, dtype=np.int64)
-        order, sizes = group_by_bucket(buckets[:k], cm.NUM_BUCKETS)
-        start = 0
-        for b in np.flatnonzero(sizes):
-            end = start + int(sizes[b])
-            if model_epoch[b] != st.epoch[b]:
-                models[b] = _model(st.snap[b])
-                model_epoch[b] = st.epoch[b]
-            try:
-                tokens[order[start:end]] = decoders[b].decode(models[b], end - start)
-            except Exception as exc:  # constriction raises on exhausted or invalid data
-                raise CorruptStreamError(f"residual stream is corrupt ({exc})") from None
-            start = end
+        if any_refreshed:
+            for b in np.flatnonzero(st.refreshed).tolist():
+                models[b] = None
+        pieces = []
+        try:
+            for b, count in active[:num_active].tolist():
+                model = models[b]
+                if model is None:
+                    model = models[b] = _model(st.snap[b])
+                pieces.append(decoders[b].decode(model, count))
+        except Exception as exc:  # constriction raises on exhausted or invalid data
+            raise CorruptStreamError(f"residual stream is corrupt ({exc})") from None
+        if num_active == 1:
+            grouped = pieces[0]
+        else:  # several buckets; none when the wavefront is empty (one-column planes)
+            grouped = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
         bitpos = pk._finish_wavefront(
-            t, tokens, lo, hi, delta, raw_words, bitpos, out, st.xr, st.te, st.perr, st.counts, st.totals,
-            st.since, st.coded, pred8s, preds, buckets, leans, subs, st.has_side,
+            t, grouped, order, tokens, lo, hi, delta, raw_words, bitpos, out, st.xr, st.te, st.perr, st.counts,
+            st.totals, st.since, st.coded, pred8s, preds, buckets, leans, subs, st.has_side,
         )
         if bitpos > num_bits:
             raise CorruptStreamError("residual stream is corrupt (raw bits overrun)")

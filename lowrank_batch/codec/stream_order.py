@@ -9,23 +9,6 @@ from .context_model import _wave_rows
 
 
 @njit(cache=True)
-def group_by_bucket(buckets, num_buckets):
-    """Stable counting sort: positions of the symbols grouped by bucket, and bucket sizes."""
-    sizes = np.zeros(num_buckets, dtype=np.int64)
-    for b in buckets:
-        sizes[b] += 1
-    start = np.zeros(num_buckets, dtype=np.int64)
-    for b in range(1, num_buckets):
-        start[b] = start[b - 1] + sizes[b - 1]
-    order = np.empty(buckets.size, dtype=np.int64)
-    for k in range(buckets.size):
-        b = buckets[k]
-        order[start[b]] = k
-        start[b] += 1
-    return order, sizes
-
-
-@njit(cache=True)
 def group_tokens(buckets, tokens, snaps, num_buckets):
     """Tokens and their snapshot ids grouped by bucket (stable), and bucket sizes; a counting
     sort that scatters directly (no permutation array: large scans stay small in memory)."""

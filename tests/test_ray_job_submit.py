@@ -1,0 +1,65 @@
+"""jobs/encode.py runs unchanged under `ray job submit` on a Ray head started for the test."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lowrank_batch.archive import Archive
+from lowrank_batch.images import write_image
+
+from .conftest import smooth_image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    ray_bin = shutil.which("ray", path=sysconfig.get_path("scripts"))
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled",
+               PATH=sysconfig.get_path("scripts") + os.pathsep + os.environ.get("PATH", ""))
+    port, dash = _free_port(), _free_port()
+    temp = Path("/tmp") / f"rayt{port}"  # short: Ray's socket paths must stay under 108 bytes
+    # every port explicit and free: another Ray (the in-process one of other tests) may be up
+    start = [ray_bin, "start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
+             "--node-ip-address=127.0.0.1", "--include-dashboard=true", "--num-cpus=2", "--disable-usage-stats",
+             f"--temp-dir={temp}", f"--dashboard-agent-listen-port={_free_port()}",
+             f"--dashboard-agent-grpc-port={_free_port()}", f"--metrics-export-port={_free_port()}",
+             f"--runtime-env-agent-port={_free_port()}", f"--node-manager-port={_free_port()}",
+             f"--object-manager-port={_free_port()}", f"--ray-client-server-port={_free_port()}"]
+    subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+    try:
+        yield ray_bin, f"http://127.0.0.1:{dash}", env
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_encode_job_via_ray_job_submit(ray_head, tmp_path):
+    ray_bin, address, env = ray_head
+    rng = np.random.default_rng(9)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    images = {f"s{k}.png": smooth_image(rng, (40, 30 + k), 12) for k in range(6)}
+    for name, a in images.items():
+        write_image(src / name, a)
+    cmd = [ray_bin, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
+           sys.executable, "jobs/encode.py", str(src), str(dst), "--batch-size", "2"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    assert "encoded 6, skipped 0, failed 0" in result.stdout
+    archive = Archive.open(str(dst))
+    for name, a in images.items():
+        assert np.array_equal(archive.get(name), a)

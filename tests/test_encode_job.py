@@ -164,3 +164,13 @@ def test_decode_job_writes_every_image_back(cluster, tmp_path):
     for image_id, array in expected.items():
         out = read_image(tmp_path / "out" / output_name(image_id, "npy"))
         assert out.dtype == array.dtype and np.array_equal(out, array)
+
+
+def test_gpu_workers_get_images_decoded_by_cpu_tasks(cluster, tmp_path):
+    expected = make_sources(tmp_path / "src")
+    summary = run_encode(str(tmp_path / "src"), str(tmp_path / "archive"), EncodeSettings(),
+                         JobOptions(gpus_per_worker=1, batch_size=2), log=lambda *_: None)
+    assert (summary["encoded"], summary["failed"]) == (len(expected), 1)
+    archive = Archive.open(str(tmp_path / "archive"))
+    for image_id, array in expected.items():
+        assert np.array_equal(archive.get(image_id), array), image_id

@@ -21,7 +21,7 @@ from ..archive.schema import RUNS_DIR
 from ..archive.writer import put_atomic
 from ..errors import LowrankError
 from .units import SourceFile, list_sources, make_units
-from .worker import EncodeSettings, EncodeWorker
+from .worker import EncodeSettings, EncodeWorker, decode_unit
 
 
 class JobError(LowrankError):
@@ -57,9 +57,11 @@ def plan_workers(resources: dict, options: JobOptions) -> tuple[int, float, floa
     """(workers, gpus per worker, cpus per worker) for the cluster's resources; fails fast
     when GPUs are asked for and the cluster has too few (Ray would wait forever).
 
-    Each worker takes one CPU too: the residual coder runs there (the CPU:GPU ratio is
-    1 CPU per worker; image decoding happens in the same actor). Workers are capped by
-    both, so no actor is left pending with work queued on it."""
+    Each worker takes one CPU too: the residual coder runs there. With GPUs, image decoding
+    runs in separate CPU tasks on the CPUs the workers leave free (so the CPU:GPU ratio is
+    one CPU per worker plus the node's spare CPUs for decoding, a window of 2 units ahead per
+    worker); without, in the worker itself. Workers are capped by both resources, so no actor
+    is left pending with work queued on it."""
     gpus = float(resources.get("GPU", 0))
     cpus = float(resources.get("CPU", 1))
     per_gpu = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if gpus else 0.0)
@@ -103,12 +105,17 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
                "skipped": len(done), "failed": 0, "bytes_in": 0, "bytes_out": 0, "pixels": 0, "failures": []}
     if units:
         ray = start_ray(options.address)
-        workers, gpus, cpus = plan_workers(ray.cluster_resources(), options)
+        resources = ray.cluster_resources()
+        workers, gpus, cpus = plan_workers(resources, options)
         actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(EncodeWorker)
-        pool = ray.util.ActorPool([actor.remote(dst, run_id, settings) for _ in range(min(workers, len(units)))])
+        actors = [actor.remote(dst, run_id, settings) for _ in range(min(workers, len(units)))]
+        reader = None
+        if gpus:  # GPU workers: decode image bytes in CPU tasks on the CPUs the workers leave free
+            spare = float(resources.get("CPU", 0)) - len(actors) * cpus
+            reader = ray.remote(num_cpus=1 if spare >= 1 else 0)(decode_unit)  # 0: no deadlock when full
         progress = Progress(len(units), log)
         first = None
-        for result in pool.map_unordered(lambda a, u: a.encode_unit.remote(u), units):
+        for result in _schedule(ray, actors, units, reader):
             if first is None:  # actors started, weights loaded, kernels compiled
                 first = time.perf_counter() - start
                 summary["startup_seconds"] = first
@@ -122,6 +129,31 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
     fs, root = fsspec.core.url_to_fs(dst)
     put_atomic(fs, f"{root.rstrip('/')}/{RUNS_DIR}/{run_id}.json", json.dumps(summary, indent=1).encode())
     return summary
+
+
+def _schedule(ray, actors, units, reader, prefetch_per_actor: int = 2):
+    """Yield unit results as they finish: each idle actor takes the next unit; with a reader,
+    a bounded window of units is decoded ahead on CPUs so the GPU stage is not starved."""
+    pending = list(reversed(units))
+    ready: list = []  # (unit, decoded-ref or None), in order
+    idle = list(actors)
+    inflight: dict = {}
+
+    def prefetch():
+        while pending and len(ready) < prefetch_per_actor * len(actors):
+            unit = pending.pop()
+            ready.append((unit, reader.remote(unit) if reader else None))
+
+    prefetch()
+    while ready or inflight:
+        while idle and ready:
+            unit, decoded = ready.pop(0)
+            a = idle.pop()
+            inflight[a.encode_unit.remote(unit, decoded)] = a
+            prefetch()
+        done, _ = ray.wait(list(inflight), num_returns=1)
+        idle.append(inflight.pop(done[0]))
+        yield ray.get(done[0])
 
 
 class Progress:

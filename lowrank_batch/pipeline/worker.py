@@ -14,7 +14,7 @@ import fsspec
 from .. import __version__
 from ..codec.codec import Codec
 from ..errors import LowrankError
-from ..images.decode import decode_image_bytes, metadata_json
+from ..images.decode import DecodedImage, decode_image_bytes, metadata_json
 from ..archive.writer import UnitWriter
 from .units import SourceFile, Unit
 
@@ -54,16 +54,15 @@ class EncodeWorker:
         return {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "loads": EncodeWorker.loads}
 
-    def encode_unit(self, unit: Unit) -> UnitResult:
+    def encode_unit(self, unit: Unit, decoded: "DecodedUnit | None" = None) -> UnitResult:
+        """Encode a unit and commit it. `decoded` comes from a CPU task when this worker holds
+        a GPU; otherwise the files are read and decoded here."""
         start = time.perf_counter()
-        result = UnitResult(unit.unit_id)
+        decoded = decoded if decoded is not None else decode_unit(unit)
+        result = UnitResult(unit.unit_id, failures=list(decoded.failures))
         rows: list[dict] = []
-        for source in unit.files:
-            for image_id, data, failure in _read(source):
-                if failure:
-                    result.failures.append(failure)
-                    continue
-                self._encode_file(source, image_id, data, rows, result)
+        for source, image_id, image in decoded.images:
+            self._encode_image(source, image_id, image, rows, result)
         for row in rows:
             row["unit_id"] = unit.unit_id
         if rows:
@@ -82,32 +81,49 @@ class EncodeWorker:
         result.seconds = time.perf_counter() - start
         return result
 
-    def _encode_file(self, source: SourceFile, image_id: str, data: bytes, rows: list, result: UnitResult) -> None:
-        try:
-            images = decode_image_bytes(image_id, data)
-        except LowrankError as exc:
-            result.failures.append(_failure(image_id, source.uri, "decode", exc))
-            return
+    def _encode_image(self, source: SourceFile, image_id: str, image, rows: list, result: UnitResult) -> None:
         s = self.settings
-        for image in images:
-            full_id = image_id + image.suffix
-            try:
-                enc = self.codec.encode(image.pixels, image.bits_stored, s.mode, s.max_error, s.quality)
-            except LowrankError as exc:
-                result.failures.append(_failure(full_id, source.uri, "encode", exc))
+        try:
+            enc = self.codec.encode(image.pixels, image.bits_stored, s.mode, s.max_error, s.quality)
+        except LowrankError as exc:
+            result.failures.append(_failure(image_id, source.uri, "encode", exc))
+            return
+        latent, residual = enc.split()
+        rows.append({
+            "image_id": image_id, "source_uri": source.uri, "source_etag": source.etag,
+            "source_size": source.size, "shape": list(image.pixels.shape), "dtype": image.pixels.dtype.name,
+            "bits_stored": image.bits_stored, "mode": enc.mode, "max_error": enc.max_error, "latent": latent,
+            "residual": residual, "pixel_sha256": enc.pixel_sha256, "model_sha256": enc.model_sha256,
+            "adapter_sha256": enc.adapter_sha256, "psnr": None if enc.psnr == float("inf") else enc.psnr,
+            "encoded_bytes": len(latent) + len(residual or b""), "codec_version": __version__,
+            "metadata_json": metadata_json(image.metadata), "run_id": self.run_id, "unit_id": "",
+        })
+        result.bytes_in += image.pixels.size * ((image.bits_stored + 7) // 8)
+        result.pixels += image.pixels.shape[0] * image.pixels.shape[1]
+
+
+@dataclass
+class DecodedUnit:
+    """A unit's images as arrays (what the CPU read stage hands to an encoder)."""
+
+    images: list[tuple[SourceFile, str, DecodedImage]]
+    failures: list[dict]
+
+
+def decode_unit(unit: Unit) -> DecodedUnit:
+    """Read a unit's files and decode them to arrays; unreadable files become failure records."""
+    images, failures = [], []
+    for source in unit.files:
+        for image_id, data, failure in _read(source):
+            if failure:
+                failures.append(failure)
                 continue
-            latent, residual = enc.split()
-            rows.append({
-                "image_id": full_id, "source_uri": source.uri, "source_etag": source.etag,
-                "source_size": source.size, "shape": list(image.pixels.shape), "dtype": image.pixels.dtype.name,
-                "bits_stored": image.bits_stored, "mode": enc.mode, "max_error": enc.max_error, "latent": latent,
-                "residual": residual, "pixel_sha256": enc.pixel_sha256, "model_sha256": enc.model_sha256,
-                "adapter_sha256": enc.adapter_sha256, "psnr": None if enc.psnr == float("inf") else enc.psnr,
-                "encoded_bytes": len(latent) + len(residual or b""), "codec_version": __version__,
-                "metadata_json": metadata_json(image.metadata), "run_id": self.run_id, "unit_id": "",
-            })
-            result.bytes_in += image.pixels.size * ((image.bits_stored + 7) // 8)
-            result.pixels += image.pixels.shape[0] * image.pixels.shape[1]
+            try:
+                for image in decode_image_bytes(image_id, data):
+                    images.append((source, image_id + image.suffix, image))
+            except LowrankError as exc:
+                failures.append(_failure(image_id, source.uri, "decode", exc))
+    return DecodedUnit(images, failures)
 
 
 def _read(source: SourceFile):

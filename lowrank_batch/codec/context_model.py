@@ -213,6 +213,13 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         lo = min(w8, min(n8, ne8))
         pred = max(lo, min(hi, pred))
 
+    bucket, lean = _context(pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step)
+    return pred, bucket, lean
+
+
+@njit(cache=True, inline="always")
+def _context(pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step):
+    """The histogram bucket of a pixel and the sign its residual probably has."""
     activity = abs(te_w) + abs(te_n) + abs(te_nw) + abs(te_ne)
     activity += ((abs(w - nw) + abs(n - nw) + abs(ne - n)) << EXTRA_BITS) >> GRAD_SHIFT
     if step > 1:
@@ -224,7 +231,7 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
     # which sign the residual probably has: the neighbours' summed error (te = prediction -
     # value > 0 means we predict too high) and the rounding of the prediction
     lean = FLIP_FRAC * (pred - (((pred + 3) >> EXTRA_BITS) << EXTRA_BITS)) - FLIP_TE * (te_w + te_n + te_nw + te_ne)
-    return pred, bucket, lean
+    return bucket, lean
 
 
 @njit(cache=True, inline="always")

@@ -155,15 +155,47 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     kw = _encode_kwargs(args)
     settings = EncodeSettings(kw["mode"], kw["max_error"], kw["quality"], args.model, args.adapter)
-    options = JobOptions(args.address, args.workers, args.gpus_per_worker, args.batch_size)
-    summary = run_encode(args.src, args.dst, settings, options)
+    options = JobOptions(args.address, args.workers, args.gpus_per_worker, args.batch_size, args.prune)
+    try:
+        summary = run_encode(args.src, args.dst, settings, options)
+    except LowrankError:
+        raise
+    except Exception as exc:  # the job itself failed: exit 2, whatever the cause (schedulers rely on it)
+        print(f"lowrank-batch: encode job failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     ratio = f"{summary['ratio']:.3f}" if summary["ratio"] else "-"
     print(f"encoded {summary['encoded']}, skipped {summary['skipped']}, failed {summary['failed']}; "
           f"{summary['bytes_in']} -> {summary['bytes_out']} bytes (ratio {ratio}), "
           f"{summary['megapixels_per_second']:.2f} MP/s, {summary['seconds']:.1f} s; run {summary['run_id']}")
     for f in summary["failures"]:
         print(f"  failed {f['image_id']} [{f['stage']}] {f['error']}: {f['message']}")
+    if summary["gone"]:
+        print(f"  {summary['gone']} archived images have no source any more" +
+              (" (pruned)" if summary["pruned"] else " (kept; --prune removes them)"))
     return 1 if summary["failed"] else 0
+
+
+def cmd_failures(args: argparse.Namespace) -> int:
+    from .archive import Archive
+
+    failures = Archive.open(args.archive).failures()
+    for f in failures:
+        print(f"{f['time']}\t{f['run_id']}\t{f['image_id']}\t{f['stage']}\t{f['error']}\t{f['message']}")
+    print(f"{len(failures)} open failures")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(args.archive)
+    paths = sorted(fs.glob(f"{root.rstrip('/')}/runs/*.json"))
+    for path, raw in (fs.cat(paths) if paths else {}).items():
+        r = json.loads(raw)
+        print(f"{r['run_id']}\tencoded {r['encoded']}\tskipped {r['skipped']}\tfailed {r['failed']}\t"
+              f"gone {r.get('gone', 0)}\t{r['bytes_in']} -> {r['bytes_out']} B\t{r['seconds']:.1f} s")
+    print(f"{len(paths)} runs")
+    return 0
 
 
 def _output_path(out: Path, image_id: str, fmt: str, many: bool) -> Path:
@@ -249,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc_job.add_argument("--workers", type=int, default=None)
     enc_job.add_argument("--gpus-per-worker", type=float, default=None)
     enc_job.add_argument("--batch-size", type=int, default=16, help="files per work unit")
+    enc_job.add_argument("--prune", action="store_true", help="remove archived images whose source is gone")
     enc_job.set_defaults(func=cmd_encode)
 
     dec_job = sub.add_parser("decode", help="decode images from an archive by id")
@@ -265,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="decode every image and check its checksum / bound")
     verify.add_argument("archive")
     verify.set_defaults(func=cmd_verify)
+    failures = sub.add_parser("failures", help="inputs that failed and are not archived since")
+    failures.add_argument("archive")
+    failures.set_defaults(func=cmd_failures)
+    runs = sub.add_parser("runs", help="the archive's runs with their summaries")
+    runs.add_argument("archive")
+    runs.set_defaults(func=cmd_runs)
 
     _store_commands(sub, "weights", "models")
     _store_commands(sub, "adapters", "adapters")

@@ -35,3 +35,20 @@ def smooth_image(rng, shape, bits, signed=False):
         img -= 1 << (bits - 1)
         return img.astype(np.int16 if bits > 8 else np.int8)
     return img.astype(np.uint16 if bits > 8 else np.uint8)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """SeaweedFS first (its AWS_* settings reach the Ray workers), then a local Ray with
+    two fake GPUs, shared by every job test."""
+    import ray
+
+    from .s3server import seaweedfs
+
+    with seaweedfs(tmp_path_factory.mktemp("s3"), buckets=("src", "archive")) as endpoint:
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            yield endpoint
+        finally:
+            ray.shutdown()

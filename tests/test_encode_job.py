@@ -19,21 +19,6 @@ from lowrank_batch.pipeline.job import JobError, JobOptions, plan_workers, run_e
 from lowrank_batch.pipeline.worker import EncodeSettings, EncodeWorker
 
 from .conftest import smooth_image
-from .s3server import seaweedfs
-
-
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory):
-    """SeaweedFS first (its AWS_* settings reach the Ray workers), then a local Ray with
-    two fake GPUs."""
-    import ray
-    with seaweedfs(tmp_path_factory.mktemp("s3"), buckets=("src", "archive")) as endpoint:
-        os.environ["RAY_AUTH_MODE"] = "disabled"
-        ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        try:
-            yield endpoint
-        finally:
-            ray.shutdown()
 
 
 def make_sources(folder):

@@ -32,8 +32,11 @@ class Location:
 
 
 class Archive:
-    def __init__(self, fs, root: str, index: dict[str, Location], sources: dict[str, list]):
+    def __init__(self, fs, root: str, index: dict[str, Location], sources: dict[str, list],
+                 failures: list[dict] | None = None, files: set[str] | None = None):
         self.fs, self.root, self._index, self.sources = fs, root.rstrip("/"), index, sources
+        self._failures = failures or []
+        self.committed_files = files or set()
         self._codecs: dict[tuple, Codec] = {}
 
     @classmethod
@@ -43,19 +46,32 @@ class Archive:
         paths = sorted(fs.glob(f"{root}/{COMMITS_DIR}/*.json"))
         if not paths and not fs.exists(root):
             raise ArchiveError(f"no archive at {uri}")
-        index: dict[str, Location] = {}
-        sources: dict[str, list] = {}
+        records = []
         for path, raw in (fs.cat(paths) if paths else {}).items():
             try:
-                record = json.loads(raw)
+                records.append(json.loads(raw))
             except json.JSONDecodeError as exc:
                 raise ArchiveError(f"{uri}: commit record {posixpath.basename(path)} is corrupt ({exc})") from None
+        index: dict[str, Location] = {}
+        sources: dict[str, list] = {}
+        failures: list[dict] = []
+        for record in sorted(records, key=lambda r: r["committed_at"]):  # later commits supersede
+            for image_id in record.get("removed", []):
+                index.pop(image_id, None)
+                sources.pop(image_id, None)
             for image_id, (group, row) in record["index"].items():
-                loc = Location(record["file"], group, row, record["committed_at"])
-                if image_id not in index or index[image_id].committed_at < loc.committed_at:
-                    index[image_id] = loc  # a later commit of the same id supersedes
-                    sources[image_id] = record["sources"][image_id]
-        return cls(fs, root, index, sources)
+                index[image_id] = Location(record["file"], group, row, record["committed_at"])
+                sources[image_id] = record["sources"][image_id]
+            failures += record.get("failures", [])
+        # a failure counts until a later run archives that input
+        open_failures = [f for f in failures if f["image_id"] not in index
+                         or index[f["image_id"]].committed_at < f["time"]]
+        files = {r["file"] for r in records if r.get("file")}
+        return cls(fs, root, index, sources, open_failures, files)
+
+    def failures(self) -> list[dict]:
+        """Inputs that failed and have not been archived since: id, source, stage, error, run, time."""
+        return sorted(self._failures, key=lambda f: (f["time"], f["image_id"]))
 
     def ids(self) -> list[str]:
         return sorted(self._index)

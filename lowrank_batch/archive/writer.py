@@ -33,12 +33,20 @@ class UnitWriter:
         self.fs, self.root, self.unit_id, self.run_id = fs, root.rstrip("/"), unit_id, run_id
         self.token = uuid.uuid4().hex[:12]
 
-    def write(self, rows: list[dict], stats: dict | None = None) -> dict:
-        """Write rows (dicts keyed by schema column) and return the commit record (which
-        also carries the unit's statistics)."""
+    def write(self, rows: list[dict], stats: dict | None = None, failures: list[dict] | None = None) -> dict:
+        """Write rows (dicts keyed by schema column) and return the commit record (which also
+        carries the unit's statistics and failure records). A unit whose every input failed
+        still commits a record, without a data file, so its failures are on record."""
         rows = sorted(rows, key=lambda r: r["image_id"])
-        table = pa.Table.from_pylist(rows, schema=SCHEMA)
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+        failures = [dict(f, run_id=self.run_id, time=now) for f in failures or []]
         name = f"{self.unit_id}-{self.token}"
+        if not rows:
+            record = {"file": None, "unit_id": self.unit_id, "run_id": self.run_id, "rows": 0, "index": {},
+                      "sources": {}, "committed_at": now, "stats": stats or {}, "failures": failures}
+            put_atomic(self.fs, f"{self.root}/{COMMITS_DIR}/{name}.json", json.dumps(record, sort_keys=True).encode())
+            return record
+        table = pa.Table.from_pylist(rows, schema=SCHEMA)
         data_path = f"{self.root}/{DATA_DIR}/{name}.parquet"
         self.fs.makedirs(f"{self.root}/{DATA_DIR}", exist_ok=True)
         with self.fs.open(data_path, "wb") as f:
@@ -51,8 +59,19 @@ class UnitWriter:
             "file": f"{DATA_DIR}/{name}.parquet", "unit_id": self.unit_id, "run_id": self.run_id,
             "rows": len(rows), "index": index,
             "sources": {r["image_id"]: [r["source_uri"], r["source_etag"], r["source_size"]] for r in rows},
-            "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "committed_at": now,
             "stats": stats or {},
+            "failures": failures,
         }
         put_atomic(self.fs, f"{self.root}/{COMMITS_DIR}/{name}.json", json.dumps(record, sort_keys=True).encode())
         return record
+
+
+def write_tombstones(fs, root: str, run_id: str, image_ids: list[str]) -> dict:
+    """Commit the removal of images (sources gone, --prune): readers stop listing them."""
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    record = {"file": None, "unit_id": "prune", "run_id": run_id, "rows": 0, "index": {}, "sources": {},
+              "committed_at": now, "stats": {}, "failures": [], "removed": sorted(image_ids)}
+    name = f"prune-{uuid.uuid4().hex[:12]}"
+    put_atomic(fs, f"{root.rstrip('/')}/{COMMITS_DIR}/{name}.json", json.dumps(record, sort_keys=True).encode())
+    return record

@@ -18,7 +18,7 @@ import fsspec
 
 from ..archive.reader import Archive, ArchiveError
 from ..archive.schema import RUNS_DIR
-from ..archive.writer import put_atomic
+from ..archive.writer import put_atomic, write_tombstones
 from ..errors import LowrankError
 from .units import SourceFile, list_sources, make_units
 from .worker import EncodeSettings, EncodeWorker, decode_unit
@@ -34,6 +34,8 @@ class JobOptions:
     workers: int | None = None  # default: one per GPU, else one per CPU
     gpus_per_worker: float | None = None  # default 1 where GPUs exist, else 0
     batch_size: int = 16  # files per unit
+    prune: bool = False  # remove archived images whose source is gone
+    orphan_age_seconds: float = 3600.0  # uncommitted data files older than this are leftovers of a crash
 
 
 def start_ray(address: str | None):
@@ -81,11 +83,17 @@ def plan_workers(resources: dict, options: JobOptions) -> tuple[int, float, floa
     return max(1, workers), per_gpu, 1.0
 
 
-def _already_archived(dst: str, files: list[SourceFile]) -> set[str]:
-    """Files whose every image is committed from the same source version (etag and size)."""
+def _open_existing(dst: str) -> Archive | None:
     try:
-        archive = Archive.open(dst)
+        return Archive.open(dst)
     except ArchiveError:
+        return None
+
+
+def _already_archived(archive: Archive | None, files: list[SourceFile]) -> set[str]:
+    """Files whose every image is committed from the same source version (etag and size);
+    a changed file is encoded again and its new rows supersede the old ones."""
+    if archive is None:
         return set()
     seen = {}
     for image_id, (uri, etag, size) in archive.sources.items():
@@ -93,16 +101,55 @@ def _already_archived(dst: str, files: list[SourceFile]) -> set[str]:
     return {f.rel for f in files if seen.get(f.uri) == {(f.etag, f.size)}}
 
 
+def _gone(archive: Archive | None, files: list[SourceFile]) -> list[str]:
+    """Archived images whose source file is no longer listed."""
+    if archive is None:
+        return []
+    present = {f.uri for f in files}
+    return sorted(i for i, (uri, _, _) in archive.sources.items() if uri not in present)
+
+
+def remove_orphans(archive: Archive | None, dst: str, max_age: float) -> int:
+    """Delete data files no commit record names (a crashed writer's) once older than max_age
+    (younger ones may belong to a run still writing)."""
+    if archive is None:
+        return 0
+    fs, root = fsspec.core.url_to_fs(dst)
+    root = root.rstrip("/")
+    removed = 0
+    now = time.time()
+    for path in fs.glob(f"{root}/data/*.parquet"):
+        rel = path[len(root) + 1 :]
+        if rel in archive.committed_files:
+            continue
+        info = fs.info(path)
+        modified = info.get("mtime") or info.get("LastModified") or info.get("created")
+        stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or now)
+        if now - stamp >= max_age:
+            fs.rm(path)
+            removed += 1
+    return removed
+
+
 def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions, log=print) -> dict:
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     start = time.perf_counter()
     files = list_sources(src)
-    done = _already_archived(dst, files)
+    archive = _open_existing(dst)
+    done = _already_archived(archive, files)
+    gone = _gone(archive, files)
     todo = [f for f in files if f.rel not in done]
     units = make_units(todo, options.batch_size)
-    log(f"run {run_id}: {len(files)} files under {src}, {len(done)} already archived, {len(units)} units to encode")
+    log(f"run {run_id}: {len(files)} files under {src}, {len(done)} already archived, {len(gone)} gone, "
+        f"{len(units)} units to encode")
     summary = {"run_id": run_id, "src": src, "dst": dst, "settings": asdict(settings), "encoded": 0,
-               "skipped": len(done), "failed": 0, "bytes_in": 0, "bytes_out": 0, "pixels": 0, "failures": []}
+               "skipped": len(done), "failed": 0, "bytes_in": 0, "bytes_out": 0, "pixels": 0, "failures": [],
+               "gone": len(gone), "gone_ids": gone[:1000], "pruned": 0,
+               "orphans_removed": remove_orphans(archive, dst, options.orphan_age_seconds)}
+    if gone and options.prune:
+        fs, root = fsspec.core.url_to_fs(dst)
+        write_tombstones(fs, root, run_id, gone)
+        summary["pruned"] = len(gone)
     if units:
         ray = start_ray(options.address)
         resources = ray.cluster_resources()

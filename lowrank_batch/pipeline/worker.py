@@ -65,16 +65,15 @@ class EncodeWorker:
             self._encode_image(source, image_id, image, rows, result)
         for row in rows:
             row["unit_id"] = unit.unit_id
-        if rows:
-            try:
-                stats = {"images": len(rows), "failed": len(result.failures), "bytes_in": result.bytes_in,
-                         "bytes_out": sum(r["encoded_bytes"] for r in rows), "pixels": result.pixels,
-                         "seconds": time.perf_counter() - start}
-                UnitWriter(self.fs, self.root, unit.unit_id, self.run_id).write(rows, stats)
-            except OSError as exc:  # nothing committed: every image of the unit failed at write
-                for row in rows:
-                    result.failures.append(_failure(row["image_id"], row["source_uri"], "write", exc))
-                rows = []
+        stats = {"images": len(rows), "failed": len(result.failures), "bytes_in": result.bytes_in,
+                 "bytes_out": sum(r["encoded_bytes"] for r in rows), "pixels": result.pixels,
+                 "seconds": time.perf_counter() - start}
+        try:
+            UnitWriter(self.fs, self.root, unit.unit_id, self.run_id).write(rows, stats, result.failures)
+        except OSError as exc:  # nothing committed: every image of the unit failed at write
+            for row in rows:
+                result.failures.append(_failure(row["image_id"], row["source_uri"], "write", exc))
+            rows = []
         result.encoded = len(rows)
         result.failed = len(result.failures)
         result.bytes_out = sum(r["encoded_bytes"] for r in rows)

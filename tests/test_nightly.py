@@ -1,0 +1,106 @@
+"""Nightly reruns: only what changed, gone sources, failures on record, crash and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lowrank_batch.archive import Archive
+from lowrank_batch.cli import main
+from lowrank_batch.images import write_image
+from lowrank_batch.pipeline.job import JobOptions, run_encode
+from lowrank_batch.pipeline.worker import EncodeSettings
+
+from .conftest import smooth_image
+
+QUIET = {"log": lambda *_: None}
+
+
+def write_set(folder, names, seed):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = {}
+    for name in names:
+        a = smooth_image(rng, (24, 28), 12)
+        write_image(folder / name, a)
+        images[name] = a
+    return images
+
+
+def test_reruns_encode_only_new_and_changed_and_report_gone(cluster, tmp_path):
+    src, dst = tmp_path / "src", str(tmp_path / "dst")
+    images = write_set(src, [f"i{k:02d}.png" for k in range(30)], 1)
+    opts = JobOptions(gpus_per_worker=0, batch_size=4)
+    assert run_encode(str(src), dst, EncodeSettings(), opts, **QUIET)["encoded"] == 30
+    second = run_encode(str(src), dst, EncodeSettings(), opts, **QUIET)
+    assert (second["encoded"], second["skipped"]) == (0, 30)
+    time.sleep(1.1)  # local files: the etag is mtime + size
+    images |= write_set(src, [f"i{k:02d}.png" for k in range(5)], 2)  # changed
+    images |= write_set(src, [f"new{k}.png" for k in range(7)], 3)  # added
+    third = run_encode(str(src), dst, EncodeSettings(), opts, **QUIET)
+    assert (third["encoded"], third["skipped"]) == (12, 25)
+    archive = Archive.open(dst)
+    assert len(archive) == 37
+    for name, a in images.items():
+        assert np.array_equal(archive.get(name), a), name  # changed ones: the new version
+    for k in range(4):
+        (src / f"i{29 - k:02d}.png").unlink()
+    fourth = run_encode(str(src), dst, EncodeSettings(), opts, **QUIET)
+    assert (fourth["encoded"], fourth["gone"], len(Archive.open(dst))) == (0, 4, 37)  # reported, kept
+    pruned = run_encode(str(src), dst, EncodeSettings(), JobOptions(gpus_per_worker=0, prune=True), **QUIET)
+    assert pruned["pruned"] == 4 and len(Archive.open(dst)) == 33
+
+
+def test_failures_are_on_record_until_fixed_and_exit_codes(cluster, tmp_path, capsys):
+    src, dst = tmp_path / "src", str(tmp_path / "dst")
+    write_set(src, ["ok1.png", "ok2.png"], 4)
+    (src / "bad.png").write_bytes(b"garbage")
+    assert main(["encode", str(src), dst, "--gpus-per-worker", "0"]) == 1
+    assert "failed bad.png [decode]" in capsys.readouterr().out
+    (failure,) = Archive.open(dst).failures()
+    assert (failure["image_id"], failure["stage"], failure["error"]) == ("bad.png", "decode", "InvalidImageError")
+    assert failure["run_id"] and failure["time"] and failure["source_uri"].endswith("bad.png")
+    assert main(["failures", dst]) == 0
+    assert "1 open failures" in capsys.readouterr().out
+    time.sleep(1.1)
+    write_set(src, ["bad.png"], 5)  # fixed: picked up by the next run
+    assert main(["encode", str(src), dst, "--gpus-per-worker", "0"]) == 0
+    assert Archive.open(dst).failures() == [] and len(Archive.open(dst)) == 3
+    assert main(["runs", dst]) == 0
+    assert "2 runs" in capsys.readouterr().out
+    assert main(["encode", str(src), str(tmp_path / "other"), "--gpus-per-worker", "4"]) == 2  # job cannot run
+
+
+def test_driver_killed_mid_run_then_rerun_archives_everything_once(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    images = write_set(src, [f"k{k:02d}.png" for k in range(40)], 6)
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    cmd = [sys.executable, "-m", "lowrank_batch.cli", "encode", str(src), str(dst), "--batch-size", "2",
+           "--workers", "1", "--gpus-per-worker", "0"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((dst / "_commits").glob("*.json")) if dst.exists() else []) < 3:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+    proc.wait()
+    committed = len(list((dst / "_commits").glob("*.json")))
+    assert 3 <= committed < 20, "the kill should land mid-run"
+    summary = run_encode(str(src), str(dst), EncodeSettings(),
+                         JobOptions(gpus_per_worker=0, batch_size=2, orphan_age_seconds=0), **QUIET)
+    assert summary["encoded"] + summary["skipped"] == 40
+    archive = Archive.open(str(dst))
+    assert sorted(archive.ids()) == sorted(images)
+    rows = list(archive.rows(["source_uri"]))
+    assert len(rows) == len({r["image_id"] for r in rows}) == 40  # exactly once
+    for name, a in images.items():
+        assert np.array_equal(archive.get(name), a)
+    assert {f"data/{p.name}" for p in (dst / "data").glob("*.parquet")} == archive.committed_files  # no orphans
+
+
+@pytest.fixture(autouse=True)
+def _ray_env(monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")

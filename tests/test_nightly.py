@@ -104,3 +104,66 @@ def test_driver_killed_mid_run_then_rerun_archives_everything_once(tmp_path):
 @pytest.fixture(autouse=True)
 def _ray_env(monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+
+
+def test_worker_killed_mid_unit_is_restarted_and_its_unit_retried(cluster, tmp_path):
+    import threading
+
+    import psutil
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    images = write_set(src, [f"w{k:02d}.png" for k in range(24)], 7)
+    out = {}
+
+    def run():
+        out["summary"] = run_encode(str(src), str(dst), EncodeSettings(),
+                                    JobOptions(workers=2, gpus_per_worker=0, batch_size=2), **QUIET)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and thread.is_alive():
+        if dst.exists() and list((dst / "_commits").glob("*.json")):
+            for proc in psutil.process_iter(["cmdline"]):
+                if any("EncodeWorker" in part for part in (proc.info["cmdline"] or [])):
+                    proc.kill()
+                    killed = proc.pid
+                    break
+        time.sleep(0.05)
+    thread.join(timeout=300)
+    assert killed is not None, "no worker process was found to kill"
+    summary = out["summary"]
+    archive = Archive.open(str(dst))
+    assert sorted(archive.ids()) == sorted(images)
+    assert summary["failed"] == 0 and summary["encoded"] >= 24  # retried, not lost (a unit may commit twice)
+    for name, a in images.items():
+        assert np.array_equal(archive.get(name), a)
+    rows = list(archive.rows(["source_uri"]))
+    assert len(rows) == len({r["image_id"] for r in rows}) == 24
+
+
+def test_two_concurrent_runs_keep_each_image_once(cluster, tmp_path):
+    import threading
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    images = write_set(src, [f"c{k:02d}.png" for k in range(20)], 8)
+    summaries = []
+
+    def run():
+        summaries.append(run_encode(str(src), str(dst), EncodeSettings(),
+                                    JobOptions(workers=1, gpus_per_worker=0, batch_size=3), **QUIET))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert len(summaries) == 2 and all(s["failed"] == 0 for s in summaries)
+    archive = Archive.open(str(dst))
+    assert sorted(archive.ids()) == sorted(images)
+    rows = list(archive.rows(["source_uri"]))
+    assert len(rows) == len({r["image_id"] for r in rows}) == 20
+    for name, a in images.items():
+        assert np.array_equal(archive.get(name), a)
+    assert run_encode(str(src), str(dst), EncodeSettings(), JobOptions(gpus_per_worker=0), **QUIET)["encoded"] == 0

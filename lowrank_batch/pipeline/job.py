@@ -21,11 +21,14 @@ from ..archive.schema import RUNS_DIR
 from ..archive.writer import put_atomic, write_tombstones
 from ..errors import LowrankError
 from .units import SourceFile, list_sources, make_units
-from .worker import EncodeSettings, EncodeWorker, decode_unit
+from .worker import EncodeSettings, EncodeWorker, UnitResult, decode_unit
 
 
 class JobError(LowrankError):
     """The job itself cannot run (cluster, resources, destination)."""
+
+
+MAX_RETRIES = 2  # restarts of a dead worker, and retries of the unit it was running
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,9 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
         ray = start_ray(options.address)
         resources = ray.cluster_resources()
         workers, gpus, cpus = plan_workers(resources, options)
-        actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(EncodeWorker)
+        # a killed worker restarts and its unit is retried (bounded); then the unit is recorded failed
+        actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RETRIES,
+                           max_task_retries=MAX_RETRIES)(EncodeWorker)
         actors = [actor.remote(dst, run_id, settings) for _ in range(min(workers, len(units)))]
         reader = None
         if gpus:  # GPU workers: decode image bytes in CPU tasks on the CPUs the workers leave free
@@ -196,11 +201,31 @@ def _schedule(ray, actors, units, reader, prefetch_per_actor: int = 2):
         while idle and ready:
             unit, decoded = ready.pop(0)
             a = idle.pop()
-            inflight[a.encode_unit.remote(unit, decoded)] = a
+            inflight[a.encode_unit.remote(unit, decoded)] = (a, unit)
             prefetch()
         done, _ = ray.wait(list(inflight), num_returns=1)
-        idle.append(inflight.pop(done[0]))
-        yield ray.get(done[0])
+        a, unit = inflight.pop(done[0])
+        try:
+            result = ray.get(done[0])
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as exc:
+            # retries exhausted: the unit's files are failures on record, the job goes on
+            result = UnitResult(unit.unit_id, failures=[
+                {"image_id": f.rel, "source_uri": f.uri, "stage": "worker", "error": type(exc).__name__,
+                 "message": f"worker failed {MAX_RETRIES + 1} times on this unit"} for f in unit.files])
+            result.failed = len(result.failures)
+        if _alive(ray, a):
+            idle.append(a)
+        elif not idle and not inflight:
+            raise JobError("every encode worker died; see the Ray logs")
+        yield result
+
+
+def _alive(ray, actor) -> bool:
+    try:
+        ray.get(actor.info.remote(), timeout=60)
+        return True
+    except Exception:  # dead for good (restarts exhausted) or unreachable
+        return False
 
 
 class Progress:

@@ -167,3 +167,62 @@ def test_two_concurrent_runs_keep_each_image_once(cluster, tmp_path):
     for name, a in images.items():
         assert np.array_equal(archive.get(name), a)
     assert run_encode(str(src), str(dst), EncodeSettings(), JobOptions(gpus_per_worker=0), **QUIET)["encoded"] == 0
+
+
+def test_a_crash_between_data_file_and_commit_leaves_an_orphan_the_next_run_cleans(cluster, tmp_path):
+    import shutil
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    images = write_set(src, [f"o{k}.png" for k in range(6)], 9)
+    run_encode(str(src), str(dst), EncodeSettings(), JobOptions(gpus_per_worker=0, batch_size=3), **QUIET)
+    data = next((dst / "data").glob("*.parquet"))
+    orphan = dst / "data" / "u-crashed-000000000000.parquet"  # written, never committed
+    shutil.copy(data, orphan)
+    assert sorted(Archive.open(str(dst)).ids()) == sorted(images)  # invisible to readers
+    young = run_encode(str(src), str(dst), EncodeSettings(), JobOptions(gpus_per_worker=0), **QUIET)
+    assert young["orphans_removed"] == 0 and orphan.exists()  # may belong to a run still writing
+    old = run_encode(str(src), str(dst), EncodeSettings(), JobOptions(gpus_per_worker=0, orphan_age_seconds=0),
+                     **QUIET)
+    assert old["orphans_removed"] == 1 and not orphan.exists() and data.exists()
+
+
+def test_scheduler_records_a_unit_as_failed_when_its_worker_keeps_dying():
+    """Unit test with a fake Ray: retries exhausted -> the unit's files become 'worker'
+    failures, the dead worker is dropped, the live one finishes the other units."""
+    from types import SimpleNamespace
+
+    import ray
+
+    from lowrank_batch.pipeline.job import _schedule
+    from lowrank_batch.pipeline.units import make_units
+    from lowrank_batch.pipeline.worker import UnitResult
+    from tests.test_units import files
+
+    units = make_units(files(*[f"f{k}.png" for k in range(6)]), 2)
+
+    class Ref:
+        def __init__(self, value):
+            self.value = value
+
+    class Actor:
+        def __init__(self, dead):
+            self.dead = dead
+            self.encode_unit = SimpleNamespace(remote=self.encode)
+            self.info = SimpleNamespace(remote=lambda: Ref(ray.exceptions.RayActorError() if self.dead else {}))
+
+        def encode(self, unit, decoded):
+            if self.dead:
+                return Ref(ray.exceptions.RayActorError())
+            return Ref(UnitResult(unit.unit_id, encoded=len(unit.files)))
+
+    def get(ref, timeout=None):
+        if isinstance(ref.value, Exception):
+            raise ref.value
+        return ref.value
+
+    fake = SimpleNamespace(wait=lambda refs, num_returns: ([refs[0]], refs[1:]), get=get, exceptions=ray.exceptions)
+    results = list(_schedule(fake, [Actor(dead=False), Actor(dead=True)], units, reader=None))
+    failed = [f for r in results for f in r.failures]
+    assert sum(r.encoded for r in results) + len(failed) == 6
+    assert failed and all(f["stage"] == "worker" and f["error"] == "RayActorError" for f in failed)
+    assert len(results) == len(units)

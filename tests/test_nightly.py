@@ -39,6 +39,7 @@ def test_reruns_encode_only_new_and_changed_and_report_gone(cluster, tmp_path):
     second = run_encode(str(src), dst, EncodeSettings(), opts, **QUIET)
     assert (second["encoded"], second["skipped"]) == (0, 30)
     time.sleep(1.1)  # local files: the etag is mtime + size
+    old = dict(images)
     images |= write_set(src, [f"i{k:02d}.png" for k in range(5)], 2)  # changed
     images |= write_set(src, [f"new{k}.png" for k in range(7)], 3)  # added
     third = run_encode(str(src), dst, EncodeSettings(), opts, **QUIET)
@@ -47,6 +48,8 @@ def test_reruns_encode_only_new_and_changed_and_report_gone(cluster, tmp_path):
     assert len(archive) == 37
     for name, a in images.items():
         assert np.array_equal(archive.get(name), a), name  # changed ones: the new version
+    assert len(archive.versions("i00.png")) == 2 and len(archive.versions("i20.png")) == 1
+    assert np.array_equal(archive.get("i00.png", version=0), old["i00.png"])  # older version still there
     for k in range(4):
         (src / f"i{29 - k:02d}.png").unlink()
     fourth = run_encode(str(src), dst, EncodeSettings(), opts, **QUIET)
@@ -66,6 +69,10 @@ def test_failures_are_on_record_until_fixed_and_exit_codes(cluster, tmp_path, ca
     assert failure["run_id"] and failure["time"] and failure["source_uri"].endswith("bad.png")
     assert main(["failures", dst]) == 0
     assert "1 open failures" in capsys.readouterr().out
+    import duckdb
+
+    table = duckdb.sql(f"select image_id, stage, error, run_id from read_parquet('{dst}/failures/*.parquet')")
+    assert table.fetchall() == [("bad.png", "decode", "InvalidImageError", failure["run_id"])]
     time.sleep(1.1)
     write_set(src, ["bad.png"], 5)  # fixed: picked up by the next run
     assert main(["encode", str(src), dst, "--gpus-per-worker", "0"]) == 0
@@ -226,3 +233,36 @@ def test_scheduler_records_a_unit_as_failed_when_its_worker_keeps_dying():
     assert sum(r.encoded for r in results) + len(failed) == 6
     assert failed and all(f["stage"] == "worker" and f["error"] == "RayActorError" for f in failed)
     assert len(results) == len(units)
+
+
+def test_nightly_on_s3_at_scale(cluster, tmp_path):
+    """The issue's proof on SeaweedFS: 500 images twice -> 0; change 20, add 30 -> exactly 50;
+    delete 10 -> 10 reported gone."""
+    import io
+
+    import fsspec
+    from PIL import Image
+
+    fs = fsspec.filesystem("s3")
+    rng = np.random.default_rng(10)
+
+    def put(name, seed_shift=0):
+        a = (smooth_image(rng, (16, 18), 12) + seed_shift).astype(np.uint16)
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        return f"src/nightly/{name}", buf.getvalue()
+
+    fs.pipe(dict(put(f"n{k:03d}.png") for k in range(500)))
+    opts = JobOptions(gpus_per_worker=0, batch_size=50)
+    src, dst = "s3://src/nightly", "s3://archive/nightly"
+    assert run_encode(src, dst, EncodeSettings(), opts, **QUIET)["encoded"] == 500
+    assert run_encode(src, dst, EncodeSettings(), opts, **QUIET)["encoded"] == 0
+    fs.pipe(dict(put(f"n{k:03d}.png", 1) for k in range(20)))  # new content: new ETag
+    fs.pipe(dict(put(f"added{k:02d}.png") for k in range(30)))
+    third = run_encode(src, dst, EncodeSettings(), opts, **QUIET)
+    assert (third["encoded"], third["skipped"]) == (50, 480)
+    fs.rm([f"src/nightly/n{k:03d}.png" for k in range(490, 500)])
+    fourth = run_encode(src, dst, EncodeSettings(), opts, **QUIET)
+    assert (fourth["encoded"], fourth["gone"]) == (0, 10)
+    assert sorted(fourth["gone_ids"]) == [f"n{k:03d}.png" for k in range(490, 500)]
+    assert len(Archive.open(dst)) == 530

@@ -33,8 +33,10 @@ class Location:
 
 class Archive:
     def __init__(self, fs, root: str, index: dict[str, Location], sources: dict[str, list],
-                 failures: list[dict] | None = None, files: set[str] | None = None):
+                 failures: list[dict] | None = None, files: set[str] | None = None,
+                 versions: dict[str, list[Location]] | None = None):
         self.fs, self.root, self._index, self.sources = fs, root.rstrip("/"), index, sources
+        self._versions = versions or {}
         self._failures = failures or []
         self.committed_files = files or set()
         self._codecs: dict[tuple, Codec] = {}
@@ -43,6 +45,7 @@ class Archive:
     def open(cls, uri: str) -> "Archive":
         fs, root = fsspec.core.url_to_fs(uri)
         root = root.rstrip("/")
+        fs.invalidate_cache()  # s3fs caches listings (children too); workers in other processes commit
         paths = sorted(fs.glob(f"{root}/{COMMITS_DIR}/*.json"))
         if not paths and not fs.exists(root):
             raise ArchiveError(f"no archive at {uri}")
@@ -55,6 +58,7 @@ class Archive:
         index: dict[str, Location] = {}
         sources: dict[str, list] = {}
         failures: list[dict] = []
+        versions: dict[str, list[Location]] = {}
         for record in sorted(records, key=lambda r: r["committed_at"]):  # later commits supersede
             for image_id in record.get("removed", []):
                 index.pop(image_id, None)
@@ -62,12 +66,18 @@ class Archive:
             for image_id, (group, row) in record["index"].items():
                 index[image_id] = Location(record["file"], group, row, record["committed_at"])
                 sources[image_id] = record["sources"][image_id]
+                versions.setdefault(image_id, []).append(index[image_id])
             failures += record.get("failures", [])
         # a failure counts until a later run archives that input
         open_failures = [f for f in failures if f["image_id"] not in index
                          or index[f["image_id"]].committed_at < f["time"]]
         files = {r["file"] for r in records if r.get("file")}
-        return cls(fs, root, index, sources, open_failures, files)
+        files |= {r["failures_file"] for r in records if r.get("failures_file")}
+        return cls(fs, root, index, sources, open_failures, files, versions)
+
+    def versions(self, image_id: str) -> list[str]:
+        """Commit times of every stored version of an image, oldest first (until compaction)."""
+        return [loc.committed_at for loc in self._versions.get(image_id, [])]
 
     def failures(self) -> list[dict]:
         """Inputs that failed and have not been archived since: id, source, stage, error, run, time."""
@@ -79,11 +89,18 @@ class Archive:
     def __len__(self) -> int:
         return len(self._index)
 
-    def row(self, image_id: str, columns: list[str] | None = None) -> dict:
-        """One image's row, reading only its row group (footer + one range)."""
+    def row(self, image_id: str, columns: list[str] | None = None, version: int | None = None) -> dict:
+        """One image's row, reading only its row group (footer + one range). `version` picks an
+        older version (0 = oldest, -1 = latest, as `versions()` lists them)."""
         loc = self._index.get(image_id)
         if loc is None:
             raise ArchiveError(f"no image {image_id!r} in archive {self.root} ({len(self)} images)")
+        if version is not None:
+            try:
+                loc = self._versions[image_id][version]
+            except IndexError:
+                raise ArchiveError(f"image {image_id!r} has {len(self._versions[image_id])} versions, "
+                                   f"not {version}") from None
         path = f"{self.root}/{loc.file}"
         try:
             # no readahead: fetch exactly the footer and the row group's column chunks
@@ -96,8 +113,8 @@ class Archive:
             raise ArchiveError(f"image {image_id!r}: index points at {row['image_id']!r} in {loc.file}")
         return row
 
-    def encoded(self, image_id: str, preview: bool = False) -> EncodedImage:
-        row = self.row(image_id, ["image_id", "latent"] if preview else ROW_COLUMNS)
+    def encoded(self, image_id: str, preview: bool = False, version: int | None = None) -> EncodedImage:
+        row = self.row(image_id, ["image_id", "latent"] if preview else ROW_COLUMNS, version)
         return EncodedImage.join(row["latent"], None if preview else row["residual"])
 
     def codec_for(self, enc: EncodedImage) -> Codec:
@@ -106,9 +123,10 @@ class Archive:
             self._codecs[key] = Codec.for_image(enc)
         return self._codecs[key]
 
-    def get(self, image_id: str, preview: bool = False) -> np.ndarray:
-        """The image as it was encoded (bit for bit when lossless); preview: latents only."""
-        enc = self.encoded(image_id, preview)
+    def get(self, image_id: str, preview: bool = False, version: int | None = None) -> np.ndarray:
+        """The image as it was encoded (bit for bit when lossless); preview: latents only;
+        `version`: an older version of a changed source (see `versions`)."""
+        enc = self.encoded(image_id, preview, version)
         return self.codec_for(enc).decode(enc, preview=preview)
 
     def rows(self, columns: list[str]) -> Iterator[dict]:

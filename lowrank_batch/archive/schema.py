@@ -3,6 +3,8 @@
     <archive>/data/<unit>-<token>.parquet      image rows; one row group per ROWS_PER_GROUP images
     <archive>/_commits/<unit>-<token>.json     commit record: file, rows, id -> row group; written
                                               after its data file is complete: THE commit point
+    <archive>/failures/<unit>-<token>.parquet  failure records of that unit (a log: later runs
+                                              may archive the input; `Archive.failures()` tells)
     <archive>/runs/<run-id>.json               run summaries
 Readers see only data files named by a commit record, so a crash mid-write leaves nothing
 half-visible (object stores have no atomic rename; a single PUT of the record is atomic).
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-DATA_DIR, COMMITS_DIR, RUNS_DIR = "data", "_commits", "runs"
+DATA_DIR, COMMITS_DIR, RUNS_DIR, FAILURES_DIR = "data", "_commits", "runs", "failures"
 ROWS_PER_GROUP = 4  # small row groups: decoding one image reads about one image's bytes
 BLOB_COLUMNS = ("latent", "residual", "metadata_json")
 
@@ -37,4 +39,14 @@ SCHEMA = pa.schema([
     ("metadata_json", pa.string()),
     ("run_id", pa.string()),
     ("unit_id", pa.string()),
+])
+
+FAILURE_SCHEMA = pa.schema([
+    ("image_id", pa.string()),
+    ("source_uri", pa.string()),
+    ("stage", pa.string()),
+    ("error", pa.string()),
+    ("message", pa.string()),
+    ("run_id", pa.string()),
+    ("time", pa.string()),
 ])

@@ -11,7 +11,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .schema import BLOB_COLUMNS, COMMITS_DIR, DATA_DIR, ROWS_PER_GROUP, SCHEMA
+from .schema import BLOB_COLUMNS, COMMITS_DIR, DATA_DIR, FAILURE_SCHEMA, FAILURES_DIR, ROWS_PER_GROUP, SCHEMA
 
 
 def put_atomic(fs, path: str, data: bytes) -> None:
@@ -41,9 +41,11 @@ class UnitWriter:
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
         failures = [dict(f, run_id=self.run_id, time=now) for f in failures or []]
         name = f"{self.unit_id}-{self.token}"
+        failures_file = self._write_failures(name, failures)
         if not rows:
             record = {"file": None, "unit_id": self.unit_id, "run_id": self.run_id, "rows": 0, "index": {},
-                      "sources": {}, "committed_at": now, "stats": stats or {}, "failures": failures}
+                      "sources": {}, "committed_at": now, "stats": stats or {}, "failures": failures,
+                      "failures_file": failures_file}
             put_atomic(self.fs, f"{self.root}/{COMMITS_DIR}/{name}.json", json.dumps(record, sort_keys=True).encode())
             return record
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
@@ -62,9 +64,23 @@ class UnitWriter:
             "committed_at": now,
             "stats": stats or {},
             "failures": failures,
+            "failures_file": failures_file,
         }
         put_atomic(self.fs, f"{self.root}/{COMMITS_DIR}/{name}.json", json.dumps(record, sort_keys=True).encode())
         return record
+
+
+    def _write_failures(self, name: str, failures: list[dict]) -> str | None:
+        """The unit's failure records as a Parquet table (committed by the unit's record)."""
+        if not failures:
+            return None
+        path = f"{FAILURES_DIR}/{name}.parquet"
+        self.fs.makedirs(f"{self.root}/{FAILURES_DIR}", exist_ok=True)
+        table = pa.Table.from_pylist([{k: f.get(k) for k in FAILURE_SCHEMA.names} for f in failures],
+                                     schema=FAILURE_SCHEMA)
+        with self.fs.open(f"{self.root}/{path}", "wb") as f:
+            pq.write_table(table, f)
+        return path
 
 
 def write_tombstones(fs, root: str, run_id: str, image_ids: list[str]) -> dict:

@@ -119,9 +119,10 @@ def remove_orphans(archive: Archive | None, dst: str, max_age: float) -> int:
         return 0
     fs, root = fsspec.core.url_to_fs(dst)
     root = root.rstrip("/")
+    fs.invalidate_cache()
     removed = 0
     now = time.time()
-    for path in fs.glob(f"{root}/data/*.parquet"):
+    for path in fs.glob(f"{root}/data/*.parquet") + fs.glob(f"{root}/failures/*.parquet"):
         rel = path[len(root) + 1 :]
         if rel in archive.committed_files:
             continue

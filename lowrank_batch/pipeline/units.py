@@ -26,6 +26,7 @@ def list_sources(src: str) -> list[SourceFile]:
     """Every file under SRC (a folder/prefix, local or any fsspec URL), sorted by id."""
     fs, root = fsspec.core.url_to_fs(src)
     root = root.rstrip("/")
+    fs.invalidate_cache()  # a long-lived driver must see tonight's files, not cached listings
     protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     found = fs.find(root, detail=True)
     files = []

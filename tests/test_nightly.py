@@ -82,20 +82,25 @@ def test_failures_are_on_record_until_fixed_and_exit_codes(cluster, tmp_path, ca
     assert main(["encode", str(src), str(tmp_path / "other"), "--gpus-per-worker", "4"]) == 2  # job cannot run
 
 
-def test_driver_killed_mid_run_then_rerun_archives_everything_once(tmp_path):
+@pytest.mark.parametrize("kill_at", ["after-listing", "mid-units"])
+def test_driver_killed_then_rerun_archives_everything_once(cluster, tmp_path, kill_at):
     src, dst = tmp_path / "src", tmp_path / "dst"
     images = write_set(src, [f"k{k:02d}.png" for k in range(40)], 6)
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "lowrank_batch.cli", "encode", str(src), str(dst), "--batch-size", "2",
            "--workers", "1", "--gpus-per-worker", "0"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list((dst / "_commits").glob("*.json")) if dst.exists() else []) < 3:
-        time.sleep(0.2)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    if kill_at == "after-listing":  # the run printed its listing; Ray is starting, nothing committed
+        assert "units to encode" in proc.stdout.readline()
+    else:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list((dst / "_commits").glob("*.json")) if dst.exists() else []) < 3:
+            time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
     proc.wait()
-    committed = len(list((dst / "_commits").glob("*.json")))
-    assert 3 <= committed < 20, "the kill should land mid-run"
+    committed = len(list((dst / "_commits").glob("*.json"))) if (dst / "_commits").exists() else 0
+    assert (committed == 0) if kill_at == "after-listing" else (3 <= committed < 20), "kill landed elsewhere"
     summary = run_encode(str(src), str(dst), EncodeSettings(),
                          JobOptions(gpus_per_worker=0, batch_size=2, orphan_age_seconds=0), **QUIET)
     assert summary["encoded"] + summary["skipped"] == 40

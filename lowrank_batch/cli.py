@@ -292,18 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
     dec_job.add_argument("--format", choices=["png", "tiff", "npy"], default=None)
     dec_job.set_defaults(func=cmd_decode)
 
-    ls = sub.add_parser("ls", help="one line per image: id, shape, mode, bytes, psnr")
-    ls.add_argument("archive")
-    ls.set_defaults(func=cmd_ls)
-    verify = sub.add_parser("verify", help="decode every image and check its checksum / bound")
-    verify.add_argument("archive")
-    verify.set_defaults(func=cmd_verify)
-    failures = sub.add_parser("failures", help="inputs that failed and are not archived since")
-    failures.add_argument("archive")
-    failures.set_defaults(func=cmd_failures)
-    runs = sub.add_parser("runs", help="the archive's runs with their summaries")
-    runs.add_argument("archive")
-    runs.set_defaults(func=cmd_runs)
+    for name, func, text in (
+        ("ls", cmd_ls, "one line per image: id, shape, mode, bytes, psnr"),
+        ("verify", cmd_verify, "decode every image and check its checksum / bound"),
+        ("failures", cmd_failures, "inputs that failed and are not archived since"),
+        ("runs", cmd_runs, "the archive's runs with their summaries"),
+    ):
+        archive_cmd = sub.add_parser(name, help=text)
+        archive_cmd.add_argument("archive")
+        archive_cmd.set_defaults(func=func)
 
     _store_commands(sub, "weights", "models")
     _store_commands(sub, "adapters", "adapters")

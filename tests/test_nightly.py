@@ -93,17 +93,17 @@ def test_driver_killed_then_rerun_archives_everything_once(cluster, tmp_path, ki
                             start_new_session=True)
     if kill_at == "after-listing":  # the run printed its listing; Ray is starting, nothing committed
         assert "units to encode" in proc.stdout.readline()
-    else:
+    else:  # at the first commit: the 20 units are small, so the kill must come quickly
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(list((dst / "_commits").glob("*.json")) if dst.exists() else []) < 3:
-            time.sleep(0.2)
+        while time.monotonic() < deadline and not (dst.exists() and any((dst / "_commits").glob("*.json"))):
+            time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
     proc.wait()
     committed = len(list((dst / "_commits").glob("*.json"))) if (dst / "_commits").exists() else 0
-    assert (committed == 0) if kill_at == "after-listing" else (3 <= committed < 20), "kill landed elsewhere"
+    assert (committed == 0) if kill_at == "after-listing" else (1 <= committed < 20), "kill landed elsewhere"
     summary = run_encode(str(src), str(dst), EncodeSettings(),
                          JobOptions(gpus_per_worker=0, batch_size=2, orphan_age_seconds=0), **QUIET)
-    assert summary["encoded"] + summary["skipped"] == 40
+    assert summary["encoded"] + summary["skipped"] == 40 and summary["encoded"] > 0  # the kill cut the run short
     archive = Archive.open(str(dst))
     assert sorted(archive.ids()) == sorted(images)
     rows = list(archive.rows(["source_uri"]))
@@ -124,7 +124,7 @@ def test_worker_killed_mid_unit_is_restarted_and_its_unit_retried(cluster, tmp_p
     import psutil
 
     src, dst = tmp_path / "src", tmp_path / "dst"
-    images = write_set(src, [f"w{k:02d}.png" for k in range(24)], 7)
+    images = write_set(src, [f"w{k:02d}.png" for k in range(72)], 7)
     out = {}
 
     def run():
@@ -133,26 +133,26 @@ def test_worker_killed_mid_unit_is_restarted_and_its_unit_retried(cluster, tmp_p
 
     thread = threading.Thread(target=run)
     thread.start()
-    killed = None
+    killed, workers = None, []
     deadline = time.monotonic() + 120
     while killed is None and time.monotonic() < deadline and thread.is_alive():
-        if dst.exists() and list((dst / "_commits").glob("*.json")):
-            for proc in psutil.process_iter(["cmdline"]):
-                if any("EncodeWorker" in part for part in (proc.info["cmdline"] or [])):
-                    proc.kill()
-                    killed = proc.pid
-                    break
-        time.sleep(0.05)
+        if not workers:  # actors start before any unit is committed
+            workers = [p for p in psutil.process_iter(["cmdline"])
+                       if any("EncodeWorker" in part for part in (p.info["cmdline"] or []))]
+        elif dst.exists() and any((dst / "_commits").glob("*.json")):
+            workers[0].kill()  # a unit is in flight on it: the run has 36 units
+            killed = workers[0].pid
+        time.sleep(0.01)
     thread.join(timeout=300)
     assert killed is not None, "no worker process was found to kill"
     summary = out["summary"]
     archive = Archive.open(str(dst))
     assert sorted(archive.ids()) == sorted(images)
-    assert summary["failed"] == 0 and summary["encoded"] >= 24  # retried, not lost (a unit may commit twice)
+    assert summary["failed"] == 0 and summary["encoded"] >= 72  # retried, not lost (a unit may commit twice)
     for name, a in images.items():
         assert np.array_equal(archive.get(name), a)
     rows = list(archive.rows(["source_uri"]))
-    assert len(rows) == len({r["image_id"] for r in rows}) == 24
+    assert len(rows) == len({r["image_id"] for r in rows}) == 72
 
 
 def test_two_concurrent_runs_keep_each_image_once(cluster, tmp_path):

@@ -136,12 +136,16 @@ def test_worker_killed_mid_unit_is_restarted_and_its_unit_retried(cluster, tmp_p
     killed, workers = None, []
     deadline = time.monotonic() + 120
     while killed is None and time.monotonic() < deadline and thread.is_alive():
-        if not workers:  # actors start before any unit is committed
-            workers = [p for p in psutil.process_iter(["cmdline"])
-                       if any("EncodeWorker" in part for part in (p.info["cmdline"] or []))]
+        if not workers:  # actors start before any commit; newest first (earlier tests' may linger)
+            workers = sorted((p for p in psutil.process_iter(["cmdline", "create_time"])
+                              if any("EncodeWorker" in part for part in (p.info["cmdline"] or []))),
+                             key=lambda p: p.info["create_time"], reverse=True)
         elif dst.exists() and any((dst / "_commits").glob("*.json")):
-            workers[0].kill()  # a unit is in flight on it: the run has 36 units
-            killed = workers[0].pid
+            try:
+                workers[0].kill()  # a unit is in flight on it: the run has 36 units
+                killed = workers[0].pid
+            except psutil.NoSuchProcess:
+                workers = []
         time.sleep(0.01)
     thread.join(timeout=300)
     assert killed is not None, "no worker process was found to kill"

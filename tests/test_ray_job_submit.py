@@ -40,11 +40,28 @@ def ray_head(tmp_path):
              f"--runtime-env-agent-port={_free_port()}", f"--node-manager-port={_free_port()}",
              f"--object-manager-port={_free_port()}", f"--ray-client-server-port={_free_port()}"]
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+    address = f"http://127.0.0.1:{dash}"
     try:
-        yield ray_bin, f"http://127.0.0.1:{dash}", env
+        _wait_for_job_server(ray_bin, address, env)
+        yield ray_bin, address, env
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=60)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _wait_for_job_server(ray_bin: str, address: str, env: dict, timeout: float = 90) -> None:
+    """`ray start` returns before the dashboard's job server answers: wait for it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = subprocess.run([ray_bin, "job", "list", "--address", address], env=env, capture_output=True,
+                               text=True, timeout=60)
+        if probe.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Ray job server at {address} did not come up: {probe.stderr[-2000:]}")
+        time.sleep(1)
 
 
 def test_encode_job_via_ray_job_submit(ray_head, tmp_path):

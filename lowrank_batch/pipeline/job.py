@@ -208,16 +208,17 @@ def _schedule(ray, actors, units, reader, prefetch_per_actor: int = 2):
         a, unit = inflight.pop(done[0])
         try:
             result = ray.get(done[0])
+            idle.append(a)  # it answered, so it is alive
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as exc:
             # retries exhausted: the unit's files are failures on record, the job goes on
             result = UnitResult(unit.unit_id, failures=[
                 {"image_id": f.rel, "source_uri": f.uri, "stage": "worker", "error": type(exc).__name__,
                  "message": f"worker failed {MAX_RETRIES + 1} times on this unit"} for f in unit.files])
             result.failed = len(result.failures)
-        if _alive(ray, a):
-            idle.append(a)
-        elif not idle and not inflight:
-            raise JobError("every encode worker died; see the Ray logs")
+            if _alive(ray, a):  # only a failure raises the question
+                idle.append(a)
+            elif not idle and not inflight:
+                raise JobError("every encode worker died; see the Ray logs")
         yield result
 
 

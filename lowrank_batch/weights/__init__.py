@@ -1,1 +1,2 @@
-"""Weight files: the shipped default model lives in default/ (the store arrives with issue 3)."""
+"""The weight store, installs from paths and fsspec URLs, safetensors checks, LoRA adapters;
+the shipped default model lives in default/."""

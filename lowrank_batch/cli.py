@@ -11,6 +11,8 @@ from pathlib import Path
 
 
 from . import Codec, EncodedImage, LowrankError
+from .errors import InvalidParameterError
+from .weights.defaults import DEFAULT_ADAPTER_SHA256
 from .codec import metrics
 from .images import read_image, write_image
 
@@ -20,7 +22,9 @@ def _mode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-error", type=int, default=None, help="near-lossless: max |error| per pixel")
     p.add_argument("--quality", type=float, default=None, help="lossy: nominal PSNR in dB (default 45)")
     p.add_argument("--model", default=None, help="installed model NAME[@VERSION] or a model file (default: shipped)")
-    p.add_argument("--adapter", default=None, help="installed adapter NAME bound to the model")
+    p.add_argument("--adapter", default=None,
+                   help="installed adapter NAME bound to the model (shipped: ct, mr, xray, natural); "
+                        "encode jobs also take 'auto' (by DICOM Modality, then --adapter-rule)")
 
 
 def _encode_kwargs(args: argparse.Namespace) -> dict:
@@ -30,9 +34,14 @@ def _encode_kwargs(args: argparse.Namespace) -> dict:
     return {"mode": mode, "max_error": args.max_error, "quality": args.quality}
 
 
+DEMO_ADAPTERS = {"ct": "ct", "mr": "mr", "cr": "xray", "natural": "natural"}  # sample modality -> shipped adapter
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Encode the bundled samples, decode them back, print sizes and quality."""
-    codec = Codec.load(model=args.model, adapter=args.adapter)
+    auto = args.adapter in (None, "auto")
+    base = Codec.load(model=args.model, adapter=None if auto else args.adapter)
+    codecs: dict[str, Codec] = {}
     samples = resources.files("lowrank_batch") / "samples"
     manifest = json.loads((samples / "manifest.json").read_text())
     out_dir = Path(args.out) if args.out else None
@@ -41,13 +50,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     kwargs = _encode_kwargs(args)
     print(f"lowrank-batch demo: mode={args.mode}" + (f" max_error={args.max_error}" if args.max_error else ""))
     header = f"{'image':22} {'shape':>11} {'bits':>4} {'raw B':>9} {'coded B':>9} {'ratio':>6} {'bpp':>6} " \
-             f"{'PSNR dB':>8} {'maxerr':>6} {'prev dB':>7} {'enc ms':>7} {'dec ms':>7}"
+             f"{'PSNR dB':>8} {'maxerr':>6} {'prev dB':>7} {'enc ms':>7} {'dec ms':>7} adapter"
     print(header)
     total_raw = total_coded = 0
     failures = 0
     for item in manifest:
         array = read_image(samples / item["file"])
         bits = int(item["bits_stored"])
+        adapter = DEMO_ADAPTERS.get(item["modality"]) if auto and args.model is None else None
+        adapter = adapter if adapter in DEFAULT_ADAPTER_SHA256 else None
+        if adapter not in codecs:
+            codecs[adapter] = Codec(base.model, base.config, base.device) if adapter else base
+            if adapter:
+                codecs[adapter].use_adapter(adapter)  # the shipped one, installed on first use
+        codec = codecs[adapter]
         t0 = time.perf_counter()
         enc = codec.encode(array, bits, **kwargs)
         blob = enc.to_bytes()
@@ -63,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         shape = "x".join(map(str, array.shape))
         print(f"{item['file']:22} {shape:>11} {bits:>4} {raw:>9} {len(blob):>9} {raw / len(blob):>6.2f} "
               f"{8 * len(blob) / (array.shape[0] * array.shape[1]):>6.3f} {metrics.psnr(array, decoded, bits):>8.2f} "
-              f"{err:>6} {enc.preview_psnr:>7.2f} {1e3 * (t1 - t0):>7.0f} {1e3 * (t2 - t1):>7.0f}")
+              f"{err:>6} {enc.preview_psnr:>7.2f} {1e3 * (t1 - t0):>7.0f} {1e3 * (t2 - t1):>7.0f} {adapter or '-'}")
         if out_dir:
             write_image(out_dir / item["file"], decoded)
     print(f"total: {total_raw} raw bytes -> {total_coded} coded bytes, ratio {total_raw / total_coded:.3f}; "
@@ -151,10 +167,12 @@ def _store_commands(sub, command: str, kind: str) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from .pipeline.job import JobOptions, run_encode
+    from .pipeline.adapter_choice import parse_rules
     from .pipeline.worker import EncodeSettings
 
     kw = _encode_kwargs(args)
-    settings = EncodeSettings(kw["mode"], kw["max_error"], kw["quality"], args.model, args.adapter)
+    settings = EncodeSettings(kw["mode"], kw["max_error"], kw["quality"], args.model, args.adapter,
+                              parse_rules(args.adapter_rule))
     options = JobOptions(args.address, args.workers, args.gpus_per_worker, args.batch_size, args.prune)
     try:
         summary = run_encode(args.src, args.dst, settings, options)
@@ -209,6 +227,10 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     archive = Archive.open(args.archive)
     ids = args.id or archive.ids()
+    if args.format == "dicom":
+        if args.preview:
+            raise InvalidParameterError("--preview cannot be written as DICOM: a preview is not the archived image")
+        return _decode_dicom_files(archive, ids, Path(args.out))
     many = len(ids) > 1 or Path(args.out).is_dir()
     out = Path(args.out)
     if many:
@@ -222,6 +244,27 @@ def cmd_decode(args: argparse.Namespace) -> int:
         write_image(target, array)
         print(f"{image_id} -> {target} {array.shape} {array.dtype}" + (" (preview)" if args.preview else ""))
     return 0
+
+
+def _decode_dicom_files(archive, ids: list[str], out: Path) -> int:
+    """DICOM files back: frame ids map to their file, which is rebuilt whole."""
+    from .archive.dicom_export import export_dicom, file_ids
+
+    all_ids = archive.ids()
+    files = file_ids(all_ids, ids)
+    many = len(files) > 1 or out.is_dir()
+    if many:
+        out.mkdir(parents=True, exist_ok=True)
+    for file_id in files:
+        target = out / _dicom_name(file_id) if many else out
+        target.write_bytes(export_dicom(archive, file_id, all_ids))
+        print(f"{file_id} -> {target} (DICOM)")
+    return 0
+
+
+def _dicom_name(file_id: str) -> str:
+    flat = file_id.replace("/", "__")
+    return flat if flat.lower().endswith((".dcm", ".dicom")) else flat + ".dcm"
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -282,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     enc_job.add_argument("--gpus-per-worker", type=float, default=None)
     enc_job.add_argument("--batch-size", type=int, default=16, help="files per work unit")
     enc_job.add_argument("--prune", action="store_true", help="remove archived images whose source is gone")
+    enc_job.add_argument("--adapter-rule", action="append", default=None, metavar="GLOB=ADAPTER",
+                         help="--adapter auto: adapter for image ids matching GLOB when there is no DICOM "
+                              "Modality (repeatable, first match wins; ADAPTER 'none' for none)")
     enc_job.set_defaults(func=cmd_encode)
 
     dec_job = sub.add_parser("decode", help="decode images from an archive by id")
@@ -289,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     dec_job.add_argument("--id", action="append", help="image id (repeatable); default: all")
     dec_job.add_argument("--out", required=True, help="file (one id) or folder")
     dec_job.add_argument("--preview", action="store_true")
-    dec_job.add_argument("--format", choices=["png", "tiff", "npy"], default=None)
+    dec_job.add_argument("--format", choices=["png", "tiff", "npy", "dicom"], default=None,
+                         help="dicom: rebuild each archived DICOM file (all its frames, its elements)")
     dec_job.set_defaults(func=cmd_decode)
 
     for name, func, text in (
@@ -304,7 +351,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     _store_commands(sub, "weights", "models")
     _store_commands(sub, "adapters", "adapters")
+    _train_commands(sub)
     return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training.run import TrainConfig, replace, run, summary
+    from .weights.defaults import default_adapter_file, default_model_file
+
+    config = TrainConfig()
+    for name in ("steps", "batch", "crop", "lr", "seed", "lora_rank"):
+        if getattr(args, name) is not None:
+            config = replace(config, **{name: getattr(args, name)})
+    if args.kind == "base":
+        out = args.out or str(default_model_file())
+        report = run("base", args.corpus, out, config, address=args.address, device=args.device)
+    else:
+        if not args.modality:
+            raise InvalidParameterError("train adapter needs --modality (ct, mr, xray or natural)")
+        out = args.out or str(default_adapter_file(args.modality))
+        base = args.base or str(default_model_file())
+        config = config if args.steps is not None else replace(config, steps=1200)
+        report = run("adapter", args.corpus, out, config, args.modality, base, args.address, args.device)
+    print(summary(report))
+    return 0
+
+
+def _train_commands(sub) -> None:
+    train = sub.add_parser("train", help="train the base codec or a per-modality LoRA adapter")
+    train.add_argument("kind", choices=["base", "adapter"])
+    train.add_argument("--modality", choices=["ct", "mr", "xray", "natural"], default=None)
+    train.add_argument("--corpus", default="corpus", help="corpus folder (built from installed packages if missing)")
+    train.add_argument("--base", default=None, help="adapter: the base model file (default: the shipped one)")
+    train.add_argument("--out", default=None, help="weight file to write (default: the shipped file)")
+    train.add_argument("--steps", type=int, default=None, help="optimiser steps (base 4000, adapter 1200)")
+    train.add_argument("--batch", type=int, default=None)
+    train.add_argument("--crop", type=int, default=None)
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--lora-rank", dest="lora_rank", type=int, default=None)
+    train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    train.add_argument("--address", default=None, help="run on this Ray cluster as one task (GPU if any)")
+    train.set_defaults(func=cmd_train)
 
 
 def main(argv: list[str] | None = None) -> int:

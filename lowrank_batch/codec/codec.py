@@ -106,17 +106,23 @@ class Codec:
         The shared model stays untouched: the refiner is copied once, then adapters switch
         on it without reloading base weights.
         """
-        from ..weights import lora
         from ..weights.install import load_adapter
         from ..weights.store import WeightStore
 
         adapter, entry = load_adapter(store or WeightStore(), ref, self.model.sha256)
+        self.apply_adapter(adapter.layers, entry.sha256, weight)
+
+    def apply_adapter(self, layers: dict, name: str, weight: float = 1.0) -> None:
+        """Attach LoRA weights (module path -> LoraWeights) under `name` and make them the active
+        adapter. `use_adapter` is the way in for installed adapters; this is for fresh ones."""
+        from ..weights import lora
+
         refiner = copy.deepcopy(self.model.refiner) if not lora.lora_layers(self.model.refiner) else self.model.refiner
-        if entry.sha256 not in {n for layer in lora.lora_layers(refiner) for n in layer.adapters}:
-            lora.attach(refiner, entry.sha256, adapter.layers)
-        lora.set_active(refiner, {entry.sha256: weight})
+        if name not in {n for layer in lora.lora_layers(refiner) for n in layer.adapters}:
+            lora.attach(refiner, name, layers)
+        lora.set_active(refiner, {name: weight})
         self.model = LowRankModel(self.model.core, refiner.to(self.device), self.model.sha256, self.model.metadata)
-        self.adapter_sha256 = entry.sha256
+        self.adapter_sha256 = name
 
     # ---------------------------------------------------------------- encode
     def encode(self, array: np.ndarray, bits_stored: int, mode: str = "lossless", max_error: int | None = None,
@@ -130,22 +136,10 @@ class Codec:
             )
         planes = pixels.to_planes(array, layout)
         maxval = layout.maxval
-        if mode == "lossy":
-            rank = core.check_rank(rank or core.max_rank)
-            step = quality_to_step(quality)
-        else:
-            rank = core.check_rank(rank or min(self.config.preview_rank, core.max_rank))
-            span = int(planes.max()) - int(planes.min())
-            step = max(1.0, self.config.preview_step * span) / maxval  # at least one grey level
-        # lossy colour images: decorrelate colours before the latents (as JPEG 2000 does)
-        colour = "ycocg" if mode == "lossy" and layout.channels == 3 else "none"
-        latent_planes = pixels.ycocg_forward(planes, maxval) if colour == "ycocg" else planes
-        deadzone = self.config.lossy_deadzone if mode == "lossy" else 0.0
-        latents = self._project(latent_planes, maxval, rank, step, deadzone)
-        recon = self._reconstruct(latents, step, layout)
+        _, colour, rank, step, latents, recon = self._latents(planes, layout, mode, quality, rank)
         latent_range = (int(latents.min()), int(latents.max()))
         latent_stream, _ = encode_plane(_stack_latents(latents), *latent_range)
-        preview = self._finish_preview(recon, colour, maxval)
+        preview = self._finish_preview(recon, colour, maxval, step, rank)
         preview_psnr = metrics.psnr(planes, preview, layout.bits_stored)
 
         residuals: list[bytes] = []
@@ -178,6 +172,41 @@ class Codec:
             model_sha256=self.model.sha256, adapter_sha256=self.adapter_sha256, psnr=psnr, preview_psnr=preview_psnr,
         )
 
+    def _latents(self, planes: np.ndarray, layout: pixels.PixelLayout, mode: str, quality: float,
+                 rank: int | None):
+        """Quantised latents and their integer reconstruction, as the decoder will see them.
+
+        Returns (latent planes, colour transform, rank, step, latents, reconstruction)."""
+        core = self.model.core
+        maxval = layout.maxval
+        if mode == "lossy":
+            rank = core.check_rank(rank or core.max_rank)
+            step = quality_to_step(quality)
+        else:
+            rank = core.check_rank(rank or min(self.config.preview_rank, core.max_rank))
+            span = int(planes.max()) - int(planes.min())
+            step = max(1.0, self.config.preview_step * span) / maxval  # at least one grey level
+        # lossy colour images: decorrelate colours before the latents (as JPEG 2000 does)
+        colour = "ycocg" if mode == "lossy" and layout.channels == 3 else "none"
+        latent_planes = pixels.ycocg_forward(planes, maxval) if colour == "ycocg" else planes
+        deadzone = self.config.lossy_deadzone if mode == "lossy" else 0.0
+        latents = self._project(latent_planes, maxval, rank, step, deadzone)
+        return latent_planes, colour, rank, step, latents, self._reconstruct(latents, step, layout)
+
+    def refiner_inputs(self, array: np.ndarray, bits_stored: int, mode: str = "lossless",
+                       quality: float | None = None) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """What the learned layers see for an image and what they should give back.
+
+        Returns (reconstruction planes, target planes, latent step, rank fraction), the planes in
+        the latent colour space. The training job builds its pairs here, so the refiner learns
+        on exactly the decoder's inputs (the same quantised latents encode() stores).
+        """
+        layout = pixels.validate(array, bits_stored)
+        mode, _, quality = self._check_mode(mode, 1 if mode == "near-lossless" else None, quality, layout)
+        planes = pixels.to_planes(array, layout)
+        target, _, rank, step, _, recon = self._latents(planes, layout, mode, quality, None)
+        return recon, target, step, rank / self.model.core.max_rank
+
     def _check_mode(self, mode, max_error, quality, layout):
         if mode not in MODES:
             raise InvalidParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -198,9 +227,10 @@ class Codec:
             raise InvalidParameterError(f"quality must be a number of dB from 10 to 90, got {quality!r}")
         return mode, delta, float(quality)
 
-    def _finish_preview(self, recon: np.ndarray, colour: str, maxval: int) -> np.ndarray:
+    def _finish_preview(self, recon: np.ndarray, colour: str, maxval: int, step: float, rank: int) -> np.ndarray:
         """Latent reconstruction -> displayable planes: learned refinement, then colours back."""
-        refined = refine_planes(self.model.refiner, recon, maxval, self.device)
+        fraction = rank / self.model.core.max_rank
+        refined = refine_planes(self.model.refiner, recon, maxval, step, fraction, self.device)
         return pixels.ycocg_inverse(refined, maxval) if colour == "ycocg" else refined
 
     def _guidance_helps(self, plane: np.ndarray, side: np.ndarray, info: PlaneInfo, delta: int) -> bool:
@@ -253,7 +283,8 @@ class Codec:
             self._check_adapter(enc)
             if enc.mode == "lossy" and pixels.pixel_sha256(recon) != enc.decoded_sha256:
                 raise ChecksumMismatchError("lossy latents do not decode to the recorded reconstruction digest")
-            return pixels.from_planes(self._finish_preview(recon, enc.colour_transform, layout.maxval), layout)
+            planes = self._finish_preview(recon, enc.colour_transform, layout.maxval, enc.latent_step, enc.rank)
+            return pixels.from_planes(planes, layout)
         if len(enc.residual_streams) != len(enc.planes):
             raise CorruptStreamError(f"{enc.mode} image has {len(enc.residual_streams)} residual streams, "
                                      f"expected {len(enc.planes)}")
@@ -297,8 +328,12 @@ class Codec:
             for start in range(0, len(members), batch_size):
                 chunk = members[start : start + batch_size]
                 recons = [self._decode_latents(encoded[k]) for k in chunk]
-                refined = refine_planes(self.model.refiner, np.concatenate(recons), maxval, self.device)
                 c = recons[0].shape[0]
+                per_group = c // self.model.refiner.channels  # refiner batch entries per image
+                steps = [encoded[k].latent_step for k in chunk for _ in range(per_group)]
+                fractions = [encoded[k].rank / self.model.core.max_rank for k in chunk for _ in range(per_group)]
+                refined = refine_planes(self.model.refiner, np.concatenate(recons), maxval, steps, fractions,
+                                        self.device)
                 for n, k in enumerate(chunk):
                     planes = refined[n * c : (n + 1) * c]
                     if encoded[k].colour_transform == "ycocg":

@@ -48,6 +48,8 @@ def model_config(core: LowRankCore, refiner: Refiner) -> dict:
         "max_rank": core.max_rank,
         "refiner_width": refiner.width,
         "refiner_depth": refiner.depth,
+        "refiner_cond_channels": refiner.cond_channels,
+        "refiner_grid": refiner.grid,
     }
 
 
@@ -61,6 +63,8 @@ def save_model(path: str | Path, core: LowRankCore, refiner: Refiner, extra_meta
         tensors[f"refine.{name}"] = value.detach().to(torch.float32).contiguous().cpu()
     metadata = {"architecture": ARCHITECTURE, "config": json.dumps(model_config(core, refiner), sort_keys=True)}
     for key, value in (extra_metadata or {}).items():
+        if key in metadata:
+            raise WeightsError(f"metadata key {key!r} is reserved for the model's own description")
         metadata[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     save_file(tensors, str(path), metadata=metadata)
     canonicalise_header(Path(path))
@@ -115,7 +119,9 @@ def load_model(path: str | Path, label: str | None = None) -> LowRankModel:
     try:
         config = json.loads(metadata["config"])
         patch, channels = int(config["patch"]), int(config["channels"])
-        refiner = Refiner(channels, int(config["refiner_width"]), int(config["refiner_depth"]))
+        refiner = Refiner(channels, int(config["refiner_width"]), int(config["refiner_depth"]),
+                          int(config.get("refiner_cond_channels", 0)),  # files before conditioning had none
+                          int(config.get("refiner_grid", 0)))
         max_rank = int(config["max_rank"])
     except (KeyError, ValueError, TypeError) as exc:
         raise WeightsError(f"model file {name} has malformed config metadata: {exc}") from None

@@ -16,6 +16,7 @@ from ..codec.codec import Codec
 from ..errors import LowrankError
 from ..images.decode import DecodedImage, decode_image_bytes, metadata_json
 from ..archive.writer import UnitWriter
+from .adapter_choice import AUTO, choose_adapter
 from .units import SourceFile, Unit
 
 
@@ -25,7 +26,8 @@ class EncodeSettings:
     max_error: int | None = None
     quality: float | None = None
     model: str | None = None
-    adapter: str | None = None
+    adapter: str | None = None  # an installed adapter's name, "auto" (per image, adapter_choice.py) or None
+    adapter_rules: tuple[tuple[str, str], ...] = ()  # auto: (glob on image id, adapter) after the DICOM Modality
 
 
 @dataclass
@@ -44,7 +46,9 @@ class EncodeWorker:
     loads = 0  # codec loads in this process (a test counts them)
 
     def __init__(self, dst: str, run_id: str, settings: EncodeSettings):
-        self.codec = Codec.load(settings.model, settings.adapter)
+        auto = settings.adapter == AUTO
+        self.codec = Codec.load(settings.model, None if auto else settings.adapter)
+        self._by_adapter: dict[str | None, Codec | LowrankError] = {None: self.codec}  # auto: built on first use
         EncodeWorker.loads += 1
         self.settings = settings
         self.run_id = run_id
@@ -80,10 +84,29 @@ class EncodeWorker:
         result.seconds = time.perf_counter() - start
         return result
 
+    def _codec_for(self, image_id: str, metadata: dict) -> Codec:
+        """The codec for one image: the fixed one, or under `auto` the base with the adapter its
+        modality or source calls for (each adapter attached once per worker, the base shared)."""
+        if self.settings.adapter != AUTO:
+            return self.codec
+        name = choose_adapter(metadata, image_id, self.settings.adapter_rules)
+        if name not in self._by_adapter:
+            try:
+                codec = Codec(self.codec.model, self.codec.config, self.codec.device)
+                codec.use_adapter(name)
+                self._by_adapter[name] = codec
+            except LowrankError as exc:  # not installed / bound to another base: remembered, per image
+                self._by_adapter[name] = exc
+        found = self._by_adapter[name]
+        if isinstance(found, LowrankError):
+            raise type(found)(f"--adapter auto chose {name!r}: {found}")
+        return found
+
     def _encode_image(self, source: SourceFile, image_id: str, image, rows: list, result: UnitResult) -> None:
         s = self.settings
         try:
-            enc = self.codec.encode(image.pixels, image.bits_stored, s.mode, s.max_error, s.quality)
+            codec = self._codec_for(image_id, image.metadata)
+            enc = codec.encode(image.pixels, image.bits_stored, s.mode, s.max_error, s.quality)
         except LowrankError as exc:
             result.failures.append(_failure(image_id, source.uri, "encode", exc))
             return

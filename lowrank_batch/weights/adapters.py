@@ -22,6 +22,7 @@ from .safetensors_check import read_header
 
 ADAPTER_FORMAT = "lowrank-lora-v1"
 PEFT_PREFIX = "base_model.model."
+CANONICAL_KEYS = ("format", "base_sha256", "use_rslora", "source_format")
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Adapter:
     base_sha256: str | None
     use_rslora: bool = False
     source_format: str = "lowrank"
+    provenance: dict | None = None  # extra __metadata__ (training corpus, config, figures), kept verbatim
 
 
 def _tensors(path: Path, label: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -56,7 +58,8 @@ def read_canonical(path: Path, label: str) -> Adapter:
                                     float(tensors[f"{m}.alpha"]), rslora)
         except KeyError as exc:
             raise WeightsError(f"{label}: module {m!r} lacks {exc.args[0]}") from None
-    return Adapter(layers, meta.get("base_sha256"), rslora, meta.get("source_format", "lowrank"))
+    extra = {k: v for k, v in meta.items() if k not in CANONICAL_KEYS}
+    return Adapter(layers, meta.get("base_sha256"), rslora, meta.get("source_format", "lowrank"), extra or None)
 
 
 def is_canonical(path: Path, label: str) -> bool:
@@ -117,7 +120,8 @@ def read_kohya(path: Path, label: str, module_names: list[str]) -> Adapter:
     return Adapter(layers, None, False, "kohya")
 
 
-def save_canonical(path: Path, adapter: Adapter) -> None:
+def save_canonical(path: Path, adapter: Adapter, extra_metadata: dict | None = None) -> None:
+    """Write the canonical file; `extra_metadata` (training provenance) goes into __metadata__ as JSON."""
     from ..codec.model import canonicalise_header
 
     tensors = {}
@@ -127,6 +131,9 @@ def save_canonical(path: Path, adapter: Adapter) -> None:
         tensors[f"{m}.alpha"] = torch.tensor(float(w.alpha), dtype=torch.float32)
     metadata = {"format": ADAPTER_FORMAT, "base_sha256": adapter.base_sha256 or "",
                 "use_rslora": "true" if adapter.use_rslora else "false", "source_format": adapter.source_format}
+    for key, value in {**(adapter.provenance or {}), **(extra_metadata or {})}.items():
+        if key not in metadata:
+            metadata[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     save_file(tensors, str(path), metadata=metadata)
     canonicalise_header(path)
 

@@ -9,3 +9,11 @@ DEFAULT_MODEL_SHA256 = "0fa63b825df3740b7207b22a493ce992b33e137bc8e40735ca84bf06
 
 def default_model_file() -> Path:
     return Path(__file__).resolve().parent / "default" / "lowrank-base.safetensors"
+
+
+# Pinned like the model: `lowrank-batch train adapter` prints each new digest.
+DEFAULT_ADAPTER_SHA256 = {}
+
+
+def default_adapter_file(modality: str) -> Path:
+    return Path(__file__).resolve().parent / "default" / "adapters" / f"{modality}.safetensors"

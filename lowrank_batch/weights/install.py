@@ -17,7 +17,8 @@ from ..codec.refine import Refiner
 from ..errors import WeightsError
 from . import lora
 from .adapters import Adapter, is_canonical, read_canonical, read_kohya, read_peft, save_canonical
-from .defaults import DEFAULT_MODEL_NAME, DEFAULT_MODEL_SHA256, default_model_file
+from .defaults import (DEFAULT_ADAPTER_SHA256, DEFAULT_MODEL_NAME, DEFAULT_MODEL_SHA256, default_adapter_file,
+                       default_model_file)
 from .safetensors_check import refuse_pickle
 from .store import StoreEntry, WeightStore, sha256_of
 
@@ -75,6 +76,21 @@ def ensure_default(store: WeightStore) -> StoreEntry:
     return install_model(store, str(default_model_file()), DEFAULT_MODEL_NAME, DEFAULT_MODEL_SHA256)
 
 
+def ensure_default_adapter(store: WeightStore, modality: str) -> StoreEntry:
+    """A shipped adapter (ct, mr, xray, natural), installed on first use, bound to the default model."""
+    if modality not in DEFAULT_ADAPTER_SHA256:
+        raise WeightsError(f"no shipped adapter {modality!r} (shipped: {', '.join(sorted(DEFAULT_ADAPTER_SHA256))})")
+    for entry in store.entries("adapters"):
+        if entry.sha256 == DEFAULT_ADAPTER_SHA256[modality] and store.blob_path(entry.sha256).exists():
+            return entry
+    base = ensure_default(store)
+    entry = install_adapter(store, str(default_adapter_file(modality)), base.sha256, modality)
+    if entry.sha256 != DEFAULT_ADAPTER_SHA256[modality]:
+        raise WeightsError(f"shipped adapter {modality} installs as {entry.sha256}, pinned "
+                           f"{DEFAULT_ADAPTER_SHA256[modality]}: the package is damaged or the pin is stale")
+    return entry
+
+
 def install_adapter(store: WeightStore, src: str, base: str, name: str | None = None,
                     sha256: str | None = None) -> StoreEntry:
     """Install a peft folder, a kohya file or one of ours, bound to the base model `base`.
@@ -116,7 +132,8 @@ def install_adapter(store: WeightStore, src: str, base: str, name: str | None = 
 
 def check_fits(model: LowRankModel, adapter: Adapter, label: str) -> None:
     """Attach to a throwaway copy of the refiner: raises listing every mismatch."""
-    probe = Refiner(model.refiner.channels, model.refiner.width, model.refiner.depth)
+    r = model.refiner
+    probe = Refiner(r.channels, r.width, r.depth, r.cond_channels, r.grid)
     try:
         lora.attach(probe, "probe", adapter.layers)
     except WeightsError as exc:
@@ -138,7 +155,15 @@ def cached_model(path: str, sha256: str) -> LowRankModel:
 
 
 def load_adapter(store: WeightStore, ref: str, base_sha256: str) -> tuple[Adapter, StoreEntry]:
-    entry = store.resolve("adapters", ref)
+    """An installed adapter bound to `base_sha256`; a shipped one (by name or digest) is
+    installed on first use when the base is the shipped model."""
+    try:
+        entry = store.resolve("adapters", ref)
+    except WeightsError:
+        shipped = {**{m: m for m in DEFAULT_ADAPTER_SHA256}, **{d: m for m, d in DEFAULT_ADAPTER_SHA256.items()}}
+        if ref not in shipped or base_sha256 != DEFAULT_MODEL_SHA256:
+            raise
+        entry = ensure_default_adapter(store, shipped[ref])
     adapter = read_canonical(store.blob_path(entry.sha256), entry.ref)
     if adapter.base_sha256 != base_sha256:
         raise WeightsError(_binding_message(f"adapter {entry.ref}", adapter.base_sha256 or "?", base_sha256))

@@ -19,7 +19,7 @@ def main() -> int:
     p.add_argument("archive")
     p.add_argument("out")
     p.add_argument("--id", action="append")
-    p.add_argument("--format", default="png", choices=["png", "tiff", "npy"])
+    p.add_argument("--format", default="png", choices=["png", "tiff", "npy", "dicom"])
     p.add_argument("--preview", action="store_true")
     p.add_argument("--address", default="auto" if "RAY_ADDRESS" in os.environ else None)
     p.add_argument("--workers", type=int, default=None)

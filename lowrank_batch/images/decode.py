@@ -1,7 +1,7 @@
-"""Image file bytes -> pixel arrays (PNG/TIFF/JPEG via Pillow, DICOM via pydicom).
+"""Image file bytes -> pixel arrays (PNG/TIFF/JPEG via Pillow, DICOM via pydicom, NIfTI via nibabel).
 
-One file can hold several images (frames of a multi-frame DICOM): each gets a suffix
-("#0", "#1", ...) appended to the file's id.
+One file can hold several images (frames of a multi-frame DICOM, slices of a volume): each
+gets a suffix ("#0", "#1", ...) appended to the file's id.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InvalidImageError
+from .dicom import read_dicom
+from .nifti import is_nifti, read_nifti
 
 Image.MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs before allocating
 _PIL_MODES = {"L": (np.uint8, 8), "I;16": (np.uint16, 16), "I;16B": (np.uint16, 16), "I;16L": (np.uint16, 16),
@@ -37,7 +39,9 @@ def decode_image_bytes(name: str, data: bytes) -> list[DecodedImage]:
     if not data:
         raise InvalidImageError(f"{name}: file is empty")
     if is_dicom(data) or name.lower().endswith((".dcm", ".dicom")):
-        return _decode_dicom(name, data)
+        return [DecodedImage(*frame) for frame in read_dicom(name, data)]
+    if is_nifti(name):
+        return [DecodedImage(*sl) for sl in read_nifti(name, data)]
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.mode not in _PIL_MODES:
@@ -53,23 +57,6 @@ def decode_image_bytes(name: str, data: bytes) -> list[DecodedImage]:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InvalidImageError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
     return [DecodedImage("", np.ascontiguousarray(pixels), bits, {"format": fmt})]
-
-
-def _decode_dicom(name: str, data: bytes) -> list[DecodedImage]:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-        pixels = ds.pixel_array
-    except Exception as exc:  # pydicom raises many types; the message must not carry tag values
-        raise InvalidImageError(f"{name}: not a readable DICOM image ({type(exc).__name__})") from None
-    bits = int(getattr(ds, "BitsStored", pixels.dtype.itemsize * 8))
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    meta = {"format": "DICOM", "Modality": str(getattr(ds, "Modality", "")),
-            "PhotometricInterpretation": str(getattr(ds, "PhotometricInterpretation", ""))}
-    if frames > 1:
-        return [DecodedImage(f"#{k}", np.ascontiguousarray(f), bits, meta) for k, f in enumerate(pixels)]
-    return [DecodedImage("", np.ascontiguousarray(pixels), bits, meta)]
 
 
 def metadata_json(meta: dict) -> str:

@@ -6,6 +6,7 @@ import time
 
 import fsspec
 
+from ..archive.dicom_export import export_dicom, file_ids
 from ..archive.reader import Archive
 from ..errors import LowrankError
 from ..images.files import image_bytes
@@ -14,7 +15,10 @@ from .job import JobOptions, plan_workers, start_ray
 
 def output_name(image_id: str, fmt: str) -> str:
     """A flat, safe file name for an id (folders and frames folded into the name)."""
-    return image_id.replace("/", "__").replace("#", "_frame") + "." + fmt
+    flat = image_id.replace("/", "__")
+    if fmt == "dicom":  # ids are whole files here
+        return flat if flat.lower().endswith((".dcm", ".dicom")) else flat + ".dcm"
+    return flat.replace("#", "_frame") + "." + fmt
 
 
 class DecodeWorker:
@@ -26,9 +30,13 @@ class DecodeWorker:
     def decode(self, ids: list[str]) -> dict:
         done, failures = 0, []
         self.out_fs.makedirs(self.out_root, exist_ok=True)
+        all_ids = self.archive.ids() if self.fmt == "dicom" else None
         for image_id in ids:
             try:
-                data = image_bytes(self.archive.get(image_id, self.preview), self.fmt, image_id)
+                if self.fmt == "dicom":
+                    data = export_dicom(self.archive, image_id, all_ids)
+                else:
+                    data = image_bytes(self.archive.get(image_id, self.preview), self.fmt, image_id)
                 self.out_fs.pipe_file(f"{self.out_root.rstrip('/')}/{output_name(image_id, self.fmt)}", data)
                 done += 1
             except (LowrankError, OSError) as exc:
@@ -39,7 +47,10 @@ class DecodeWorker:
 def run_decode(archive_uri: str, out_uri: str, ids: list[str] | None = None, fmt: str = "png",
                preview: bool = False, options: JobOptions = JobOptions(gpus_per_worker=0), chunk: int = 32) -> dict:
     start = time.perf_counter()
-    ids = ids or Archive.open(archive_uri).ids()
+    all_ids = Archive.open(archive_uri).ids()
+    ids = ids or all_ids
+    if fmt == "dicom":  # one DICOM file per source file: frames gathered by the worker
+        ids = file_ids(all_ids, ids)
     ray = start_ray(options.address)
     workers, gpus, cpus = plan_workers(ray.cluster_resources(), options)
     actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(DecodeWorker)

@@ -1,0 +1,216 @@
+"""DICOM in and out: pixels per frame plus every other element, kept as DICOM JSON.
+
+Reading keeps the stored values as they are: BitsStored (not the container) is the codec's
+bit depth, MONOCHROME1 stays inverted, signed stays signed, and RescaleSlope/Intercept and
+window settings are kept as elements, never applied. Every non-pixel element goes into the
+image's metadata as DICOM JSON (PS3.18 F, via pydicom's to_json_dict), so a decode can give
+back a DICOM file with the same elements.
+
+Errors name the file and the problem only: a DICOM file's values (names, IDs, dates) never
+appear in a message, and pydicom's own messages are replaced by ours for the same reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import numpy as np
+
+from ..errors import InvalidImageError
+
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+LOSSY_METHOD = "LOWRANK_BATCH"  # LossyImageCompressionMethod (CS: <= 16 chars, A-Z 0-9 _)
+CODEC_MIN_BITS = 8  # the codec takes 8..16 bits; 1-7 bit data rides in 8 (values unchanged)
+
+
+@contextlib.contextmanager
+def quiet_pydicom():
+    """pydicom warns and logs with element values in the text ("invalid value for VR DA:
+    '19..'"): such lines would put patient data into job logs, so they are silenced here."""
+    import logging
+
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def read_dicom(name: str, data: bytes) -> list[tuple[str, np.ndarray, int, dict]]:
+    """(suffix, pixels, codec bits, metadata) per frame; suffix "" or "#k" for multi-frame files."""
+    with quiet_pydicom():
+        return _read_dicom(name, data)
+
+
+def _read_dicom(name: str, data: bytes) -> list[tuple[str, np.ndarray, int, dict]]:
+    import pydicom
+    from pydicom.pixels import get_decoder
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except Exception as exc:  # InvalidDicomError, EOFError, struct errors...: values must not leak
+        raise InvalidImageError(f"{name}: not a readable DICOM file ({type(exc).__name__})") from None
+    if not any(k in ds for k in PIXEL_KEYWORDS):
+        raise InvalidImageError(f"{name}: DICOM file has no PixelData (not an image, or truncated before it)")
+    meta_group = getattr(ds, "file_meta", None)
+    syntax = getattr(meta_group, "TransferSyntaxUID", None) if meta_group is not None else None
+    if syntax is None:
+        raise InvalidImageError(f"{name}: DICOM file has no TransferSyntaxUID in its file meta information")
+    try:
+        decoder_ok = get_decoder(syntax).is_available
+    except (NotImplementedError, ValueError):
+        decoder_ok = False
+    if not decoder_ok:
+        raise InvalidImageError(f"{name}: transfer syntax {syntax} ({_syntax_name(syntax)}) is not supported")
+    _check_geometry(name, ds)
+    if not syntax.is_compressed:
+        _check_length(name, ds)
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:
+        raise InvalidImageError(f"{name}: DICOM pixel data cannot be decoded ({type(exc).__name__})") from None
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    stack = pixels if frames > 1 else pixels[None]
+    bits_stored = int(ds.BitsStored)
+    photometric = _decoded_photometric(ds, samples)
+    header = _header_json(name, ds)
+    out = []
+    for k, frame in enumerate(stack):
+        meta = {"format": "DICOM", "Modality": str(getattr(ds, "Modality", "")),
+                "PhotometricInterpretation": photometric, "BitsStored": bits_stored,
+                "frame": k, "frames": frames, **header}
+        out.append((f"#{k}" if frames > 1 else "", np.ascontiguousarray(frame), max(CODEC_MIN_BITS, bits_stored),
+                    meta))
+    return out
+
+
+def _syntax_name(syntax) -> str:
+    return getattr(syntax, "name", "unknown") or "unknown"
+
+
+def _check_geometry(name: str, ds) -> None:
+    for keyword in ("Rows", "Columns", "BitsAllocated", "BitsStored"):
+        value = getattr(ds, keyword, None)
+        if not isinstance(value, int) or value <= 0:
+            raise InvalidImageError(f"{name}: DICOM {keyword} is missing or invalid")
+    if not 1 <= ds.BitsStored <= ds.BitsAllocated <= 16:
+        raise InvalidImageError(f"{name}: BitsStored {ds.BitsStored} / BitsAllocated {ds.BitsAllocated} "
+                                "not supported (integer samples of up to 16 bits)")
+
+
+def _check_length(name: str, ds) -> None:
+    """Uncompressed pixel data must hold Rows x Columns x frames x samples values."""
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    values = ds.Rows * ds.Columns * frames * samples
+    needed = (values + 7) // 8 if ds.BitsAllocated == 1 else values * (ds.BitsAllocated // 8)
+    have = len(ds.PixelData) if "PixelData" in ds else needed
+    if have < needed:
+        raise InvalidImageError(f"{name}: pixel data is {have} bytes, Rows x Columns x frames x samples "
+                                f"needs {needed}")
+
+
+def _decoded_photometric(ds, samples: int) -> str:
+    """The interpretation of what pixel_array returns (pydicom gives YBR data back as RGB)."""
+    pi = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    return "RGB" if samples == 3 and pi.startswith("YBR") else pi
+
+
+def _header_json(name: str, ds) -> dict:
+    """Every element but the pixel data, as DICOM JSON; the file meta group apart."""
+    for keyword in PIXEL_KEYWORDS:
+        if keyword in ds:
+            del ds[keyword]
+    try:
+        dataset = ds.to_json_dict(bulk_data_threshold=1 << 62)
+        dropped = False
+    except Exception:  # an element whose value is not valid for its VR: keep the rest, say so
+        dataset = ds.to_json_dict(bulk_data_threshold=1 << 62, suppress_invalid_tags=True)
+        dropped = True
+    file_meta = ds.file_meta.to_json_dict() if getattr(ds, "file_meta", None) is not None else {}
+    return {"dicom_json": dataset, "file_meta_json": file_meta, "invalid_elements_dropped": dropped}
+
+
+def build_dicom(frames: list[np.ndarray], meta: dict, mode: str = "lossless", ratio: float | None = None) -> bytes:
+    with quiet_pydicom():
+        return _build_dicom(frames, meta, mode, ratio)
+
+
+def _build_dicom(frames: list[np.ndarray], meta: dict, mode: str, ratio: float | None) -> bytes:
+    """A DICOM file from decoded frames (in order) and one frame's metadata (read_dicom's).
+
+    Uncompressed Explicit VR Little Endian. Lossless: the original elements with the decoded
+    pixels. Lossy / near-lossless: also LossyImageCompression = 01 with ratio and method, a
+    new (derived) SOP Instance UID and ImageType DERIVED, as DICOM requires of lossy images.
+    """
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.pixels import set_pixel_data
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    if "dicom_json" not in meta:
+        raise InvalidImageError("image has no DICOM elements on record (it was not archived from DICOM)")
+    ds = Dataset.from_json(meta["dicom_json"])
+    ds.file_meta = FileMetaDataset(Dataset.from_json(meta.get("file_meta_json") or {}))
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    number_of_frames = ds.get("NumberOfFrames")
+    arr = np.stack(frames) if len(frames) > 1 else frames[0]
+    if int(meta["BitsStored"]) == 1:  # binary (segmentations): packed 1-bit, as the source had it
+        _set_bit_packed(ds, arr, meta["PhotometricInterpretation"])
+    else:
+        set_pixel_data(ds, arr, meta["PhotometricInterpretation"], int(meta["BitsStored"]),
+                       generate_instance_uid=False)
+    if number_of_frames is not None:  # set_pixel_data drops or rewrites it: keep the source's value
+        ds.NumberOfFrames = number_of_frames
+    elif "NumberOfFrames" in ds and len(frames) == 1:
+        del ds.NumberOfFrames
+    if mode != "lossless":
+        _declare_lossy(ds, mode, ratio, generate_uid)
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _set_bit_packed(ds, arr: np.ndarray, photometric: str) -> None:
+    from pydicom.pixels import pack_bits
+
+    if arr.max(initial=0) > 1:
+        raise InvalidImageError("1-bit DICOM image decoded to values above 1")
+    ds.PixelData = pack_bits(arr.astype(np.uint8))
+    ds["PixelData"].VR = "OB"
+    ds.Rows, ds.Columns = arr.shape[-2], arr.shape[-1]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+    ds.SamplesPerPixel, ds.PixelRepresentation, ds.PhotometricInterpretation = 1, 0, photometric
+
+
+def _declare_lossy(ds, mode: str, ratio: float | None, generate_uid) -> None:
+    methods = list(_as_list(ds.get("LossyImageCompressionMethod")))
+    ratios = list(_as_list(ds.get("LossyImageCompressionRatio")))
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionMethod = methods + [LOSSY_METHOD]
+    ds.LossyImageCompressionRatio = ratios + [f"{ratio:.4g}" if ratio else "1"]
+    original = str(ds.get("SOPInstanceUID", ""))
+    uid = generate_uid(entropy_srcs=[original, mode, LOSSY_METHOD])  # same input, same derived UID
+    ds.SOPInstanceUID = uid
+    if ds.file_meta is not None:
+        ds.file_meta.MediaStorageSOPInstanceUID = uid
+    if "ImageType" in ds:
+        ds.ImageType = ["DERIVED", *list(_as_list(ds.ImageType))[1:]]
+    ds.DerivationDescription = f"{mode} compression by lowrank-batch"
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if hasattr(value, "value"):
+        value = value.value
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return list(value)
+    return [value] if value != "" else []

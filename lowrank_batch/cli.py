@@ -185,6 +185,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
     print(f"encoded {summary['encoded']}, skipped {summary['skipped']}, failed {summary['failed']}; "
           f"{summary['bytes_in']} -> {summary['bytes_out']} bytes (ratio {ratio}), "
           f"{summary['megapixels_per_second']:.2f} MP/s, {summary['seconds']:.1f} s; run {summary['run_id']}")
+    if summary["adapters"] and set(summary["adapters"]) != {"none"}:
+        print("  adapters: " + ", ".join(f"{n} {c}" for n, c in sorted(summary["adapters"].items())))
+    for note in summary["notes"]:
+        print(f"  note: {note}")
     for f in summary["failures"]:
         print(f"  failed {f['image_id']} [{f['stage']}] {f['error']}: {f['message']}")
     if summary["gone"]:

@@ -148,7 +148,7 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
         f"{len(units)} units to encode")
     summary = {"run_id": run_id, "src": src, "dst": dst, "settings": asdict(settings), "encoded": 0,
                "skipped": len(done), "failed": 0, "bytes_in": 0, "bytes_out": 0, "pixels": 0, "failures": [],
-               "gone": len(gone), "gone_ids": gone[:1000], "pruned": 0,
+               "gone": len(gone), "gone_ids": gone[:1000], "pruned": 0, "adapters": {}, "notes": [],
                "orphans_removed": remove_orphans(archive, dst, options.orphan_age_seconds)}
     if gone and options.prune:
         fs, root = fsspec.core.url_to_fs(dst)
@@ -175,6 +175,9 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
             for key in ("encoded", "failed", "bytes_in", "bytes_out", "pixels"):
                 summary[key] += getattr(result, key)
             summary["failures"] += result.failures
+            for name, count in result.adapters.items():
+                summary["adapters"][name] = summary["adapters"].get(name, 0) + count
+            summary["notes"] += [n for n in result.notes if n not in summary["notes"]]
             progress.update(summary)
     summary["seconds"] = time.perf_counter() - start
     summary["ratio"] = summary["bytes_in"] / summary["bytes_out"] if summary["bytes_out"] else None

@@ -40,6 +40,8 @@ class UnitResult:
     pixels: int = 0
     seconds: float = 0.0
     failures: list[dict] = field(default_factory=list)
+    adapters: dict[str, int] = field(default_factory=dict)  # images per adapter used ("none": base only)
+    notes: list[str] = field(default_factory=list)  # e.g. --adapter auto found no adapter for a modality
 
 
 class EncodeWorker:
@@ -48,8 +50,10 @@ class EncodeWorker:
     def __init__(self, dst: str, run_id: str, settings: EncodeSettings):
         auto = settings.adapter == AUTO
         self.codec = Codec.load(settings.model, None if auto else settings.adapter)
-        self._by_adapter: dict[str | None, Codec | LowrankError] = {None: self.codec}  # auto: built on first use
+        self._by_adapter: dict[str | None, Codec] = {None: self.codec}  # auto: built on first use
+        self._notes: list[str] = []
         EncodeWorker.loads += 1
+        self._adapter_names: dict[str | None, str] = {}  # digest -> the name it was chosen by
         self.settings = settings
         self.run_id = run_id
         self.fs, self.root = fsspec.core.url_to_fs(dst)
@@ -79,6 +83,10 @@ class EncodeWorker:
                 result.failures.append(_failure(row["image_id"], row["source_uri"], "write", exc))
             rows = []
         result.encoded = len(rows)
+        result.notes, self._notes = self._notes, []
+        for row in rows:
+            key = self._adapter_names.get(row["adapter_sha256"], row["adapter_sha256"] or "none")
+            result.adapters[key] = result.adapters.get(key, 0) + 1
         result.failed = len(result.failures)
         result.bytes_out = sum(r["encoded_bytes"] for r in rows)
         result.seconds = time.perf_counter() - start
@@ -95,12 +103,12 @@ class EncodeWorker:
                 codec = Codec(self.codec.model, self.codec.config, self.codec.device)
                 codec.use_adapter(name)
                 self._by_adapter[name] = codec
-            except LowrankError as exc:  # not installed / bound to another base: remembered, per image
-                self._by_adapter[name] = exc
-        found = self._by_adapter[name]
-        if isinstance(found, LowrankError):
-            raise type(found)(f"--adapter auto chose {name!r}: {found}")
-        return found
+                self._adapter_names[codec.adapter_sha256] = name
+            except LowrankError as exc:  # not installed / bound to another base: the base alone, said once
+                self._by_adapter[name] = self.codec
+                self._notes.append(f"--adapter auto: no usable adapter {name!r} for this model ({exc}); "
+                                   "those images were encoded with the base model")
+        return self._by_adapter[name]
 
     def _encode_image(self, source: SourceFile, image_id: str, image, rows: list, result: UnitResult) -> None:
         s = self.settings

@@ -22,7 +22,12 @@ from lowrank_batch.weights.store import WeightStore
 from .conftest import smooth_image
 
 logging.getLogger("peft").setLevel(logging.ERROR)
-TARGETS = ["body.0", "body.2", "body.4"]
+TARGETS = ["body.0", "body.2", "body.4", "body.6"]
+
+
+def cond(x):
+    """The refiner's condition (latent step, rank share) for a batch: a mid-range quality."""
+    return torch.tensor([[0.6, 1.0]]).expand(x.shape[0], -1)
 
 
 @pytest.fixture
@@ -52,7 +57,7 @@ def test_peft_conv2d_adapter_installs_and_matches_peft(store, base_refiner, tmp_
     codec = Codec.load("base", adapter="ct", store=store)
     x = torch.rand(2, 1, 33, 40)
     with torch.no_grad():
-        ours, theirs = codec.model.refiner(x), pm(x)
+        ours, theirs = codec.model.refiner(x, cond(x)), pm(x, cond(x))
     assert not torch.allclose(ours, x)  # the adapter changes the output
     assert torch.allclose(ours, theirs, atol=1e-5)
 
@@ -80,7 +85,7 @@ def test_our_adapter_loads_back_in_peft(store, base_refiner, tmp_path):
     ours = Codec.load("base", adapter="mr", store=store).model.refiner
     x = torch.rand(1, 1, 25, 31)
     with torch.no_grad():
-        assert torch.allclose(reloaded(x), ours(x), atol=1e-5)
+        assert torch.allclose(reloaded(x, cond(x)), ours(x, cond(x)), atol=1e-5)
 
 
 def test_kohya_file_equals_applying_down_up_alpha_by_hand(store, base_refiner, tmp_path):
@@ -101,7 +106,7 @@ def test_kohya_file_equals_applying_down_up_alpha_by_hand(store, base_refiner, t
     ours = Codec.load("base", adapter="xray", store=store).model.refiner
     x = torch.rand(1, 1, 30, 30)
     with torch.no_grad():
-        assert torch.allclose(ours(x), by_hand(x), atol=1e-5)
+        assert torch.allclose(ours(x, cond(x)), by_hand(x, cond(x)), atol=1e-5)
 
 
 def test_adapter_for_another_base_is_refused(store, base_refiner, tmp_path):
@@ -241,4 +246,5 @@ def test_peft_folder_installs_from_s3(store, base_refiner, tmp_path):
     assert entry.name == "ct" and entry.source == "s3://weights/adapters/ct"
     x = torch.rand(1, 1, 21, 19)
     with torch.no_grad():
-        assert torch.allclose(Codec.load("base", adapter="ct", store=store).model.refiner(x), pm(x), atol=1e-5)
+        refiner = Codec.load("base", adapter="ct", store=store).model.refiner
+        assert torch.allclose(refiner(x, cond(x)), pm(x, cond(x)), atol=1e-5)

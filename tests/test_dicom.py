@@ -207,3 +207,35 @@ def test_four_d_nifti_from_nibabel_gives_slice_and_volume_ids():
     data = np.asanyarray(nibabel.load(path).dataobj.get_unscaled())
     assert len(slices) == data.shape[2] * data.shape[3]
     assert slices[1].suffix == "#1,0" and np.array_equal(slices[1].pixels, data[:, :, 1, 0])
+
+
+def test_malformed_elements_are_refused_without_quoting_their_values():
+    def frames_placeholder(ds):
+        ds.NumberOfFrames = "12345678"
+
+    # pydicom refuses to write a malformed IS, so plant it in the bytes (same length)
+    data = _with("CT_small.dcm", frames_placeholder).replace(b"12345678", b"SECRET77")
+    with pytest.raises(InvalidImageError) as info:
+        decode_image_bytes("odd.dcm", data)
+    assert "SECRET77" not in str(info.value) and str(info.value).startswith("odd.dcm: ")
+
+
+def test_categorical_and_low_bit_images_stay_lossless():
+    from lowrank_batch.images.dicom import must_stay_lossless
+
+    palette = read_dicom("OBXXXX1A.dcm", _bytes("OBXXXX1A.dcm"))[0][3]
+    seg = read_dicom("liver.dcm", _bytes("liver.dcm"))[0][3]
+    ct = read_dicom("CT_small.dcm", _bytes("CT_small.dcm"))[0][3]
+    assert "palette" in must_stay_lossless(palette)
+    assert must_stay_lossless(seg)  # a 1-bit label map
+    assert must_stay_lossless(ct) is None and must_stay_lossless({"format": "PNG"}) is None
+
+
+def test_lossy_source_syntax_is_still_declared_lossy(codec):
+    name = "SC_rgb_jpeg_dcmtk.dcm"  # JPEG baseline: lossy before it reached us
+    frames = read_dicom(name, _bytes(name))
+    assert frames[0][3]["source_lossy_syntax"]
+    decoded = _encode_decode_all(codec, frames)
+    rebuilt = pydicom.dcmread(io.BytesIO(build_dicom(decoded, frames[0][3])))
+    assert rebuilt.LossyImageCompression == "01"
+    assert not read_dicom("MR_small_RLE.dcm", _bytes("MR_small_RLE.dcm"))[0][3]["source_lossy_syntax"]

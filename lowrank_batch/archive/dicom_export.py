@@ -50,6 +50,7 @@ def export_dicom(archive, file_id: str, archive_ids: list[str] | None = None) ->
     frames = [archive.get(i) for i in ids]
     modes = {r["mode"] for r in rows}
     mode = "lossy" if "lossy" in modes else "near-lossless" if "near-lossless" in modes else "lossless"
-    raw = sum(f.size * ((r["bits_stored"] + 7) // 8) for f, r in zip(frames, rows))
+    allocated = int(meta.get("BitsAllocated", 8 * ((rows[0]["bits_stored"] + 7) // 8)))
+    raw = sum(f.size for f in frames) * allocated / 8  # DICOM's ratio: uncompressed pixel data / coded
     ratio = raw / max(1, sum(r["encoded_bytes"] for r in rows))
     return build_dicom(frames, meta, mode, ratio)

@@ -13,6 +13,7 @@ appear in a message, and pydicom's own messages are replaced by ours for the sam
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import warnings
 
@@ -31,21 +32,34 @@ def quiet_pydicom():
     '19..'"): such lines would put patient data into job logs, so they are silenced here."""
     import logging
 
+    from pydicom import config
+
     logger = logging.getLogger("pydicom")
     level = logger.level
+    modes = config.settings.reading_validation_mode, config.settings.writing_validation_mode
     logger.setLevel(logging.CRITICAL + 1)
+    # keep values as found (no warnings quoting them); nothing is "fixed" behind the user's back
+    config.settings.reading_validation_mode = config.IGNORE
+    config.settings.writing_validation_mode = config.IGNORE
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         logger.setLevel(level)
+        config.settings.reading_validation_mode, config.settings.writing_validation_mode = modes
 
 
 def read_dicom(name: str, data: bytes) -> list[tuple[str, np.ndarray, int, dict]]:
     """(suffix, pixels, codec bits, metadata) per frame; suffix "" or "#k" for multi-frame files."""
     with quiet_pydicom():
-        return _read_dicom(name, data)
+        try:
+            return _read_dicom(name, data)
+        except InvalidImageError:
+            raise
+        except Exception as exc:  # pydicom's messages can quote element values: the type only
+            raise InvalidImageError(f"{name}: malformed DICOM ({type(exc).__name__} while reading its "
+                                    "elements)") from None
 
 
 def _read_dicom(name: str, data: bytes) -> list[tuple[str, np.ndarray, int, dict]]:
@@ -85,10 +99,21 @@ def _read_dicom(name: str, data: bytes) -> list[tuple[str, np.ndarray, int, dict
     for k, frame in enumerate(stack):
         meta = {"format": "DICOM", "Modality": str(getattr(ds, "Modality", "")),
                 "PhotometricInterpretation": photometric, "BitsStored": bits_stored,
+                "BitsAllocated": int(ds.BitsAllocated), "source_lossy_syntax": _is_lossy_syntax(syntax),
                 "frame": k, "frames": frames, **header}
         out.append((f"#{k}" if frames > 1 else "", np.ascontiguousarray(frame), max(CODEC_MIN_BITS, bits_stored),
                     meta))
     return out
+
+
+def _is_lossy_syntax(syntax) -> bool:
+    """Compressed with a lossy process (JPEG baseline/extended, lossy JPEG 2000, JPEG-LS near...)."""
+    from pydicom import uid
+
+    lossless = {uid.JPEGLossless, uid.JPEGLosslessSV1, uid.JPEGLSLossless, uid.JPEG2000Lossless,
+                uid.JPEG2000MCLossless, uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL, uid.RLELossless,
+                uid.DeflatedExplicitVRLittleEndian}
+    return bool(syntax.is_compressed) and syntax not in lossless
 
 
 def _syntax_name(syntax) -> str:
@@ -140,7 +165,30 @@ def _header_json(name: str, ds) -> dict:
 
 def build_dicom(frames: list[np.ndarray], meta: dict, mode: str = "lossless", ratio: float | None = None) -> bytes:
     with quiet_pydicom():
-        return _build_dicom(frames, meta, mode, ratio)
+        try:
+            return _build_dicom(frames, meta, mode, ratio)
+        except InvalidImageError:
+            raise
+        except Exception as exc:  # dcmwrite's messages quote the element that failed: the type only
+            raise InvalidImageError(f"cannot write the DICOM file ({type(exc).__name__} while encoding its "
+                                    "elements)") from None
+
+
+def must_stay_lossless(meta: dict) -> str | None:
+    """Why an image must be archived lossless whatever mode was asked, or None.
+
+    Palette indices and label maps are categories, not intensities: a lossy index is another
+    colour or another organ. Data under 8 bits rides in 8 and lossy output could leave its range.
+    """
+    if meta.get("format") != "DICOM":
+        return None
+    if meta.get("PhotometricInterpretation") == "PALETTE COLOR":
+        return "palette colour indices"
+    if str(meta.get("Modality", "")).upper() == "SEG":
+        return "a segmentation (label map)"
+    if int(meta.get("BitsStored", 8)) < CODEC_MIN_BITS:
+        return f"{meta.get('BitsStored')}-bit data"
+    return None
 
 
 def _build_dicom(frames: list[np.ndarray], meta: dict, mode: str, ratio: float | None) -> bytes:
@@ -172,7 +220,10 @@ def _build_dicom(frames: list[np.ndarray], meta: dict, mode: str, ratio: float |
     elif "NumberOfFrames" in ds and len(frames) == 1:
         del ds.NumberOfFrames
     if mode != "lossless":
-        _declare_lossy(ds, mode, ratio, generate_uid)
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(f).tobytes() for f in frames)).hexdigest()
+        _declare_lossy(ds, mode, ratio, generate_uid, digest)
+    elif meta.get("source_lossy_syntax") and "LossyImageCompression" not in ds:
+        ds.LossyImageCompression = "01"  # the source itself was lossy-compressed: still true of its pixels
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, enforce_file_format=True)
     return buf.getvalue()
@@ -190,14 +241,15 @@ def _set_bit_packed(ds, arr: np.ndarray, photometric: str) -> None:
     ds.SamplesPerPixel, ds.PixelRepresentation, ds.PhotometricInterpretation = 1, 0, photometric
 
 
-def _declare_lossy(ds, mode: str, ratio: float | None, generate_uid) -> None:
+def _declare_lossy(ds, mode: str, ratio: float | None, generate_uid, pixel_digest: str) -> None:
     methods = list(_as_list(ds.get("LossyImageCompressionMethod")))
     ratios = list(_as_list(ds.get("LossyImageCompressionRatio")))
     ds.LossyImageCompression = "01"
     ds.LossyImageCompressionMethod = methods + [LOSSY_METHOD]
     ds.LossyImageCompressionRatio = ratios + [f"{ratio:.4g}" if ratio else "1"]
     original = str(ds.get("SOPInstanceUID", ""))
-    uid = generate_uid(entropy_srcs=[original, mode, LOSSY_METHOD])  # same input, same derived UID
+    # reproducible: the same decoded pixels of the same instance always get the same UID
+    uid = generate_uid(entropy_srcs=[original, mode, LOSSY_METHOD, pixel_digest])
     ds.SOPInstanceUID = uid
     if ds.file_meta is not None:
         ds.file_meta.MediaStorageSOPInstanceUID = uid

@@ -8,7 +8,7 @@ import fsspec
 
 from ..archive.dicom_export import export_dicom, file_ids
 from ..archive.reader import Archive
-from ..errors import LowrankError
+from ..errors import InvalidParameterError, LowrankError
 from ..images.files import image_bytes
 from .job import JobOptions, plan_workers, start_ray
 
@@ -47,6 +47,8 @@ class DecodeWorker:
 def run_decode(archive_uri: str, out_uri: str, ids: list[str] | None = None, fmt: str = "png",
                preview: bool = False, options: JobOptions = JobOptions(gpus_per_worker=0), chunk: int = 32) -> dict:
     start = time.perf_counter()
+    if fmt == "dicom" and preview:
+        raise InvalidParameterError("a preview cannot be written as DICOM: it is not the archived image")
     all_ids = Archive.open(archive_uri).ids()
     ids = ids or all_ids
     if fmt == "dicom":  # one DICOM file per source file: frames gathered by the worker

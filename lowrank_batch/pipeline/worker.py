@@ -15,6 +15,7 @@ from .. import __version__
 from ..codec.codec import Codec
 from ..errors import LowrankError
 from ..images.decode import DecodedImage, decode_image_bytes, metadata_json
+from ..images.dicom import must_stay_lossless
 from ..archive.writer import UnitWriter
 from .adapter_choice import AUTO, choose_adapter
 from .units import SourceFile, Unit
@@ -104,7 +105,7 @@ class EncodeWorker:
                 codec.use_adapter(name)
                 self._by_adapter[name] = codec
                 self._adapter_names[codec.adapter_sha256] = name
-            except LowrankError as exc:  # not installed / bound to another base: the base alone, said once
+            except Exception as exc:  # not installed, bound to another base, unreadable: the base alone, said once
                 self._by_adapter[name] = self.codec
                 self._notes.append(f"--adapter auto: no usable adapter {name!r} for this model ({exc}); "
                                    "those images were encoded with the base model")
@@ -114,7 +115,14 @@ class EncodeWorker:
         s = self.settings
         try:
             codec = self._codec_for(image_id, image.metadata)
-            enc = codec.encode(image.pixels, image.bits_stored, s.mode, s.max_error, s.quality)
+            mode, max_error = s.mode, s.max_error
+            reason = must_stay_lossless(image.metadata) if mode != "lossless" else None
+            if reason:  # categories, not intensities: said once per unit, archived exactly
+                mode, max_error = "lossless", None
+                note = f"{s.mode} was not applied to {reason}: such images are archived lossless"
+                if note not in self._notes:
+                    self._notes.append(note)
+            enc = codec.encode(image.pixels, image.bits_stored, mode, max_error, s.quality)
         except LowrankError as exc:
             result.failures.append(_failure(image_id, source.uri, "encode", exc))
             return
@@ -153,6 +161,11 @@ def decode_unit(unit: Unit) -> DecodedUnit:
                     images.append((source, image_id + image.suffix, image))
             except LowrankError as exc:
                 failures.append(_failure(image_id, source.uri, "decode", exc))
+            except Exception as exc:  # a decoder library's own error: one failure, not the unit; its
+                # message may quote the file's contents (patient data), so only its type is kept
+                failures.append({"image_id": image_id, "source_uri": source.uri, "stage": "decode",
+                                 "error": type(exc).__name__,
+                                 "message": f"{image_id}: unexpected {type(exc).__name__} while decoding"})
     return DecodedUnit(images, failures)
 
 

@@ -154,16 +154,31 @@ def cached_model(path: str, sha256: str) -> LowRankModel:
     return model
 
 
+def _resolve_for_base(store: WeightStore, ref: str, base_sha256: str) -> StoreEntry:
+    """NAME resolves to its newest version made for this base (names are shared across bases:
+    "ct" for the shipped model and "ct" for a custom one); then the shipped adapter of that
+    name; NAME@VERSION and digests resolve exactly."""
+    try:
+        entry, missing = store.resolve("adapters", ref), None
+    except WeightsError as exc:
+        entry, missing = None, exc
+    if entry is not None and entry.base_sha256 != base_sha256 and "@" not in ref:
+        mine = [e for e in store.entries("adapters") if e.name == ref and e.base_sha256 == base_sha256]
+        if mine:
+            return max(mine, key=lambda e: e.version)
+    if entry is None or entry.base_sha256 != base_sha256:
+        shipped = {**{m: m for m in DEFAULT_ADAPTER_SHA256}, **{d: m for m, d in DEFAULT_ADAPTER_SHA256.items()}}
+        if ref in shipped and base_sha256 == DEFAULT_MODEL_SHA256:
+            return ensure_default_adapter(store, shipped[ref])
+    if entry is None:
+        raise missing
+    return entry
+
+
 def load_adapter(store: WeightStore, ref: str, base_sha256: str) -> tuple[Adapter, StoreEntry]:
     """An installed adapter bound to `base_sha256`; a shipped one (by name or digest) is
     installed on first use when the base is the shipped model."""
-    try:
-        entry = store.resolve("adapters", ref)
-    except WeightsError:
-        shipped = {**{m: m for m in DEFAULT_ADAPTER_SHA256}, **{d: m for m, d in DEFAULT_ADAPTER_SHA256.items()}}
-        if ref not in shipped or base_sha256 != DEFAULT_MODEL_SHA256:
-            raise
-        entry = ensure_default_adapter(store, shipped[ref])
+    entry = _resolve_for_base(store, ref, base_sha256)
     adapter = read_canonical(store.blob_path(entry.sha256), entry.ref)
     if adapter.base_sha256 != base_sha256:
         raise WeightsError(_binding_message(f"adapter {entry.ref}", adapter.base_sha256 or "?", base_sha256))

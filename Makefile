@@ -24,6 +24,13 @@ test: venv
 	$(PY) -m pytest -q
 
 bench: venv
-	$(PY) -m benchmarks.codec_vs_classic
+	$(PY) -m benchmarks
 
-.PHONY: venv demo test bench
+# Retrain the shipped weights (about 20 min base + 4 x 6 min adapters on 2 CPU cores; never run by CI).
+# Then pin the printed digests in lowrank_batch/weights/defaults.py.
+train: venv
+	$(PY) jobs/build_corpus.py --out corpus
+	$(PY) jobs/train.py base --corpus corpus
+	for m in ct mr xray natural; do $(PY) jobs/train.py adapter --modality $$m --corpus corpus || exit 1; done
+
+.PHONY: venv demo test bench train

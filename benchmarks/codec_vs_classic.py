@@ -30,6 +30,8 @@ import torch  # noqa: E402
 
 from lowrank_batch import Codec, EncodedImage  # noqa: E402
 from lowrank_batch.codec import metrics  # noqa: E402
+from lowrank_batch.report import baselines  # noqa: E402
+from lowrank_batch.report.baselines import classic_lossless  # noqa: E402
 from lowrank_batch.devcorpus import CorpusImage, dev_images, heldout_images, raw_bytes  # noqa: E402
 
 LOSSLESS = ("ours", "jpegls", "j2k", "htj2k", "jxl", "png")
@@ -38,25 +40,7 @@ PSNR_TARGETS = (40.0, 45.0, 50.0)
 
 
 def as_unsigned(im: CorpusImage) -> np.ndarray:
-    """Classic codecs get the same unsigned samples our codec codes (signed data offset)."""
-    a = im.pixels
-    if a.dtype.kind == "i":
-        a = (a.astype(np.int32) + (1 << (im.bits_stored - 1))).astype(np.uint16 if im.bits_stored > 8 else np.uint8)
-    return np.ascontiguousarray(a)
-
-
-def classic_lossless(name: str, a: np.ndarray, bits: int) -> bytes:
-    if name == "jpegls":
-        return ic.jpegls_encode(a)
-    if name == "j2k":
-        return ic.jpeg2k_encode(a, level=0, reversible=True, bitspersample=bits, numthreads=1)
-    if name == "htj2k":
-        return ic.htj2k_encode(a, level=0, reversible=True)
-    if name == "jxl":
-        return ic.jpegxl_encode(a, lossless=True, effort=7, numthreads=1, bitspersample=bits)
-    if name == "png":
-        return ic.png_encode(a, level=9)
-    raise ValueError(name)
+    return baselines.as_unsigned(im.pixels, im.bits_stored)
 
 
 def lossless_row(codec: Codec, im: CorpusImage) -> dict:

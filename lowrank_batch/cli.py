@@ -356,7 +356,24 @@ def build_parser() -> argparse.ArgumentParser:
     _store_commands(sub, "weights", "models")
     _store_commands(sub, "adapters", "adapters")
     _train_commands(sub)
+    report = sub.add_parser("report", help="quality report of an archive: index.html, figures, report.json")
+    report.add_argument("archive", help="local folder or fsspec URL (s3://...)")
+    report.add_argument("--out", required=True, help="folder to write")
+    report.add_argument("--sample", type=int, default=8, help="images to decode and show (spread over modalities)")
+    report.add_argument("--baselines", action="store_true",
+                        help="also code the sampled images with JPEG 2000, JPEG-LS, HTJ2K, JPEG XL (imagecodecs)")
+    report.add_argument("--address", default=None, help="run the sample analyses on this Ray cluster")
+    report.set_defaults(func=cmd_report)
     return parser
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    if args.sample < 0:
+        raise InvalidParameterError(f"--sample must be >= 0, got {args.sample}")
+    build_report(args.archive, args.out, args.sample, args.baselines, args.address)
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -378,6 +395,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = config if args.steps is not None else replace(config, steps=1200)
         report = run("adapter", args.corpus, out, config, args.modality, base, args.address, args.device)
     print(summary(report))
+    if Path(out).resolve() in (default_model_file(), *(default_adapter_file(m) for m in ("ct", "mr", "xray", "natural"))):
+        name = "DEFAULT_MODEL_SHA256" if args.kind == "base" else f"DEFAULT_ADAPTER_SHA256[{args.modality!r}]"
+        print(f"the shipped file changed: pin {name} = {report['sha256']!r} in lowrank_batch/weights/defaults.py"
+              + (" (and retrain the adapters: they are bound to the base)" if args.kind == "base" else ""))
     return 0
 
 

@@ -285,6 +285,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .archive import Archive
 
     archive = Archive.open(args.archive)
+    hidden = 0
+    for record, ids in archive.damaged_record_ids().items():
+        hidden += len(ids)
+        print(f"DAMAGED commit record {record}: its images are not listed any more "
+              f"({', '.join(ids) if ids else 'its data file is unreadable too'}); the next encode run "
+              "encodes their sources again")
     bad = []
     for image_id in archive.ids():
         try:
@@ -292,8 +298,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         except LowrankError as exc:
             bad.append(image_id)
             print(f"FAILED {image_id}: {exc}")
-    print(f"{len(archive) - len(bad)} ok, {len(bad)} failed")
-    return 1 if bad else 0
+    print(f"{len(archive) - len(bad)} ok, {len(bad)} failed" + (f", {hidden} hidden by damaged records" if hidden else ""))
+    if bad and args.repair:
+        import fsspec
+
+        from .archive.writer import write_tombstones
+
+        fs, root = fsspec.core.url_to_fs(args.archive)
+        write_tombstones(fs, root, "verify-repair", bad)
+        print(f"repair: {len(bad)} damaged images unlisted; the next encode run encodes their sources again")
+    return 1 if bad or archive.damaged_records else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,9 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="dicom: rebuild each archived DICOM file (all its frames, its elements)")
     dec_job.set_defaults(func=cmd_decode)
 
+    verify = sub.add_parser("verify", help="decode every image and check its checksum / bound")
+    verify.add_argument("archive")
+    verify.add_argument("--repair", action="store_true",
+                        help="unlist damaged images so the next encode run archives them again from their sources")
+    verify.set_defaults(func=cmd_verify)
     for name, func, text in (
         ("ls", cmd_ls, "one line per image: id, shape, mode, bytes, psnr"),
-        ("verify", cmd_verify, "decode every image and check its checksum / bound"),
         ("failures", cmd_failures, "inputs that failed and are not archived since"),
         ("runs", cmd_runs, "the archive's runs with their summaries"),
     ):

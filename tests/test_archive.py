@@ -74,13 +74,17 @@ def test_duckdb_reads_one_row_per_image_with_the_documented_columns(codec, tmp_p
         assert col in result.columns
 
 
-def test_corrupt_commit_record_is_a_clear_error(codec, tmp_path, images):
+def test_a_corrupt_commit_record_hides_its_unit_only_and_is_reported(codec, tmp_path, images):
     fs, root = fsspec.core.url_to_fs(str(tmp_path))
     UnitWriter(fs, root, "u1", "r1").write(rows_for(codec, images[:2]))
-    record = next((tmp_path / "_commits").glob("*.json"))
+    UnitWriter(fs, root, "u2", "r1").write(rows_for(codec, images[2:3], unit="u2"))
+    record = sorted((tmp_path / "_commits").glob("u1-*.json"))[0]
     record.write_text(record.read_text()[:20])
-    with pytest.raises(ArchiveError, match="commit record .* is corrupt"):
-        Archive.open(str(tmp_path))
+    archive = Archive.open(str(tmp_path))
+    assert archive.damaged_records == [record.name]
+    (n2, a2, _), names = images[2], sorted(name for name, _, _ in images[:2])
+    assert archive.ids() == [n2] and np.array_equal(archive.get(n2), a2)
+    assert archive.damaged_record_ids() == {record.name: names}
 
 
 def test_no_archive(tmp_path):

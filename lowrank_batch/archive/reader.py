@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from ..codec.codec import Codec
 from ..codec.format import EncodedImage
 from ..errors import LowrankError
-from .schema import COMMITS_DIR
+from .schema import COMMITS_DIR, DATA_DIR, FAILURES_DIR
 
 ROW_COLUMNS = ["image_id", "latent", "residual"]
 
@@ -31,6 +31,35 @@ class Location:
     committed_at: str
 
 
+def _inside(path, folder: str) -> bool:
+    """A record may only name a file directly in the archive's own folder (no ../, no absolute
+    path): a hostile record in a shared bucket must not make readers open anything else."""
+    return isinstance(path, str) and posixpath.dirname(path) == folder and ".." not in path \
+        and not path.startswith("/") and "\\" not in path
+
+
+def _valid_record(r) -> bool:
+    """The shape of a commit record (writer.py), checked before anything trusts it."""
+    def str_list(v):
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+    try:
+        return (isinstance(r, dict) and isinstance(r.get("committed_at"), str)
+                and (r.get("file") is None or _inside(r["file"], DATA_DIR))
+                and isinstance(r.get("index"), dict) and isinstance(r.get("sources", {}), dict)
+                and all(isinstance(k, str) and isinstance(v, list) and len(v) == 2
+                        and all(isinstance(n, int) and n >= 0 for n in v) for k, v in r["index"].items())
+                and all(isinstance(r.get("sources", {}).get(k), list) and len(r["sources"][k]) == 3
+                        for k in r["index"])
+                and str_list(r.get("removed", []))
+                and isinstance(r.get("failures", []), list)
+                and all(isinstance(f, dict) and isinstance(f.get("image_id"), str) and isinstance(f.get("time"), str)
+                        for f in r.get("failures", []))
+                and (r.get("failures_file") is None or _inside(r["failures_file"], FAILURES_DIR)))
+    except (TypeError, AttributeError):
+        return False
+
+
 class Archive:
     def __init__(self, fs, root: str, index: dict[str, Location], sources: dict[str, list],
                  failures: list[dict] | None = None, files: set[str] | None = None,
@@ -40,6 +69,7 @@ class Archive:
         self._failures = failures or []
         self.committed_files = files or set()
         self._codecs: dict[tuple, Codec] = {}
+        self.damaged_records: list[str] = []  # commit records that could not be read (see open)
 
     @classmethod
     def open(cls, uri: str) -> "Archive":
@@ -49,12 +79,17 @@ class Archive:
         paths = sorted(fs.glob(f"{root}/{COMMITS_DIR}/*.json"))
         if not paths and not fs.exists(root):
             raise ArchiveError(f"no archive at {uri}")
-        records = []
+        records, damaged = [], []
         for path, raw in (fs.cat(paths) if paths else {}).items():
             try:
-                records.append(json.loads(raw))
-            except json.JSONDecodeError as exc:
-                raise ArchiveError(f"{uri}: commit record {posixpath.basename(path)} is corrupt ({exc})") from None
+                record = json.loads(raw)
+                if not _valid_record(record):
+                    raise ValueError("not a commit record")
+                records.append(record)
+            except (ValueError, UnicodeDecodeError):
+                # one damaged record hides its unit's images, never the archive: verify names them,
+                # and a rerun encodes their sources again (they are no longer archived)
+                damaged.append(posixpath.basename(path))
         index: dict[str, Location] = {}
         sources: dict[str, list] = {}
         failures: list[dict] = []
@@ -73,7 +108,29 @@ class Archive:
                          or index[f["image_id"]].committed_at < f["time"]]
         files = {r["file"] for r in records if r.get("file")}
         files |= {r["failures_file"] for r in records if r.get("failures_file")}
-        return cls(fs, root, index, sources, open_failures, files, versions)
+        archive = cls(fs, root, index, sources, open_failures, files, versions)
+        archive.damaged_records = sorted(damaged)
+        return archive
+
+    def missing_files(self) -> set[str]:
+        """Committed data files that are no longer there (one listing)."""
+        present = {posixpath.relpath(p, self.root) for p in self.fs.glob(f"{self.root}/{DATA_DIR}/*.parquet")}
+        return {loc.file for loc in self._index.values()} - present
+
+    def ids_in_files(self, files: set[str]) -> list[str]:
+        return sorted(i for i, loc in self._index.items() if loc.file in files)
+
+    def damaged_record_ids(self) -> dict[str, list[str]]:
+        """For each unreadable commit record, the ids in its data file (same name stem), if readable."""
+        out = {}
+        for name in self.damaged_records:
+            path = f"{self.root}/{DATA_DIR}/{name.removesuffix('.json')}.parquet"
+            try:
+                with self.fs.open(path, "rb") as f:
+                    out[name] = sorted(pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist())
+            except Exception:  # its data file is damaged or gone too
+                out[name] = []
+        return out
 
     def versions(self, image_id: str) -> list[str]:
         """Commit times of every stored version of an image, oldest first (until compaction)."""
@@ -106,8 +163,8 @@ class Archive:
             # no readahead: fetch exactly the footer and the row group's column chunks
             with self.fs.open(path, "rb", cache_type="none") as f:
                 table = pq.ParquetFile(f).read_row_group(loc.row_group, columns=columns)
-        except (OSError, ValueError) as exc:
-            raise ArchiveError(f"image {image_id!r}: cannot read {loc.file} ({exc})") from None
+        except Exception as exc:  # pyarrow on a damaged file: OSError, ArrowInvalid, and others
+            raise ArchiveError(f"image {image_id!r}: cannot read {loc.file} ({type(exc).__name__}: {exc})") from None
         row = table.slice(loc.row, 1).to_pylist()[0]
         if row["image_id"] != image_id:
             raise ArchiveError(f"image {image_id!r}: index points at {row['image_id']!r} in {loc.file}")

@@ -98,9 +98,10 @@ def _already_archived(archive: Archive | None, files: list[SourceFile]) -> set[s
     a changed file is encoded again and its new rows supersede the old ones."""
     if archive is None:
         return set()
+    lost = set(archive.ids_in_files(archive.missing_files()))  # committed, then deleted: encode again
     seen = {}
     for image_id, (uri, etag, size) in archive.sources.items():
-        seen.setdefault(uri, set()).add((etag, size))
+        seen.setdefault(uri, set()).add((etag, size) if image_id not in lost else ("lost", image_id))
     return {f.rel for f in files if seen.get(f.uri) == {(f.etag, f.size)}}
 
 

@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray binds 127.0.0.1 only (as the product's start_ray does); nothing asks a cloud metadata service
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 # the weight store of a test run lives in its own folder, never in ~/.cache
 os.environ["LOWRANK_HOME"] = tempfile.mkdtemp(prefix="lowrank-test-home-")
 

@@ -42,21 +42,40 @@ def decode_image_bytes(name: str, data: bytes) -> list[DecodedImage]:
         return [DecodedImage(*frame) for frame in read_dicom(name, data)]
     if is_nifti(name):
         return [DecodedImage(*sl) for sl in read_nifti(name, data)]
+    _refuse_wide_colour_png(name, data)
     try:
         with Image.open(io.BytesIO(data)) as img:
-            if img.mode not in _PIL_MODES:
-                raise InvalidImageError(f"{name}: image mode {img.mode} is not supported "
-                                        "(8/16-bit greyscale or 8-bit RGB)")
-            dtype, bits = _PIL_MODES[img.mode]
-            pixels = np.asarray(img).astype(dtype, copy=False)
             fmt = img.format
+            pages = getattr(img, "n_frames", 1)
+            if pages > 1 and fmt != "TIFF":
+                raise InvalidImageError(f"{name}: {fmt} with {pages} frames is not supported "
+                                        "(palette animation; multi-page TIFF is)")
+            out = []
+            for page in range(pages):  # a multi-page TIFF: each page an image, "#k"
+                img.seek(page)
+                if img.mode not in _PIL_MODES:
+                    raise InvalidImageError(f"{name}: image mode {img.mode} is not supported "
+                                            "(8/16-bit greyscale or 8-bit RGB)")
+                dtype, bits = _PIL_MODES[img.mode]
+                pixels = np.ascontiguousarray(np.asarray(img).astype(dtype, copy=False))
+                out.append(DecodedImage(f"#{page}" if pages > 1 else "", pixels, bits, {"format": fmt}))
     except InvalidImageError:
         raise
     except Image.UnidentifiedImageError:
         raise InvalidImageError(f"{name}: not an image Pillow or pydicom can read") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise InvalidImageError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
-    return [DecodedImage("", np.ascontiguousarray(pixels), bits, {"format": fmt})]
+    return out
+
+
+def _refuse_wide_colour_png(name: str, data: bytes) -> None:
+    """Pillow reads 16-bit colour PNGs as 8-bit (dropping the low bytes): refuse, never lose bits."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 26 and data[12:16] == b"IHDR":
+        depth, colour = data[24], data[25]
+        if depth == 16 and colour in (2, 4, 6):
+            kind = {2: "RGB", 4: "grey+alpha", 6: "RGBA"}[colour]
+            raise InvalidImageError(f"{name}: 16-bit {kind} PNG is not supported (it would lose its low "
+                                    "8 bits); store 16-bit greyscale, or 8-bit RGB")
 
 
 def metadata_json(meta: dict) -> str:

@@ -21,6 +21,8 @@ from ..archive.schema import RUNS_DIR
 from ..archive.writer import put_atomic, write_tombstones
 from ..errors import LowrankError
 from .units import SourceFile, list_sources, make_units
+from ..codec.codec import Codec
+from .adapter_choice import AUTO
 from .worker import EncodeSettings, EncodeWorker, UnitResult, decode_unit
 
 
@@ -156,6 +158,9 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
         write_tombstones(fs, root, run_id, gone)
         summary["pruned"] = len(gone)
     if units:
+        # the weights every worker will load, checked here first: a bad name or pin is one clear
+        # error now, not every worker dying in the cluster with the reason in its logs
+        Codec.load(settings.model, None if settings.adapter == AUTO else settings.adapter)
         ray = start_ray(options.address)
         resources = ray.cluster_resources()
         workers, gpus, cpus = plan_workers(resources, options)

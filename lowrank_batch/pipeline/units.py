@@ -14,6 +14,13 @@ class SourceFile:
     rel: str  # path relative to SRC: the image id (plus "#frame" for multi-frame files)
     size: int
     etag: str  # the store's ETag, else "<mtime>-<size>"
+    open_uri: str = ""  # the URI to read when `uri` had to be made printable (non-UTF-8 names)
+
+
+def printable(name: str) -> str:
+    """A file name as valid Unicode: bytes that are not UTF-8 (undecodable local names arrive as
+    surrogates) become \\xNN escapes, so ids and records can always be written."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,9 @@ def list_sources(src: str) -> list[SourceFile]:
         etag = str(info.get("ETag") or info.get("etag") or f"{info.get('mtime', info.get('LastModified', ''))}-"
                    f"{info.get('size')}").strip('"')
         uri = path if protocol in ("file", "local") else f"{protocol}://{path}"
-        files.append(SourceFile(uri, rel, int(info.get("size") or 0), etag))
+        shown = printable(uri)
+        files.append(SourceFile(shown, printable(rel), int(info.get("size") or 0), etag,
+                                uri if shown != uri else ""))
     return files
 
 

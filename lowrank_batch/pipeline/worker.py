@@ -18,7 +18,7 @@ from ..images.decode import DecodedImage, decode_image_bytes, metadata_json
 from ..images.dicom import must_stay_lossless
 from ..archive.writer import UnitWriter
 from .adapter_choice import AUTO, choose_adapter
-from .units import SourceFile, Unit
+from .units import SourceFile, Unit, printable
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def _read(source: SourceFile):
     """(image id, bytes, None) for each image file in a source (a tar shard's members), or
     (id, None, failure) when it cannot be read."""
     try:
-        data = fsspec.open(source.uri, "rb").open().read()
+        data = fsspec.open(source.open_uri or source.uri, "rb").open().read()
     except OSError as exc:
         yield source.rel, None, _failure(source.rel, source.uri, "read", exc)
         return
@@ -182,9 +182,23 @@ def _read(source: SourceFile):
         return
     try:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            for member in tar.getmembers():
-                if member.isfile():  # never extracted to disk: links and odd names are just ids
-                    yield f"{source.rel}/{member.name}", tar.extractfile(member).read(), None
+            seen: set[str] = set()
+            for member in tar:  # one by one: a truncated shard keeps its intact members
+                # never extracted to disk: odd names are just ids
+                image_id = f"{source.rel}/{printable(member.name)}"
+                if member.isdir():
+                    continue
+                reason = ("is a link: not followed" if member.issym() or member.islnk() else
+                          "is not a regular file" if not member.isfile() else
+                          "repeats an earlier member's name: only the first is archived" if image_id in seen else None)
+                if image_id in seen:  # its own failure id: the first one's id is archived
+                    image_id = f"{image_id}#duplicate{sum(1 for s in seen if s.startswith(image_id)) + 1}"
+                seen.add(image_id)
+                if reason:
+                    yield image_id, None, {"image_id": image_id, "source_uri": source.uri, "stage": "read",
+                                           "error": "TarMemberError", "message": f"tar member {reason}"}
+                    continue
+                yield image_id, tar.extractfile(member).read(), None
     except (tarfile.TarError, OSError) as exc:
         yield source.rel, None, _failure(source.rel, source.uri, "read", exc)
 

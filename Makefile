@@ -26,7 +26,7 @@ test: venv
 bench: venv
 	$(PY) -m benchmarks
 
-# Retrain the shipped weights (about 20 min base + 4 x 6 min adapters on 2 CPU cores; never run by CI).
+# Retrain the shipped weights (about 21 min base + 4 x 7 min adapters on 2 CPU cores; never run by CI).
 # Then pin the printed digests in lowrank_batch/weights/defaults.py.
 train: venv
 	$(PY) jobs/build_corpus.py --out corpus

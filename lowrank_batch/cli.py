@@ -399,7 +399,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .weights.defaults import default_adapter_file, default_model_file
 
     config = TrainConfig()
-    for name in ("steps", "batch", "crop", "lr", "seed", "lora_rank"):
+    for name in ("steps", "batch", "crop", "lr", "seed", "lora_rank", "loss"):
         if getattr(args, name) is not None:
             config = replace(config, **{name: getattr(args, name)})
     if args.kind == "base":
@@ -411,6 +411,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = args.out or str(default_adapter_file(args.modality))
         base = args.base or str(default_model_file())
         config = config if args.steps is not None else replace(config, steps=1200)
+        # adapters correct the base on one modality at the set level: big errors weigh as in an archive
+        config = config if args.loss is not None else replace(config, loss="pooled")
         report = run("adapter", args.corpus, out, config, args.modality, base, args.address, args.device)
     print(summary(report))
     if Path(out).resolve() in (default_model_file(), *(default_adapter_file(m) for m in ("ct", "mr", "xray", "natural"))):
@@ -433,6 +435,9 @@ def _train_commands(sub) -> None:
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--lora-rank", dest="lora_rank", type=int, default=None)
+    train.add_argument("--loss", choices=["per-pair", "pooled"], default=None,
+                       help="per-pair: mean per-crop dB gain (base default); pooled: the set's gain per "
+                            "quality (adapter default)")
     train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     train.add_argument("--address", default=None, help="run on this Ray cluster as one task (GPU if any)")
     train.set_defaults(func=cmd_train)

@@ -27,3 +27,19 @@ def test_rules_apply_when_there_is_no_dicom_modality_first_match_wins():
 def test_malformed_rules_are_named(bad):
     with pytest.raises(InvalidParameterError, match="GLOB=ADAPTER"):
         parse_rules([bad])
+
+
+def test_an_adapter_measured_worse_than_its_base_is_not_imposed():
+    import json
+
+    from lowrank_batch.pipeline.adapter_choice import measured_worse
+
+    def provenance(delta_db):
+        ref = [{"quality": q, "bpp": 0.1 * 2 ** (k / 2), "psnr": 40 + 3 * k} for k, q in enumerate((36, 40, 44, 48, 52))]
+        # the trained curve's bytes include a 32-byte adapter digest: ignored (same latents)
+        trained = [{**p, "bpp": p["bpp"] * 1.2, "psnr": p["psnr"] + delta_db} for p in ref]
+        return {"figures": json.dumps({"validation": {"lossy": {"reference": ref, "trained": trained}}})}
+
+    assert measured_worse(provenance(-0.5)) > 0  # lower PSNR at the same latents: worse
+    assert measured_worse(provenance(+0.1)) is None  # better PSNR, though its files are bigger
+    assert measured_worse({"figures": "not json"}) is None and measured_worse({}) is None

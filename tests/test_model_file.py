@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from lowrank_batch.weights.defaults import default_model_file as default_model_path
-from lowrank_batch.codec.model import ARCHITECTURE, load_model, save_model
+from lowrank_batch.codec.model import ARCHITECTURE, file_sha256, load_model, save_model
 from lowrank_batch.errors import WeightsError
 
 
@@ -17,9 +17,30 @@ def test_default_model_describes_itself():
     assert model.metadata["architecture"] == ARCHITECTURE
     config = json.loads(model.metadata["config"])
     assert config["patch"] == model.core.patch and config["max_rank"] == model.core.max_rank
-    corpus = json.loads(model.metadata["corpus"])
-    assert corpus and all(len(item["sha256"]) == 64 for item in corpus)
-    assert not any(item["file"].startswith(("RG1_", "MR2_")) for item in corpus), "held-out files in training"
+    sources = json.loads(model.metadata["corpus"])["sources"]
+    assert sources and all(len(item["sha256"]) == 64 for item in sources)
+    assert not any(item["file"].startswith(("RG1_", "MR2_")) for item in sources), "held-out files in training"
+    assert not model.refiner.is_identity(), "the shipped refiner is trained"
+    figures = json.loads(model.metadata["figures"])
+    assert figures["val_gain_db"] > 0.5 and set(figures["validation"]) == {"ct", "mr", "xray", "natural"}
+    assert json.loads(model.metadata["training_config"])["seed"] == int(model.metadata["seed"])
+
+
+def test_shipped_adapters_are_bound_to_the_shipped_model_and_small():
+    from lowrank_batch.weights.adapters import read_canonical
+    from lowrank_batch.weights.defaults import DEFAULT_ADAPTER_SHA256, DEFAULT_MODEL_SHA256, default_adapter_file
+
+    assert set(DEFAULT_ADAPTER_SHA256) == {"ct", "mr", "xray", "natural"}
+    model = load_model(default_model_path())
+    base_params = model.core.mean.size + model.core.basis.size + sum(p.numel() for p in model.refiner.parameters())
+    for modality, digest in DEFAULT_ADAPTER_SHA256.items():
+        path = default_adapter_file(modality)
+        assert file_sha256(path) == digest, f"{path} does not match its pin"
+        adapter = read_canonical(path, modality)
+        assert adapter.base_sha256 == DEFAULT_MODEL_SHA256
+        n = sum(w.a.numel() + w.b.numel() for w in adapter.layers.values())
+        assert n <= 0.05 * base_params
+        assert adapter.provenance["modality"] == modality
 
 
 def test_save_load_round_trip(tmp_path):

@@ -107,3 +107,18 @@ def test_bd_rate_of_a_curve_with_half_the_bits_is_minus_fifty_percent():
     assert bd_rate(ref, half) == pytest.approx(-50, abs=1e-6)
     with pytest.raises(ValueError, match="overlap"):
         bd_rate(ref, [{"bpp": p["bpp"], "psnr": p["psnr"] + 100} for p in ref])
+
+
+def test_training_runs_as_one_gpu_task_on_a_ray_cluster(cluster, corpus, tmp_path, monkeypatch):
+    """--address: the job becomes one Ray task holding a GPU (the test cluster has two fake
+    ones; torch sees none, so it trains on CPU there) and the driver writes the file."""
+    import os
+
+    from lowrank_batch.training.run import run
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    out = tmp_path / "ray_base.safetensors"
+    report = run("base", str(corpus), str(out), TINY, address="auto")
+    assert load_model(out).sha256 == report["sha256"]
+    assert report["worker_pid"] != os.getpid()
+    assert report["cuda_visible_devices"] in ("0", "1")  # Ray pinned one GPU for the task

@@ -58,6 +58,7 @@ class Codec:
         self.config = config or CodecConfig()
         self.device = device
         self.adapter_sha256: str | None = None
+        self.adapter_provenance: dict = {}
         model.refiner.to(device)
 
     @classmethod
@@ -111,6 +112,7 @@ class Codec:
 
         adapter, entry = load_adapter(store or WeightStore(), ref, self.model.sha256)
         self.apply_adapter(adapter.layers, entry.sha256, weight)
+        self.adapter_provenance = adapter.provenance or {}  # training metadata, figures included
 
     def apply_adapter(self, layers: dict, name: str, weight: float = 1.0) -> None:
         """Attach LoRA weights (module path -> LoraWeights) under `name` and make them the active

@@ -3,10 +3,13 @@
 Order: the DICOM Modality tag (CT -> ct; MR -> mr; CR/DX/DR/MG -> xray); otherwise the first
 per-source rule whose glob matches the image id (rules come from the job's config, e.g.
 "photos/*=natural"; the adapter "none" means no adapter); otherwise no adapter.
+An adapter whose own training figures show it worse than the base on its modality's
+validation split (BD-rate > 0) is not used by auto: it is there to be tried, not imposed.
 """
 
 from __future__ import annotations
 
+import json
 from fnmatch import fnmatchcase
 
 from ..errors import InvalidParameterError
@@ -36,3 +39,18 @@ def choose_adapter(metadata: dict, image_id: str, rules: tuple[tuple[str, str], 
         if fnmatchcase(image_id, glob):
             return None if adapter == NONE else adapter
     return None
+
+
+def measured_worse(provenance: dict) -> float | None:
+    """The adapter's lossy BD-rate against its base at equal latent bits, from its recorded
+    validation curves, when positive (worse); else None."""
+    from ..training.evaluate import bd_rate
+
+    try:
+        lossy = json.loads(provenance.get("figures", "{}"))["validation"]["lossy"]
+        reference = lossy["reference"]
+        trained = [{**t, "bpp": r["bpp"]} for r, t in zip(reference, lossy["trained"])]  # same latents
+        bd = bd_rate(reference, trained)
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError):
+        return None
+    return bd if bd > 0 else None

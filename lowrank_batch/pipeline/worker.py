@@ -17,7 +17,7 @@ from ..errors import LowrankError
 from ..images.decode import DecodedImage, decode_image_bytes, metadata_json
 from ..images.dicom import must_stay_lossless
 from ..archive.writer import UnitWriter
-from .adapter_choice import AUTO, choose_adapter
+from .adapter_choice import AUTO, choose_adapter, measured_worse
 from .units import SourceFile, Unit, printable
 
 
@@ -103,8 +103,14 @@ class EncodeWorker:
             try:
                 codec = Codec(self.codec.model, self.codec.config, self.codec.device)
                 codec.use_adapter(name)
+                worse = measured_worse(codec.adapter_provenance)
+                if worse is not None:
+                    self._notes.append(f"--adapter auto: adapter {name!r} measured worse than the base on its "
+                                       f"validation split (lossy BD-rate {worse:+.1f}%); not used")
+                    codec = self.codec
                 self._by_adapter[name] = codec
-                self._adapter_names[codec.adapter_sha256] = name
+                if codec is not self.codec:
+                    self._adapter_names[codec.adapter_sha256] = name
             except Exception as exc:  # not installed, bound to another base, unreadable: the base alone, said once
                 self._by_adapter[name] = self.codec
                 self._notes.append(f"--adapter auto: no usable adapter {name!r} for this model ({exc}); "

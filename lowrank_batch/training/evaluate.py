@@ -6,9 +6,9 @@ of codecs (base, base + adapter, ...); BD-rate between two lossy curves (Bjonteg
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from ..codec import metrics
+import numpy as np
 from ..codec.codec import Codec
 from .corpus import load_images
 
@@ -32,12 +32,16 @@ def measure(codec: Codec, images: list[tuple[str, np.ndarray, int]], qualities=Q
         lossless_bits += 8 * len(enc.to_bytes())
     lossy = []
     for q in qualities:
-        total, psnrs = 0, []
+        total, weighted_mse = 0, 0.0
         for _, a, bits in images:
             enc = codec.encode(a, bits, "lossy", quality=q)
             total += 8 * len(enc.to_bytes())
-            psnrs.append(metrics.psnr(a, codec.decode(enc), bits))
-        lossy.append({"quality": q, "bpp": total / pixels, "psnr": float(np.mean(psnrs))})
+            error = codec.decode(enc).astype(np.float64) - a.astype(np.float64)
+            weighted_mse += float(np.mean(error**2)) / ((1 << bits) - 1) ** 2 * a.shape[0] * a.shape[1]
+        # PSNR of the pooled error (each image's MSE over its own peak, weighted by its pixels):
+        # a set-level figure that stays finite and monotonic where per-image means do not
+        mse = weighted_mse / pixels
+        lossy.append({"quality": q, "bpp": total / pixels, "psnr": -10 * math.log10(mse) if mse > 0 else math.inf})
     return {"images": len(images), "pixels": pixels, "lossless_bpp": lossless_bits / pixels, "lossy": lossy}
 
 
@@ -47,6 +51,9 @@ def bd_rate(reference: list[dict], test: list[dict]) -> float:
     Cubic fit of log-rate against PSNR, integrated over the PSNR range both curves cover.
     """
     def fit(points):
+        points = sorted((p for p in points if math.isfinite(p["psnr"]) and p["bpp"] > 0), key=lambda p: p["psnr"])
+        if len(points) < 4:
+            raise ValueError("a BD-rate needs four finite rate-distortion points per curve")
         psnr = np.array([p["psnr"] for p in points])
         log_rate = np.log(np.array([p["bpp"] for p in points]))
         return np.polyfit(psnr, log_rate, 3), psnr.min(), psnr.max()

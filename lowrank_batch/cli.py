@@ -39,6 +39,8 @@ DEMO_ADAPTERS = {"ct": "ct", "mr": "mr", "cr": "xray", "natural": "natural"}  # 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Encode the bundled samples, decode them back, print sizes and quality."""
+    from .pipeline.adapter_choice import measured_worse
+
     auto = args.adapter in (None, "auto")
     base = Codec.load(model=args.model, adapter=None if auto else args.adapter)
     codecs: dict[str, Codec] = {}
@@ -63,7 +65,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             codecs[adapter] = Codec(base.model, base.config, base.device) if adapter else base
             if adapter:
                 codecs[adapter].use_adapter(adapter)  # the shipped one, installed on first use
+                if measured_worse(codecs[adapter].adapter_provenance) is not None:  # as --adapter auto does
+                    codecs[adapter] = base
         codec = codecs[adapter]
+        adapter = adapter if codec is not base else None
         t0 = time.perf_counter()
         enc = codec.encode(array, bits, **kwargs)
         blob = enc.to_bytes()

@@ -141,8 +141,12 @@ class Codec:
         _, colour, rank, step, latents, recon = self._latents(planes, layout, mode, quality, rank)
         latent_range = (int(latents.min()), int(latents.max()))
         latent_stream, _ = encode_plane(_stack_latents(latents), *latent_range)
-        preview = self._finish_preview(recon, colour, maxval, step, rank)
-        preview_psnr = metrics.psnr(planes, preview, layout.bits_stored)
+        if mode == "lossy":  # the refined output is the result: its PSNR is the image's
+            preview_psnr = metrics.psnr(planes, self._finish_preview(recon, colour, maxval, step, rank),
+                                        layout.bits_stored)
+        else:  # archival modes record the linear preview's PSNR: running the refiner over every
+            # image just for this figure made lossless encoding ten times slower
+            preview_psnr = metrics.psnr(planes, recon, layout.bits_stored)
 
         residuals: list[bytes] = []
         if mode == "lossy":

@@ -45,8 +45,33 @@ def ray_head(tmp_path):
         _wait_for_job_server(ray_bin, address, env)
         yield ray_bin, address, env
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=60)
+        _stop_head(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_head(temp: Path) -> None:
+    """Stop this head's processes by PID. `ray stop` would kill every Ray process on the machine,
+    the session's in-process cluster included, and the test process with it (its GCS gone)."""
+    import psutil
+
+    mine = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(temp) in part for part in (p.info["cmdline"] or [])):
+                mine.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for p in mine:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(mine, timeout=15)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _wait_for_job_server(ray_bin: str, address: str, env: dict, timeout: float = 90) -> None:

@@ -67,7 +67,9 @@ def make_pacs_export(folder: Path) -> dict:
     bad["bad/garbage.dcm"] = "not a readable DICOM"
     # a value pydicom warns about (an invalid date): the warning would quote it
     ds = _planted("MR_small.dcm")
-    ds["PatientBirthDate"].value = "PLANTED-NOT-A-DATE"
+    with warnings.catch_warnings():  # pydicom warns (quoting it) as the test plants the bad value
+        warnings.simplefilter("ignore")
+        ds["PatientBirthDate"].value = "PLANTED-NOT-A-DATE"
     _save(ds, folder / "odd_date.dcm")
     return bad
 

@@ -362,6 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="dicom: rebuild each archived DICOM file (all its frames, its elements)")
     dec_job.set_defaults(func=cmd_decode)
 
+    _archive_commands(sub)
+    _store_commands(sub, "weights", "models")
+    _store_commands(sub, "adapters", "adapters")
+    _train_commands(sub)
+    _report_command(sub)
+    return parser
+
+
+def _archive_commands(sub) -> None:
+    """verify, ls, failures, runs: commands on an archive alone."""
     verify = sub.add_parser("verify", help="decode every image and check its checksum / bound")
     verify.add_argument("archive")
     verify.add_argument("--repair", action="store_true",
@@ -376,9 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
         archive_cmd.add_argument("archive")
         archive_cmd.set_defaults(func=func)
 
-    _store_commands(sub, "weights", "models")
-    _store_commands(sub, "adapters", "adapters")
-    _train_commands(sub)
+
+def _report_command(sub) -> None:
     report = sub.add_parser("report", help="quality report of an archive: index.html, figures, report.json")
     report.add_argument("archive", help="local folder or fsspec URL (s3://...)")
     report.add_argument("--out", required=True, help="folder to write")
@@ -387,7 +396,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also code the sampled images with JPEG 2000, JPEG-LS, HTJ2K, JPEG XL (imagecodecs)")
     report.add_argument("--address", default=None, help="run the sample analyses on this Ray cluster")
     report.set_defaults(func=cmd_report)
-    return parser
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -20,7 +20,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 from lowrank_batch.codec.codec import Codec  # noqa: E402
 from lowrank_batch.codec.model import LowRankModel, load_model  # noqa: E402
-from lowrank_batch.codec.refine import Refiner  # noqa: E402
 from lowrank_batch.training.corpus import MODALITIES  # noqa: E402
 from lowrank_batch.training.run import _compare, _label_digest, ensure_corpus  # noqa: E402
 from lowrank_batch.weights.adapters import read_canonical  # noqa: E402
@@ -34,9 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     ensure_corpus(args.corpus)
     model = load_model(default_model_file())
-    r = model.refiner
-    linear = Codec(LowRankModel(model.core, Refiner(r.channels, r.width, r.depth, r.cond_channels, r.grid),
-                                _label_digest("linear"), {}))
+    linear = Codec(LowRankModel(model.core, model.refiner.untrained_like(), _label_digest("linear"), {}))
     results = {}
     for modality in MODALITIES:
         adapted = Codec(model)

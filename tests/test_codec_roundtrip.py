@@ -83,11 +83,8 @@ def test_preview_of_lossless_uses_latents_only(codec, rng):
     # archival modes record the linear preview's PSNR (no refiner run at encode)
     from lowrank_batch import Codec
     from lowrank_batch.codec.model import LowRankModel
-    from lowrank_batch.codec.refine import Refiner
 
-    r = codec.model.refiner
-    linear = Codec(LowRankModel(codec.model.core, Refiner(r.channels, r.width, r.depth, r.cond_channels, r.grid),
-                                codec.model.sha256, {}))
+    linear = Codec(LowRankModel(codec.model.core, codec.model.refiner.untrained_like(), codec.model.sha256, {}))
     assert metrics.psnr(array, linear.decode(enc, preview=True), 12) == pytest.approx(enc.preview_psnr)
 
 

@@ -62,25 +62,29 @@ def _tar(members):
     return buf.getvalue()
 
 
-def build_corpus(src):
-    """Returns (expected archived {id: array}, expected failures {id: reason regex})."""
-    rng = np.random.default_rng(17)
-    good = {f"good/g{k}.png": smooth_image(rng, (26, 30), 12) for k in range(3)}
-    ok, bad = dict(good), {}
-    files = {name: image_bytes(a, "png") for name, a in good.items()}
+class Corpus:
+    """Files to write, and what the job must make of them."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.ok: dict[str, np.ndarray] = {}  # id -> the exact array it must be archived as
+        self.bad: dict[str, str] = {}  # id -> regex its failure message must match
+
+    def fail(self, name, data, reason):
+        self.files[name] = data
+        self.bad[name] = reason
+
+
+def _broken_files(c: Corpus, rng) -> None:
+    """Files that must become failure records with a clear reason."""
     png = image_bytes(smooth_image(rng, (40, 36), 16), "png")
     jpeg_buf = io.BytesIO()
     Image.fromarray(smooth_image(rng, (40, 36), 8)).save(jpeg_buf, format="JPEG")
     tiff_buf = io.BytesIO()
     Image.fromarray(smooth_image(rng, (40, 36), 16)).save(tiff_buf, format="TIFF")
-    ct = get_testdata_file("CT_small.dcm")
-    with open(ct, "rb") as f:
+    with open(get_testdata_file("CT_small.dcm"), "rb") as f:
         dicom = f.read()
-
-    def fail(name, data, reason):
-        files[name] = data
-        bad[name] = reason
-
+    fail = c.fail
     fail("empty.png", b"", "file is empty")
     fail("trunc.png", png[: len(png) // 2], "not a readable image")
     fail("trunc.jpg", jpeg_buf.getvalue()[:300], "not a readable image")
@@ -109,7 +113,12 @@ def build_corpus(src):
     fail("short_pixels.dcm", _dicom(lambda ds: setattr(ds, "PixelData", ds.PixelData[:100])), "pixel data is 100 bytes")
     fail("garbage_preamble.dcm", b"\x00" * 128 + b"XXXX" + dicom[132:], "not a readable DICOM")
 
-    # sane readings, archived exactly
+
+def _sane_files(c: Corpus, rng, good: dict) -> None:
+    """Odd files with a sane reading: archived exactly."""
+    files, ok = c.files, c.ok
+    jpeg_buf = io.BytesIO()
+    Image.fromarray(smooth_image(rng, (40, 36), 8)).save(jpeg_buf, format="JPEG")
     pages = [smooth_image(rng, (18, 22), 16) for _ in range(3)]
     buf = io.BytesIO()
     Image.fromarray(pages[0]).save(buf, format="TIFF", save_all=True, append_images=[Image.fromarray(p) for p in pages[1:]])
@@ -125,7 +134,10 @@ def build_corpus(src):
     files[long_name] = image_bytes(good["good/g0.png"], "png")
     ok[long_name] = good["good/g0.png"]
 
-    # tar shards
+
+def _tar_shards(c: Corpus, rng) -> None:
+    """Shards with path tricks, links, duplicates, and one cut short."""
+    files, ok, bad = c.files, c.ok, c.bad
     member = image_bytes(smooth_image(rng, (16, 16), 8), "png")
     member_array = np.asarray(Image.open(io.BytesIO(member)))
     files["shard.tar"] = _tar([("../escape.png", "file", member), ("/abs/rooted.png", "file", member),
@@ -142,7 +154,19 @@ def build_corpus(src):
     files["truncated.tar"] = full[:cut]
     ok["truncated.tar/a.png"] = member_array  # what is intact is kept
     bad["truncated.tar"] = "ReadError|unexpected end|truncated"
-    for name, data in files.items():
+
+
+def build_corpus(src):
+    """Returns (expected archived {id: array}, expected failures {id: reason regex})."""
+    rng = np.random.default_rng(17)
+    good = {f"good/g{k}.png": smooth_image(rng, (26, 30), 12) for k in range(3)}
+    c = Corpus()
+    c.ok.update(good)
+    c.files.update({name: image_bytes(a, "png") for name, a in good.items()})
+    _broken_files(c, rng)
+    _sane_files(c, rng, good)
+    _tar_shards(c, rng)
+    for name, data in c.files.items():
         path = src / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -150,8 +174,8 @@ def build_corpus(src):
     raw_name = os.path.join(os.fsencode(src), b"scan_\xff\xfe.png")
     with open(raw_name, "wb") as f:
         f.write(image_bytes(good["good/g1.png"], "png"))
-    ok["scan_\\xff\\xfe.png"] = good["good/g1.png"]
-    return ok, bad
+    c.ok["scan_\\xff\\xfe.png"] = good["good/g1.png"]
+    return c.ok, c.bad
 
 
 @pytest.fixture(autouse=True)

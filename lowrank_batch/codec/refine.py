@@ -66,6 +66,10 @@ class Refiner(nn.Module):
             inputs += [rows[None, None, :, None].expand(n, 1, h, w), cols[None, None, None, :].expand(n, 1, h, w)]
         return x + step * self.body(torch.cat(inputs, dim=1))
 
+    def untrained_like(self) -> "Refiner":
+        """A fresh refiner of the same shape: exactly the identity (for the linear baseline, probes)."""
+        return Refiner(self.channels, self.width, self.depth, self.cond_channels, self.grid)
+
     def is_identity(self) -> bool:
         """True while the last layer is a plain all-zero conv: then forward(x) == x exactly.
 

@@ -19,7 +19,6 @@ import torch
 from .. import __version__
 from ..codec.codec import Codec
 from ..codec.model import LowRankModel, file_sha256, load_model, save_model
-from ..codec.refine import Refiner
 from ..weights.adapters import save_canonical
 from .corpus import MODALITIES, build_corpus, load_manifest
 from .evaluate import bd_rate, measure, validation_images
@@ -89,8 +88,7 @@ def train_base_file(corpus: str | Path, out: str | Path, config: TrainConfig, de
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     save_model(out, model.core, model.refiner, _provenance(manifest, config, None))  # kept if evaluation fails
     progress("evaluating on the validation regions ...")
-    linear = Codec(LowRankModel(model.core, Refiner(1, config.width, config.depth, grid=config.patch),
-                                    _label_digest("linear"), {}))
+    linear = Codec(LowRankModel(model.core, model.refiner.untrained_like(), _label_digest("linear"), {}))
     trained = Codec(LowRankModel(model.core, model.refiner, _label_digest("trained"), {}))
     figures["validation"] = {m: _compare(corpus, m, linear, trained) for m in MODALITIES
                              if validation_images(corpus, m)}

@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 from ..codec.model import LowRankModel, load_model
-from ..codec.refine import Refiner
 from ..errors import WeightsError
 from . import lora
 from .adapters import Adapter, is_canonical, read_canonical, read_kohya, read_peft, save_canonical
@@ -132,8 +131,7 @@ def install_adapter(store: WeightStore, src: str, base: str, name: str | None = 
 
 def check_fits(model: LowRankModel, adapter: Adapter, label: str) -> None:
     """Attach to a throwaway copy of the refiner: raises listing every mismatch."""
-    r = model.refiner
-    probe = Refiner(r.channels, r.width, r.depth, r.cond_channels, r.grid)
+    probe = model.refiner.untrained_like()
     try:
         lora.attach(probe, "probe", adapter.layers)
     except WeightsError as exc:

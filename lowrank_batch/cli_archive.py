@@ -1,0 +1,228 @@
+"""`lowrank-batch` commands on archives: encode and decode jobs, ls, verify, failures, runs, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import LowrankError
+from .cli_common import encode_kwargs, mode_args
+from .errors import InvalidParameterError
+from .images import write_image
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from .pipeline.job import JobOptions, run_encode
+    from .pipeline.adapter_choice import parse_rules
+    from .pipeline.worker import EncodeSettings
+
+    kw = encode_kwargs(args)
+    settings = EncodeSettings(kw["mode"], kw["max_error"], kw["quality"], args.model, args.adapter,
+                              parse_rules(args.adapter_rule))
+    options = JobOptions(args.address, args.workers, args.gpus_per_worker, args.batch_size, args.prune)
+    try:
+        summary = run_encode(args.src, args.dst, settings, options)
+    except LowrankError:
+        raise
+    except Exception as exc:  # the job itself failed: exit 2, whatever the cause (schedulers rely on it)
+        print(f"lowrank-batch: encode job failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    ratio = f"{summary['ratio']:.3f}" if summary["ratio"] else "-"
+    print(f"encoded {summary['encoded']}, skipped {summary['skipped']}, failed {summary['failed']}; "
+          f"{summary['bytes_in']} -> {summary['bytes_out']} bytes (ratio {ratio}), "
+          f"{summary['megapixels_per_second']:.2f} MP/s, {summary['seconds']:.1f} s; run {summary['run_id']}")
+    if summary["adapters"] and set(summary["adapters"]) != {"none"}:
+        print("  adapters: " + ", ".join(f"{n} {c}" for n, c in sorted(summary["adapters"].items())))
+    for note in summary["notes"]:
+        print(f"  note: {note}")
+    for f in summary["failures"]:
+        print(f"  failed {f['image_id']} [{f['stage']}] {f['error']}: {f['message']}")
+    if summary["gone"]:
+        print(f"  {summary['gone']} archived images have no source any more" +
+              (" (pruned)" if summary["pruned"] else " (kept; --prune removes them)"))
+    return 1 if summary["failed"] else 0
+
+
+def cmd_failures(args: argparse.Namespace) -> int:
+    from .archive import Archive
+
+    failures = Archive.open(args.archive).failures()
+    for f in failures:
+        print(f"{f['time']}\t{f['run_id']}\t{f['image_id']}\t{f['stage']}\t{f['error']}\t{f['message']}")
+    print(f"{len(failures)} open failures")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(args.archive)
+    paths = sorted(fs.glob(f"{root.rstrip('/')}/runs/*.json"))
+    for path, raw in (fs.cat(paths) if paths else {}).items():
+        r = json.loads(raw)
+        print(f"{r['run_id']}\tencoded {r['encoded']}\tskipped {r['skipped']}\tfailed {r['failed']}\t"
+              f"gone {r.get('gone', 0)}\t{r['bytes_in']} -> {r['bytes_out']} B\t{r['seconds']:.1f} s")
+    print(f"{len(paths)} runs")
+    return 0
+
+
+def _output_path(out: Path, image_id: str, fmt: str, many: bool) -> Path:
+    if not many:
+        return out
+    return out / (image_id.replace("/", "__").replace("#", "_frame") + "." + fmt)
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from .archive import Archive
+
+    archive = Archive.open(args.archive)
+    ids = args.id or archive.ids()
+    if args.format == "dicom":
+        if args.preview:
+            raise InvalidParameterError("--preview cannot be written as DICOM: a preview is not the archived image")
+        return _decode_dicom_files(archive, ids, Path(args.out))
+    many = len(ids) > 1 or Path(args.out).is_dir()
+    out = Path(args.out)
+    if many:
+        out.mkdir(parents=True, exist_ok=True)
+    fmt = args.format or (out.suffix.lstrip(".") if not many and out.suffix else "png")
+    for image_id in ids:
+        array = archive.get(image_id, preview=args.preview)
+        target = _output_path(out, image_id, fmt, many)
+        if not many and not target.suffix:
+            target = target.with_suffix("." + fmt)
+        write_image(target, array)
+        print(f"{image_id} -> {target} {array.shape} {array.dtype}" + (" (preview)" if args.preview else ""))
+    return 0
+
+
+def _decode_dicom_files(archive, ids: list[str], out: Path) -> int:
+    """DICOM files back: frame ids map to their file, which is rebuilt whole."""
+    from .archive.dicom_export import export_dicom, file_ids
+
+    all_ids = archive.ids()
+    files = file_ids(all_ids, ids)
+    many = len(files) > 1 or out.is_dir()
+    if many:
+        out.mkdir(parents=True, exist_ok=True)
+    for file_id in files:
+        target = out / _dicom_name(file_id) if many else out
+        target.write_bytes(export_dicom(archive, file_id, all_ids))
+        print(f"{file_id} -> {target} (DICOM)")
+    return 0
+
+
+def _dicom_name(file_id: str) -> str:
+    flat = file_id.replace("/", "__")
+    return flat if flat.lower().endswith((".dcm", ".dicom")) else flat + ".dcm"
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .archive import Archive
+
+    archive = Archive.open(args.archive)
+    for row in sorted(archive.rows(["shape", "mode", "encoded_bytes", "psnr"]), key=lambda r: r["image_id"]):
+        psnr = "inf" if row["psnr"] is None else f"{row['psnr']:.2f}"
+        print(f"{row['image_id']}\t{'x'.join(map(str, row['shape']))}\t{row['mode']}\t{row['encoded_bytes']}\t{psnr}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .archive import Archive
+
+    archive = Archive.open(args.archive)
+    hidden = 0
+    for record, ids in archive.damaged_record_ids().items():
+        hidden += len(ids)
+        print(f"DAMAGED commit record {record}: its images are not listed any more "
+              f"({', '.join(ids) if ids else 'its data file is unreadable too'}); the next encode run "
+              "encodes their sources again")
+    bad = []
+    for image_id in archive.ids():
+        try:
+            archive.get(image_id)  # decode checks the SHA-256 (lossless) or the reconstruction digest
+        except LowrankError as exc:
+            bad.append(image_id)
+            print(f"FAILED {image_id}: {exc}")
+    print(f"{len(archive) - len(bad)} ok, {len(bad)} failed" + (f", {hidden} hidden by damaged records" if hidden else ""))
+    if bad and args.repair:
+        import fsspec
+
+        from .archive.writer import write_tombstones
+
+        fs, root = fsspec.core.url_to_fs(args.archive)
+        write_tombstones(fs, root, "verify-repair", bad)
+        print(f"repair: {len(bad)} damaged images unlisted; the next encode run encodes their sources again")
+    return 1 if bad or archive.damaged_records else 0
+
+
+
+
+def archive_commands(sub) -> None:
+    """Register the archive commands on the top-level subparsers."""
+    enc_job = sub.add_parser("encode", help="archive every image under SRC into DST (a Ray job)")
+    enc_job.add_argument("src", help="folder/prefix of images or tar shards: path or fsspec URL")
+    enc_job.add_argument("dst", help="archive folder/prefix: path or fsspec URL")
+    mode_args(enc_job)
+    enc_job.add_argument("--address", default=None, help="Ray cluster (auto, ray://host:port); default: local")
+    enc_job.add_argument("--workers", type=int, default=None)
+    enc_job.add_argument("--gpus-per-worker", type=float, default=None)
+    enc_job.add_argument("--batch-size", type=int, default=16, help="files per work unit")
+    enc_job.add_argument("--prune", action="store_true", help="remove archived images whose source is gone")
+    enc_job.add_argument("--adapter-rule", action="append", default=None, metavar="GLOB=ADAPTER",
+                         help="--adapter auto: adapter for image ids matching GLOB when there is no DICOM "
+                              "Modality (repeatable, first match wins; ADAPTER 'none' for none)")
+    enc_job.set_defaults(func=cmd_encode)
+
+    dec_job = sub.add_parser("decode", help="decode images from an archive by id")
+    dec_job.add_argument("archive")
+    dec_job.add_argument("--id", action="append", help="image id (repeatable); default: all")
+    dec_job.add_argument("--out", required=True, help="file (one id) or folder")
+    dec_job.add_argument("--preview", action="store_true")
+    dec_job.add_argument("--format", choices=["png", "tiff", "npy", "dicom"], default=None,
+                         help="dicom: rebuild each archived DICOM file (all its frames, its elements)")
+    dec_job.set_defaults(func=cmd_decode)
+
+    _archive_commands(sub)
+    _report_command(sub)
+
+
+def _archive_commands(sub) -> None:
+    """verify, ls, failures, runs: commands on an archive alone."""
+    verify = sub.add_parser("verify", help="decode every image and check its checksum / bound")
+    verify.add_argument("archive")
+    verify.add_argument("--repair", action="store_true",
+                        help="unlist damaged images so the next encode run archives them again from their sources")
+    verify.set_defaults(func=cmd_verify)
+    for name, func, text in (
+        ("ls", cmd_ls, "one line per image: id, shape, mode, bytes, psnr"),
+        ("failures", cmd_failures, "inputs that failed and are not archived since"),
+        ("runs", cmd_runs, "the archive's runs with their summaries"),
+    ):
+        archive_cmd = sub.add_parser(name, help=text)
+        archive_cmd.add_argument("archive")
+        archive_cmd.set_defaults(func=func)
+
+
+def _report_command(sub) -> None:
+    report = sub.add_parser("report", help="quality report of an archive: index.html, figures, report.json")
+    report.add_argument("archive", help="local folder or fsspec URL (s3://...)")
+    report.add_argument("--out", required=True, help="folder to write")
+    report.add_argument("--sample", type=int, default=8, help="images to decode and show (spread over modalities)")
+    report.add_argument("--baselines", action="store_true",
+                        help="also code the sampled images with JPEG 2000, JPEG-LS, HTJ2K, JPEG XL (imagecodecs)")
+    report.add_argument("--address", default=None, help="run the sample analyses on this Ray cluster")
+    report.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    if args.sample < 0:
+        raise InvalidParameterError(f"--sample must be >= 0, got {args.sample}")
+    build_report(args.archive, args.out, args.sample, args.baselines, args.address)
+    return 0
+
+

@@ -13,6 +13,9 @@ from .errors import InvalidParameterError
 from .images import write_image
 
 
+SHOWN_FAILURES = 50  # on the terminal; the run record (runs/RUN_ID.json) keeps every one
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     from .pipeline.job import JobOptions, run_encode
     from .pipeline.adapter_choice import parse_rules
@@ -21,7 +24,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     kw = encode_kwargs(args)
     settings = EncodeSettings(kw["mode"], kw["max_error"], kw["quality"], args.model, args.adapter,
                               parse_rules(args.adapter_rule))
-    options = JobOptions(args.address, args.workers, args.gpus_per_worker, args.batch_size, args.prune)
+    options = JobOptions(args.address, args.workers, args.gpus_per_worker, args.batch_size, args.prune,
+                         storage_retry_seconds=args.storage_retry_seconds)
     try:
         summary = run_encode(args.src, args.dst, settings, options)
     except LowrankError:
@@ -37,11 +41,19 @@ def cmd_encode(args: argparse.Namespace) -> int:
         print("  adapters: " + ", ".join(f"{n} {c}" for n, c in sorted(summary["adapters"].items())))
     for note in summary["notes"]:
         print(f"  note: {note}")
-    for f in summary["failures"]:
+    for f in summary["failures"][:SHOWN_FAILURES]:
         print(f"  failed {f['image_id']} [{f['stage']}] {f['error']}: {f['message']}")
+    if len(summary["failures"]) > SHOWN_FAILURES:
+        print(f"  ... and {len(summary['failures']) - SHOWN_FAILURES} more; the run record "
+              f"{args.dst.rstrip('/')}/runs/{summary['run_id']}.json lists every one")
     if summary["gone"]:
         print(f"  {summary['gone']} archived images have no source any more" +
               (" (pruned)" if summary["pruned"] else " (kept; --prune removes them)"))
+    if summary["storage_retries"]:
+        print(f"  {summary['storage_retries']} reads/writes were retried after transient storage errors")
+    if summary["run_record_error"]:  # the images above are committed; only the run's own record is missing
+        print(f"lowrank-batch: {summary['run_record_error']}", file=sys.stderr)
+        return 2
     return 1 if summary["failed"] else 0
 
 
@@ -171,6 +183,9 @@ def archive_commands(sub) -> None:
     enc_job.add_argument("--gpus-per-worker", type=float, default=None)
     enc_job.add_argument("--batch-size", type=int, default=16, help="files per work unit")
     enc_job.add_argument("--prune", action="store_true", help="remove archived images whose source is gone")
+    enc_job.add_argument("--storage-retry-seconds", type=float, default=300.0,
+                         help="how long reads and writes keep retrying an unreachable or failing store "
+                              "before the image or unit is recorded as failed (default 300)")
     enc_job.add_argument("--adapter-rule", action="append", default=None, metavar="GLOB=ADAPTER",
                          help="--adapter auto: adapter for image ids matching GLOB when there is no DICOM "
                               "Modality (repeatable, first match wins; ADAPTER 'none' for none)")

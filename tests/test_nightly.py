@@ -237,7 +237,7 @@ def test_scheduler_records_a_unit_as_failed_when_its_worker_keeps_dying():
         return ref.value
 
     fake = SimpleNamespace(wait=lambda refs, num_returns: ([refs[0]], refs[1:]), get=get, exceptions=ray.exceptions)
-    results = list(_schedule(fake, [Actor(dead=False), Actor(dead=True)], units, reader=None))
+    results = list(_schedule(fake, [Actor(dead=False), Actor(dead=True)], units, read_ahead=None))
     failed = [f for r in results for f in r.failures]
     assert sum(r.encoded for r in results) + len(failed) == 6
     assert failed and all(f["stage"] == "worker" and f["error"] == "RayActorError" for f in failed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -14,14 +15,24 @@ import pyarrow.parquet as pq
 from .schema import BLOB_COLUMNS, COMMITS_DIR, DATA_DIR, FAILURE_SCHEMA, FAILURES_DIR, ROWS_PER_GROUP, SCHEMA
 
 
+def _is_local(fs) -> bool:
+    protocol = getattr(fs, "protocol", ())
+    return "file" in ((protocol,) if isinstance(protocol, str) else protocol)
+
+
 def put_atomic(fs, path: str, data: bytes) -> None:
     """Publish small bytes all at once: rename on local disks, one PUT on object stores."""
-    if getattr(fs, "protocol", None) in ("file", ("file", "local")) or "file" in getattr(fs, "protocol", ()):
+    if _is_local(fs):
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        with fs.open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        try:
+            with fs.open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError:  # e.g. the disk is full: leave no half-written file behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     else:
         fs.pipe_file(path, data)
 
@@ -36,7 +47,29 @@ class UnitWriter:
     def write(self, rows: list[dict], stats: dict | None = None, failures: list[dict] | None = None) -> dict:
         """Write rows (dicts keyed by schema column) and return the commit record (which also
         carries the unit's statistics and failure records). A unit whose every input failed
-        still commits a record, without a data file, so its failures are on record."""
+        still commits a record, without a data file, so its failures are on record.
+
+        Calling it again after an error rewrites the same keys, so a retry commits once."""
+        try:
+            return self._write(rows, stats, failures)
+        except Exception:
+            self._remove_uncommitted()
+            raise
+
+    def _remove_uncommitted(self) -> None:
+        """After a failed write on a local disk (full, say), free the space its files took:
+        its commit cannot have landed (the rename is atomic). On object stores a commit PUT may
+        land while its reply is lost, so files stay; the next run removes them if orphaned."""
+        if not _is_local(self.fs):
+            return
+        name = f"{self.unit_id}-{self.token}"
+        if os.path.exists(f"{self.root}/{COMMITS_DIR}/{name}.json"):
+            return
+        for folder in (DATA_DIR, FAILURES_DIR):
+            with contextlib.suppress(OSError):
+                os.unlink(f"{self.root}/{folder}/{name}.parquet")
+
+    def _write(self, rows: list[dict], stats: dict | None, failures: list[dict] | None) -> dict:
         rows = sorted(rows, key=lambda r: r["image_id"])
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
         failures = [dict(f, run_id=self.run_id, time=now) for f in failures or []]

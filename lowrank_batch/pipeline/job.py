@@ -20,6 +20,7 @@ from ..archive.reader import Archive, ArchiveError
 from ..archive.schema import RUNS_DIR
 from ..archive.writer import put_atomic, write_tombstones
 from ..errors import LowrankError
+from ..storage import RetryPolicy, is_storage_error, retrying
 from .units import SourceFile, list_sources, make_units
 from ..codec.codec import Codec
 from .adapter_choice import AUTO
@@ -41,6 +42,11 @@ class JobOptions:
     batch_size: int = 16  # files per unit
     prune: bool = False  # remove archived images whose source is gone
     orphan_age_seconds: float = 3600.0  # uncommitted data files older than this are leftovers of a crash
+    storage_retry_seconds: float = 300.0  # how long an unreachable or failing store is waited for
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(seconds=self.storage_retry_seconds)
 
 
 def start_ray(address: str | None):
@@ -138,11 +144,22 @@ def remove_orphans(archive: Archive | None, dst: str, max_age: float) -> int:
     return removed
 
 
+def _storage_step(what: str, call, retry: RetryPolicy):
+    """A step of the driver on SRC or DST: transient errors retried, then one clear JobError."""
+    try:
+        return retrying(call, retry)
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        raise JobError(f"cannot {what}: {type(exc).__name__}: {exc}") from exc
+
+
 def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions, log=print) -> dict:
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     start = time.perf_counter()
-    files = list_sources(src)
-    archive = _open_existing(dst)
+    retry = options.retry
+    files = _storage_step(f"list {src}", lambda: list_sources(src), retry)
+    archive = _storage_step(f"open the archive {dst}", lambda: _open_existing(dst), retry)
     done = _already_archived(archive, files)
     gone = _gone(archive, files)
     todo = [f for f in files if f.rel not in done]
@@ -152,50 +169,73 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
     summary = {"run_id": run_id, "src": src, "dst": dst, "settings": asdict(settings), "encoded": 0,
                "skipped": len(done), "failed": 0, "bytes_in": 0, "bytes_out": 0, "pixels": 0, "failures": [],
                "gone": len(gone), "gone_ids": gone[:1000], "pruned": 0, "adapters": {}, "notes": [],
-               "orphans_removed": remove_orphans(archive, dst, options.orphan_age_seconds)}
+               "storage_retries": 0, "run_record_error": None,
+               "orphans_removed": _storage_step(f"clean up {dst}", lambda: remove_orphans(
+                   archive, dst, options.orphan_age_seconds), retry)}
+    fs, root = fsspec.core.url_to_fs(dst)
     if gone and options.prune:
-        fs, root = fsspec.core.url_to_fs(dst)
-        write_tombstones(fs, root, run_id, gone)
+        _storage_step(f"prune {dst}", lambda: write_tombstones(fs, root, run_id, gone), retry)
         summary["pruned"] = len(gone)
     if units:
-        # the weights every worker will load, checked here first: a bad name or pin is one clear
-        # error now, not every worker dying in the cluster with the reason in its logs
-        Codec.load(settings.model, None if settings.adapter == AUTO else settings.adapter)
-        ray = start_ray(options.address)
-        resources = ray.cluster_resources()
-        workers, gpus, cpus = plan_workers(resources, options)
-        # a killed worker restarts and its unit is retried (bounded); then the unit is recorded failed
-        actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RETRIES,
-                           max_task_retries=MAX_RETRIES)(EncodeWorker)
-        actors = [actor.remote(dst, run_id, settings) for _ in range(min(workers, len(units)))]
-        reader = None
-        if gpus:  # GPU workers: decode image bytes in CPU tasks on the CPUs the workers leave free
-            spare = float(resources.get("CPU", 0)) - len(actors) * cpus
-            reader = ray.remote(num_cpus=1 if spare >= 1 else 0)(decode_unit)  # 0: no deadlock when full
-        progress = Progress(len(units), log)
-        first = None
-        for result in _schedule(ray, actors, units, reader):
-            if first is None:  # actors started, weights loaded, kernels compiled
-                first = time.perf_counter() - start
-                summary["startup_seconds"] = first
-            for key in ("encoded", "failed", "bytes_in", "bytes_out", "pixels"):
-                summary[key] += getattr(result, key)
-            summary["failures"] += result.failures
-            for name, count in result.adapters.items():
-                summary["adapters"][name] = summary["adapters"].get(name, 0) + count
-            summary["notes"] += [n for n in result.notes if n not in summary["notes"]]
-            progress.update(summary)
+        _encode_units(units, dst, run_id, settings, options, summary, log, start)
+    summary["notes"] += _write_failure_note(summary["failures"], dst)
     summary["seconds"] = time.perf_counter() - start
     summary["ratio"] = summary["bytes_in"] / summary["bytes_out"] if summary["bytes_out"] else None
     summary["megapixels_per_second"] = summary["pixels"] / 1e6 / summary["seconds"]
-    fs, root = fsspec.core.url_to_fs(dst)
-    put_atomic(fs, f"{root.rstrip('/')}/{RUNS_DIR}/{run_id}.json", json.dumps(summary, indent=1).encode())
+    record = f"{root.rstrip('/')}/{RUNS_DIR}/{run_id}.json"
+    try:  # the images are committed by now; a run record that cannot be written is said, not raised
+        retrying(lambda: put_atomic(fs, record, json.dumps(summary, indent=1).encode()), retry)
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        summary["run_record_error"] = f"could not write the run record {record}: {type(exc).__name__}: {exc}"
     return summary
 
 
-def _schedule(ray, actors, units, reader, prefetch_per_actor: int = 2):
-    """Yield unit results as they finish: each idle actor takes the next unit; with a reader,
-    a bounded window of units is decoded ahead on CPUs so the GPU stage is not starved."""
+def _encode_units(units, dst: str, run_id: str, settings: EncodeSettings, options: JobOptions, summary: dict,
+                  log, start: float) -> None:
+    """Run the units on Ray's encode workers, adding each unit's result to the summary."""
+    # the weights every worker will load, checked here first: a bad name or pin is one clear
+    # error now, not every worker dying in the cluster with the reason in its logs
+    Codec.load(settings.model, None if settings.adapter == AUTO else settings.adapter)
+    ray = start_ray(options.address)
+    resources = ray.cluster_resources()
+    workers, gpus, cpus = plan_workers(resources, options)
+    # a killed worker restarts and its unit is retried (bounded); then the unit is recorded failed
+    actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RETRIES,
+                       max_task_retries=MAX_RETRIES)(EncodeWorker)
+    actors = [actor.remote(dst, run_id, settings, options.retry) for _ in range(min(workers, len(units)))]
+    read_ahead = None
+    if gpus:  # GPU workers: decode image bytes in CPU tasks on the CPUs the workers leave free
+        spare = float(resources.get("CPU", 0)) - len(actors) * cpus
+        reader = ray.remote(num_cpus=1 if spare >= 1 else 0)(decode_unit)  # 0: no deadlock when full
+        read_ahead = lambda unit: reader.remote(unit, options.retry)  # noqa: E731
+    progress = Progress(len(units), log)
+    for result in _schedule(ray, actors, units, read_ahead):
+        if "startup_seconds" not in summary:  # actors started, weights loaded, kernels compiled
+            summary["startup_seconds"] = time.perf_counter() - start
+        for key in ("encoded", "failed", "bytes_in", "bytes_out", "pixels", "storage_retries"):
+            summary[key] += getattr(result, key)
+        summary["failures"] += result.failures
+        for name, count in result.adapters.items():
+            summary["adapters"][name] = summary["adapters"].get(name, 0) + count
+        summary["notes"] += [n for n in result.notes if n not in summary["notes"]]
+        progress.update(summary)
+
+
+def _write_failure_note(failures: list[dict], dst: str) -> list[str]:
+    """One line for images encoded but not written (a full disk, the store down too long)."""
+    unwritten = [f for f in failures if f["stage"] == "write"]
+    if not unwritten:
+        return []
+    return [f"{len(unwritten)} encoded images could not be written to {dst} ({unwritten[0]['message']}); "
+            "nothing of their units was committed, and the next run encodes them again"]
+
+
+def _schedule(ray, actors, units, read_ahead, prefetch_per_actor: int = 2):
+    """Yield unit results as they finish: each idle actor takes the next unit; with read_ahead
+    (unit -> ref of its decoded images), a bounded window of units is decoded ahead on CPUs so
+    the GPU stage is not starved."""
     pending = list(reversed(units))
     ready: list = []  # (unit, decoded-ref or None), in order
     idle = list(actors)
@@ -204,7 +244,7 @@ def _schedule(ray, actors, units, reader, prefetch_per_actor: int = 2):
     def prefetch():
         while pending and len(ready) < prefetch_per_actor * len(actors):
             unit = pending.pop()
-            ready.append((unit, reader.remote(unit) if reader else None))
+            ready.append((unit, read_ahead(unit) if read_ahead else None))
 
     prefetch()
     while ready or inflight:
@@ -219,16 +259,25 @@ def _schedule(ray, actors, units, reader, prefetch_per_actor: int = 2):
             result = ray.get(done[0])
             idle.append(a)  # it answered, so it is alive
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as exc:
-            # retries exhausted: the unit's files are failures on record, the job goes on
+            # retries exhausted, or a bug raised: the unit's files are failures on record, the job goes on
             result = UnitResult(unit.unit_id, failures=[
                 {"image_id": f.rel, "source_uri": f.uri, "stage": "worker", "error": type(exc).__name__,
-                 "message": f"worker failed {MAX_RETRIES + 1} times on this unit"} for f in unit.files])
+                 "message": _unit_failure(ray, exc)} for f in unit.files])
             result.failed = len(result.failures)
             if _alive(ray, a):  # only a failure raises the question
                 idle.append(a)
             elif not idle and not inflight:
                 raise JobError("every encode worker died; see the Ray logs")
         yield result
+
+
+def _unit_failure(ray, exc: Exception) -> str:
+    """Why a unit produced no result. Only the type of an exception the unit raised is kept:
+    its text may quote a file's contents."""
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        return f"the unit's encode raised {type(cause).__name__ if cause else 'an error'}; see the worker's log"
+    return f"worker failed {MAX_RETRIES + 1} times on this unit"
 
 
 def _alive(ray, actor) -> bool:

@@ -17,6 +17,7 @@ from ..errors import LowrankError
 from ..images.decode import DecodedImage, decode_image_bytes, metadata_json
 from ..images.dicom import must_stay_lossless
 from ..archive.writer import UnitWriter
+from ..storage import RetryPolicy, is_storage_error, retrying
 from .adapter_choice import AUTO, choose_adapter, measured_worse
 from .units import SourceFile, Unit, printable
 
@@ -43,12 +44,13 @@ class UnitResult:
     failures: list[dict] = field(default_factory=list)
     adapters: dict[str, int] = field(default_factory=dict)  # images per adapter used ("none": base only)
     notes: list[str] = field(default_factory=list)  # e.g. --adapter auto found no adapter for a modality
+    storage_retries: int = 0  # reads and writes tried again after a transient storage error
 
 
 class EncodeWorker:
     loads = 0  # codec loads in this process (a test counts them)
 
-    def __init__(self, dst: str, run_id: str, settings: EncodeSettings):
+    def __init__(self, dst: str, run_id: str, settings: EncodeSettings, retry: RetryPolicy = RetryPolicy()):
         auto = settings.adapter == AUTO
         self.codec = Codec.load(settings.model, None if auto else settings.adapter)
         self._by_adapter: dict[str | None, Codec] = {None: self.codec}  # auto: built on first use
@@ -56,6 +58,7 @@ class EncodeWorker:
         EncodeWorker.loads += 1
         self._adapter_names: dict[str | None, str] = {}  # digest -> the name it was chosen by
         self.settings = settings
+        self.retry = retry
         self.run_id = run_id
         self.fs, self.root = fsspec.core.url_to_fs(dst)
 
@@ -67,8 +70,8 @@ class EncodeWorker:
         """Encode a unit and commit it. `decoded` comes from a CPU task when this worker holds
         a GPU; otherwise the files are read and decoded here."""
         start = time.perf_counter()
-        decoded = decoded if decoded is not None else decode_unit(unit)
-        result = UnitResult(unit.unit_id, failures=list(decoded.failures))
+        decoded = decoded if decoded is not None else decode_unit(unit, self.retry)
+        result = UnitResult(unit.unit_id, failures=list(decoded.failures), storage_retries=decoded.storage_retries)
         rows: list[dict] = []
         for source, image_id, image in decoded.images:
             self._encode_image(source, image_id, image, rows, result)
@@ -77,12 +80,20 @@ class EncodeWorker:
         stats = {"images": len(rows), "failed": len(result.failures), "bytes_in": result.bytes_in,
                  "bytes_out": sum(r["encoded_bytes"] for r in rows), "pixels": result.pixels,
                  "seconds": time.perf_counter() - start}
+        writer = UnitWriter(self.fs, self.root, unit.unit_id, self.run_id)  # a retry rewrites the same keys
+
+        def count_retry(_exc):
+            result.storage_retries += 1
+
         try:
-            UnitWriter(self.fs, self.root, unit.unit_id, self.run_id).write(rows, stats, result.failures)
-        except OSError as exc:  # nothing committed: every image of the unit failed at write
+            retrying(lambda: writer.write(rows, stats, result.failures), self.retry, count_retry)
+        except Exception as exc:  # disk full, store down past the deadline: nothing of the unit committed
+            if not is_storage_error(exc):
+                raise
             for row in rows:
                 result.failures.append(_failure(row["image_id"], row["source_uri"], "write", exc))
             rows = []
+            result.bytes_in = result.pixels = 0  # counted for archived images only
         result.encoded = len(rows)
         result.notes, self._notes = self._notes, []
         for row in rows:
@@ -152,13 +163,19 @@ class DecodedUnit:
 
     images: list[tuple[SourceFile, str, DecodedImage]]
     failures: list[dict]
+    storage_retries: int = 0
 
 
-def decode_unit(unit: Unit) -> DecodedUnit:
+def decode_unit(unit: Unit, retry: RetryPolicy = RetryPolicy()) -> DecodedUnit:
     """Read a unit's files and decode them to arrays; unreadable files become failure records."""
     images, failures = [], []
+    retries = [0]
+
+    def count_retry(_exc):
+        retries[0] += 1
+
     for source in unit.files:
-        for image_id, data, failure in _read(source):
+        for image_id, data, failure in _read(source, retry, count_retry):
             if failure:
                 failures.append(failure)
                 continue
@@ -172,15 +189,22 @@ def decode_unit(unit: Unit) -> DecodedUnit:
                 failures.append({"image_id": image_id, "source_uri": source.uri, "stage": "decode",
                                  "error": type(exc).__name__,
                                  "message": f"{image_id}: unexpected {type(exc).__name__} while decoding"})
-    return DecodedUnit(images, failures)
+    return DecodedUnit(images, failures, retries[0])
 
 
-def _read(source: SourceFile):
+def _read_bytes(uri: str) -> bytes:
+    with fsspec.open(uri, "rb") as f:
+        return f.read()
+
+
+def _read(source: SourceFile, retry: RetryPolicy, on_retry):
     """(image id, bytes, None) for each image file in a source (a tar shard's members), or
-    (id, None, failure) when it cannot be read."""
+    (id, None, failure) when it cannot be read (transient storage errors retried first)."""
     try:
-        data = fsspec.open(source.open_uri or source.uri, "rb").open().read()
-    except OSError as exc:
+        data = retrying(lambda: _read_bytes(source.open_uri or source.uri), retry, on_retry)
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
         yield source.rel, None, _failure(source.rel, source.uri, "read", exc)
         return
     if not source.rel.endswith(".tar"):

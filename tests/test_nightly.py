@@ -73,12 +73,15 @@ def test_failures_are_on_record_until_fixed_and_exit_codes(cluster, tmp_path, ca
 
     table = duckdb.sql(f"select image_id, stage, error, run_id from read_parquet('{dst}/failures/*.parquet')")
     assert table.fetchall() == [("bad.png", "decode", "InvalidImageError", failure["run_id"])]
+    assert main(["encode", str(src), dst, "--gpus-per-worker", "0"]) == 1  # fails again tonight:
+    (again,) = Archive.open(dst).failures()  # still one open failure, the latest
+    assert again["image_id"] == "bad.png" and again["run_id"] != failure["run_id"]
     time.sleep(1.1)
     write_set(src, ["bad.png"], 5)  # fixed: picked up by the next run
     assert main(["encode", str(src), dst, "--gpus-per-worker", "0"]) == 0
     assert Archive.open(dst).failures() == [] and len(Archive.open(dst)) == 3
     assert main(["runs", dst]) == 0
-    assert "2 runs" in capsys.readouterr().out
+    assert "3 runs" in capsys.readouterr().out
     assert main(["encode", str(src), str(tmp_path / "other"), "--gpus-per-worker", "4"]) == 2  # job cannot run
 
 

@@ -103,8 +103,12 @@ class Archive:
                 sources[image_id] = record["sources"][image_id]
                 versions.setdefault(image_id, []).append(index[image_id])
             failures += record.get("failures", [])
-        # a failure counts until a later run archives that input
-        open_failures = [f for f in failures if f["image_id"] not in index
+        # a failure counts until a later run archives that input; an input that fails every
+        # night is one open failure, with its latest reason
+        latest: dict[str, dict] = {}
+        for f in sorted(failures, key=lambda f: f["time"]):
+            latest[f["image_id"]] = f
+        open_failures = [f for f in latest.values() if f["image_id"] not in index
                          or index[f["image_id"]].committed_at < f["time"]]
         files = {r["file"] for r in records if r.get("file")}
         files |= {r["failures_file"] for r in records if r.get("failures_file")}

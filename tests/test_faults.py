@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from lowrank_batch.archive import Archive
@@ -99,6 +100,9 @@ def _wait_for_first_commits(fs, prefix: str, proc, timeout: float = 180) -> int:
 def test_full_temp_folder_fails_units_clearly_and_a_rerun_completes(tmp_path):
     """TMPDIR (Ray's session files) and DST on one small tmpfs, filled at the first commit.
     Needs a mount namespace: `unshare --mount --map-root-user` (root or unprivileged userns)."""
+    probe = subprocess.run(["unshare", "--mount", "--map-root-user", "true"], capture_output=True, text=True)
+    assert probe.returncode == 0, ("this fault test mounts a small tmpfs in a mount namespace of its own and "
+                                   f"needs `unshare --mount --map-root-user` to work: {probe.stderr.strip()}")
     rng = np.random.default_rng(22)
     src = tmp_path / "src"
     src.mkdir()
@@ -137,3 +141,32 @@ def test_full_temp_folder_fails_units_clearly_and_a_rerun_completes(tmp_path):
     assert f"encoded {120 - len(after['ids'])}, skipped {len(after['ids'])}, failed 0" in second["out"]
     assert r["after_second"]["ids"] == ids and r["mismatched"] == []
     assert r["verify_second"]["rc"] == 0 and "120 ok, 0 failed" in r["verify_second"]["out"]
+
+
+def test_an_unreachable_source_is_one_clear_job_error_after_the_deadline(tmp_path, monkeypatch):
+    """Nothing listens on the endpoint: the listing is retried for --storage-retry-seconds, then
+    the job stops with an error naming SRC and the cause (exit 2 in the CLI), writing nothing."""
+    import socket
+
+    import s3fs
+
+    from lowrank_batch.pipeline.job import JobError, JobOptions, run_encode
+    from lowrank_batch.pipeline.worker import EncodeSettings
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    s3fs.S3FileSystem.clear_instance_cache()
+    start = time.monotonic()
+    try:
+        with pytest.raises(JobError, match=r"cannot list s3://src/nightly: EndpointConnectionError"):
+            run_encode("s3://src/nightly", str(tmp_path / "dst"), EncodeSettings(),
+                       JobOptions(storage_retry_seconds=3), log=lambda *_: None)
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert 3 <= time.monotonic() - start < 60  # it waited out the deadline, then gave up
+    assert not (tmp_path / "dst").exists()

@@ -21,6 +21,7 @@ from ..errors import ChecksumMismatchError, CorruptStreamError, InvalidParameter
 from . import lowrank, metrics, pixels
 from .format import MODES, EncodedImage, PlaneInfo
 from .model import LowRankModel, load_model
+from .planes import coded_planes, decoder_side_information, stack_latents
 from .refine import refine_planes
 from .residual_coder import decode_plane, encode_plane
 
@@ -140,7 +141,7 @@ class Codec:
         maxval = layout.maxval
         _, colour, rank, step, latents, recon = self._latents(planes, layout, mode, quality, rank)
         latent_range = (int(latents.min()), int(latents.max()))
-        latent_stream, _ = encode_plane(_stack_latents(latents), *latent_range)
+        latent_stream, _ = encode_plane(stack_latents(latents), *latent_range)
         if mode == "lossy":  # the refined output is the result: its PSNR is the image's
             preview_psnr = metrics.psnr(planes, self._finish_preview(recon, colour, maxval, step, rank),
                                         layout.bits_stored)
@@ -154,7 +155,7 @@ class Codec:
             decoded_sha = pixels.pixel_sha256(recon)  # the deterministic part of a lossy decode
             psnr = preview_psnr
         else:
-            coded, side, infos, colour = self._coded_planes(planes, recon, layout, mode)
+            coded, side, infos, colour = coded_planes(planes, recon, layout, mode, self.config.remap_max_density)
             decoded = np.empty_like(coded) if mode == "near-lossless" else None  # lossless: equals coded
             patch = self.model.core.patch
             for c, info in enumerate(infos):
@@ -255,26 +256,6 @@ class Codec:
         plain, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, patch)
         return len(guided) < len(plain)
 
-    def _coded_planes(self, planes, recon, layout, mode):
-        """The integer planes the residual coder sees, their side information and ranges."""
-        maxval = layout.maxval
-        if layout.channels == 3 and mode == "lossless":
-            # decorrelate colours; near-lossless keeps RGB so the bound holds per channel
-            coded, side = pixels.rct_forward(planes), pixels.rct_forward(recon)
-            return coded, side, [PlaneInfo(lo, hi) for lo, hi in pixels.rct_ranges(maxval)], "rct"
-        coded, side, infos = planes, recon, []  # copied only if a plane is remapped
-        for c in range(layout.channels):
-            values = _sparse_values(planes[c], self.config.remap_max_density) if mode == "lossless" else None
-            if values is not None:
-                if coded is planes:
-                    coded, side = planes.copy(), recon.copy()
-                coded[c] = np.searchsorted(values, planes[c])
-                side[c] = _nearest_index(values, recon[c])
-                infos.append(PlaneInfo(0, len(values) - 1, values))
-            else:
-                infos.append(PlaneInfo(0, maxval))
-        return coded, side, infos, "none"
-
     # ---------------------------------------------------------------- decode
     def decode(self, enc: EncodedImage, preview: bool = False) -> np.ndarray:
         """Decode to the original shape and dtype; preview=True uses the latents alone."""
@@ -363,13 +344,7 @@ class Codec:
 
     def _decode_residuals(self, enc: EncodedImage, recon: np.ndarray) -> np.ndarray:
         layout = enc.layout
-        if enc.colour_transform == "rct":
-            side = pixels.rct_forward(recon)
-        else:
-            side = recon.copy()
-            for c, info in enumerate(enc.planes):
-                if info.remap is not None:
-                    side[c] = _nearest_index(info.remap, recon[c])
+        side = decoder_side_information(recon, enc.planes, enc.colour_transform)
         planes = np.empty((len(enc.planes), layout.height, layout.width), dtype=np.int64)
         for c, (info, stream) in enumerate(zip(enc.planes, enc.residual_streams)):
             guide = side[c] if info.guided else None
@@ -397,27 +372,3 @@ class Codec:
                                 None if self.device == "cpu" else self.device)
             for lat in latents
         ])
-
-
-def _stack_latents(latents: np.ndarray) -> np.ndarray:
-    """(groups, Hp, Wp, rank) -> one plane, component grids stacked vertically."""
-    groups, hp, wp, rank = latents.shape
-    return latents.transpose(0, 3, 1, 2).reshape(groups * rank * hp, wp)
-
-
-def _sparse_values(plane: np.ndarray, max_density: float) -> np.ndarray | None:
-    """The distinct values of a plane when they fill less than `max_density` of its span."""
-    lo = int(plane.min())
-    counts = np.bincount((plane - lo).ravel())
-    used = np.flatnonzero(counts)
-    if len(used) >= max_density * len(counts):
-        return None
-    return used + lo
-
-
-def _nearest_index(values: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Index of the sorted `values` entry nearest to each x (side information in index space)."""
-    idx = np.clip(np.searchsorted(values, x), 1, len(values) - 1) if len(values) > 1 else np.zeros_like(x)
-    if len(values) > 1:
-        idx = idx - ((x - values[idx - 1]) < (values[idx] - x))
-    return idx

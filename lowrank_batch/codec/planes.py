@@ -1,0 +1,69 @@
+"""The integer planes the residual coder sees: colour decorrelation, sparse-value remapping,
+and the matching side information (the latent reconstruction, in the same space).
+
+Pure functions; encoder and decoder must agree on them bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import pixels
+from .format import PlaneInfo
+
+
+def coded_planes(planes: np.ndarray, recon: np.ndarray, layout: pixels.PixelLayout, mode: str,
+                 remap_max_density: float) -> tuple[np.ndarray, np.ndarray, list[PlaneInfo], str]:
+    """(coded planes, their side information, per-plane ranges, colour transform) for encoding."""
+    maxval = layout.maxval
+    if layout.channels == 3 and mode == "lossless":
+        # decorrelate colours; near-lossless keeps RGB so the bound holds per channel
+        coded, side = pixels.rct_forward(planes), pixels.rct_forward(recon)
+        return coded, side, [PlaneInfo(lo, hi) for lo, hi in pixels.rct_ranges(maxval)], "rct"
+    coded, side, infos = planes, recon, []  # copied only if a plane is remapped
+    for c in range(layout.channels):
+        values = sparse_values(planes[c], remap_max_density) if mode == "lossless" else None
+        if values is not None:
+            if coded is planes:
+                coded, side = planes.copy(), recon.copy()
+            coded[c] = np.searchsorted(values, planes[c])
+            side[c] = nearest_index(values, recon[c])
+            infos.append(PlaneInfo(0, len(values) - 1, values))
+        else:
+            infos.append(PlaneInfo(0, maxval))
+    return coded, side, infos, "none"
+
+
+def decoder_side_information(recon: np.ndarray, infos: list[PlaneInfo], colour: str) -> np.ndarray:
+    """The side information `coded_planes` gave the encoder, rebuilt from the decoded latents."""
+    if colour == "rct":
+        return pixels.rct_forward(recon)
+    side = recon.copy()
+    for c, info in enumerate(infos):
+        if info.remap is not None:
+            side[c] = nearest_index(info.remap, recon[c])
+    return side
+
+
+def stack_latents(latents: np.ndarray) -> np.ndarray:
+    """(groups, Hp, Wp, rank) -> one plane, component grids stacked vertically."""
+    groups, hp, wp, rank = latents.shape
+    return latents.transpose(0, 3, 1, 2).reshape(groups * rank * hp, wp)
+
+
+def sparse_values(plane: np.ndarray, max_density: float) -> np.ndarray | None:
+    """The distinct values of a plane when they fill less than `max_density` of its span."""
+    lo = int(plane.min())
+    counts = np.bincount((plane - lo).ravel())
+    used = np.flatnonzero(counts)
+    if len(used) >= max_density * len(counts):
+        return None
+    return used + lo
+
+
+def nearest_index(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Index of the sorted `values` entry nearest to each x (side information in index space)."""
+    idx = np.clip(np.searchsorted(values, x), 1, len(values) - 1) if len(values) > 1 else np.zeros_like(x)
+    if len(values) > 1:
+        idx = idx - ((x - values[idx - 1]) < (values[idx] - x))
+    return idx

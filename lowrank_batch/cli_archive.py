@@ -22,6 +22,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .pipeline.worker import EncodeSettings
 
     kw = encode_kwargs(args)
+    if not args.storage_retry_seconds >= 0:
+        raise InvalidParameterError(f"--storage-retry-seconds must be >= 0, got {args.storage_retry_seconds}")
     settings = EncodeSettings(kw["mode"], kw["max_error"], kw["quality"], args.model, args.adapter,
                               parse_rules(args.adapter_rule))
     options = JobOptions(args.address, args.workers, args.gpus_per_worker, args.batch_size, args.prune,

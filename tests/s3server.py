@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,17 +23,23 @@ ACCESS_KEY, SECRET_KEY = "lowrank-test", "lowrank-test-secret"
 
 
 def _free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 10000 < 65535:  # SeaweedFS puts gRPC at port + 10000
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-            return port
+    """A free port below the kernel's ephemeral range (with its gRPC twin at port + 10000), so
+    that no outgoing connection takes it while a fault test has the server stopped."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(10000, low - 10000) if low > 20001 else rng.randrange(1024, 55535)
+        try:
+            for p in (port, port + 10000):  # SeaweedFS puts gRPC at port + 10000
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for SeaweedFS")
 
 
 class SeaweedFS:
@@ -50,7 +57,12 @@ class SeaweedFS:
         self.config.write_text(json.dumps({"identities": [{
             "name": "test", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-        self.ports = {name: _free_port() for name in ("master", "volume", "filer", "s3", "admin")}
+        self.ports: dict[str, int] = {}
+        while len(self.ports) < 5:  # five distinct ports whose gRPC twins collide with none of them
+            port = _free_port()
+            taken = set(self.ports.values()) | {q + 10000 for q in self.ports.values()}
+            if port not in taken and port + 10000 not in taken:
+                self.ports[("master", "volume", "filer", "s3", "admin")[len(self.ports)]] = port
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
         self.proc: subprocess.Popen | None = None
 

@@ -37,6 +37,24 @@ def put_atomic(fs, path: str, data: bytes) -> None:
         fs.pipe_file(path, data)
 
 
+def _write_file(fs, path: str, write) -> None:
+    """write(f) into a new file at path. On an error an object store's upload is abandoned
+    (an unfinished multipart upload would otherwise linger, invisible and billed), not
+    completed with what was buffered."""
+    f = fs.open(path, "wb")
+    try:
+        write(f)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if _is_local(fs):
+                f.close()  # a local partial file is removed with the unit's others
+            else:
+                f.discard()  # aborts the multipart upload
+                f.closed = True  # so that garbage collection does not complete it either
+        raise
+    f.close()
+
+
 class UnitWriter:
     """Writes the rows of one unit under `root` on filesystem `fs` and commits them."""
 
@@ -56,6 +74,16 @@ class UnitWriter:
             self._remove_uncommitted()
             raise
 
+    def committed(self) -> bool:
+        """Whether this unit's commit record is there (after a write whose reply was lost)."""
+        try:
+            return self.fs.exists(self._commit_path())
+        except Exception:  # the store still unreachable: not known to be committed
+            return False
+
+    def _commit_path(self) -> str:
+        return f"{self.root}/{COMMITS_DIR}/{self.unit_id}-{self.token}.json"
+
     def _remove_uncommitted(self) -> None:
         """After a failed write on a local disk (full, say), free the space its files took:
         its commit cannot have landed (the rename is atomic). On object stores a commit PUT may
@@ -63,7 +91,7 @@ class UnitWriter:
         if not _is_local(self.fs):
             return
         name = f"{self.unit_id}-{self.token}"
-        if os.path.exists(f"{self.root}/{COMMITS_DIR}/{name}.json"):
+        if os.path.exists(self._commit_path()):
             return
         for folder in (DATA_DIR, FAILURES_DIR):
             with contextlib.suppress(OSError):
@@ -84,11 +112,11 @@ class UnitWriter:
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
         data_path = f"{self.root}/{DATA_DIR}/{name}.parquet"
         self.fs.makedirs(f"{self.root}/{DATA_DIR}", exist_ok=True)
-        with self.fs.open(data_path, "wb") as f:
-            # statistics only for small columns: min/max of every blob would bloat the footer
-            # that each decode-by-id reads
-            pq.write_table(table, f, row_group_size=ROWS_PER_GROUP, compression="none",
-                           write_statistics=[c for c in SCHEMA.names if c not in BLOB_COLUMNS])
+        # statistics only for small columns: min/max of every blob would bloat the footer that
+        # each decode-by-id reads
+        _write_file(self.fs, data_path, lambda f: pq.write_table(
+            table, f, row_group_size=ROWS_PER_GROUP, compression="none",
+            write_statistics=[c for c in SCHEMA.names if c not in BLOB_COLUMNS]))
         index = {r["image_id"]: [i // ROWS_PER_GROUP, i % ROWS_PER_GROUP] for i, r in enumerate(rows)}
         record = {
             "file": f"{DATA_DIR}/{name}.parquet", "unit_id": self.unit_id, "run_id": self.run_id,
@@ -111,8 +139,7 @@ class UnitWriter:
         self.fs.makedirs(f"{self.root}/{FAILURES_DIR}", exist_ok=True)
         table = pa.Table.from_pylist([{k: f.get(k) for k in FAILURE_SCHEMA.names} for f in failures],
                                      schema=FAILURE_SCHEMA)
-        with self.fs.open(f"{self.root}/{path}", "wb") as f:
-            pq.write_table(table, f)
+        _write_file(self.fs, f"{self.root}/{path}", lambda f: pq.write_table(table, f))
         return path
 
 
@@ -121,6 +148,6 @@ def write_tombstones(fs, root: str, run_id: str, image_ids: list[str]) -> dict:
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
     record = {"file": None, "unit_id": "prune", "run_id": run_id, "rows": 0, "index": {}, "sources": {},
               "committed_at": now, "stats": {}, "failures": [], "removed": sorted(image_ids)}
-    name = f"prune-{uuid.uuid4().hex[:12]}"
+    name = f"prune-{run_id}"  # one per run: a retried write replaces, never adds
     put_atomic(fs, f"{root.rstrip('/')}/{COMMITS_DIR}/{name}.json", json.dumps(record, sort_keys=True).encode())
     return record

@@ -20,7 +20,7 @@ from ..archive.reader import Archive, ArchiveError
 from ..archive.schema import RUNS_DIR
 from ..archive.writer import put_atomic, write_tombstones
 from ..errors import LowrankError
-from ..storage import RetryPolicy, is_storage_error, retrying
+from ..storage import Retrier, RetryPolicy, describe, is_storage_error, retrying
 from .units import SourceFile, list_sources, make_units
 from ..codec.codec import Codec
 from .adapter_choice import AUTO
@@ -151,7 +151,7 @@ def _storage_step(what: str, call, retry: RetryPolicy):
     except Exception as exc:
         if not is_storage_error(exc):
             raise
-        raise JobError(f"cannot {what}: {type(exc).__name__}: {exc}") from exc
+        raise JobError(f"cannot {what}: {type(exc).__name__}: {describe(exc)}") from exc
 
 
 def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions, log=print) -> dict:
@@ -169,9 +169,15 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
     summary = {"run_id": run_id, "src": src, "dst": dst, "settings": asdict(settings), "encoded": 0,
                "skipped": len(done), "failed": 0, "bytes_in": 0, "bytes_out": 0, "pixels": 0, "failures": [],
                "gone": len(gone), "gone_ids": gone[:1000], "pruned": 0, "adapters": {}, "notes": [],
-               "storage_retries": 0, "run_record_error": None,
-               "orphans_removed": _storage_step(f"clean up {dst}", lambda: remove_orphans(
-                   archive, dst, options.orphan_age_seconds), retry)}
+               "storage_retries": 0, "run_record_error": None, "orphans_removed": 0}
+    try:  # housekeeping: leftovers of a crash can wait for the next run
+        summary["orphans_removed"] = retrying(lambda: remove_orphans(archive, dst, options.orphan_age_seconds),
+                                              retry)
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        summary["notes"].append(f"uncommitted leftovers in {dst} were not cleaned up this run "
+                                f"({type(exc).__name__}: {describe(exc)})")
     fs, root = fsspec.core.url_to_fs(dst)
     if gone and options.prune:
         _storage_step(f"prune {dst}", lambda: write_tombstones(fs, root, run_id, gone), retry)
@@ -188,7 +194,8 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
     except Exception as exc:
         if not is_storage_error(exc):
             raise
-        summary["run_record_error"] = f"could not write the run record {record}: {type(exc).__name__}: {exc}"
+        summary["run_record_error"] = (f"could not write the run record {record}: "
+                                       f"{type(exc).__name__}: {describe(exc)}")
     return summary
 
 
@@ -209,7 +216,7 @@ def _encode_units(units, dst: str, run_id: str, settings: EncodeSettings, option
     if gpus:  # GPU workers: decode image bytes in CPU tasks on the CPUs the workers leave free
         spare = float(resources.get("CPU", 0)) - len(actors) * cpus
         reader = ray.remote(num_cpus=1 if spare >= 1 else 0)(decode_unit)  # 0: no deadlock when full
-        read_ahead = lambda unit: reader.remote(unit, options.retry)  # noqa: E731
+        read_ahead = lambda unit: reader.remote(unit, Retrier(options.retry))  # noqa: E731
     progress = Progress(len(units), log)
     for result in _schedule(ray, actors, units, read_ahead):
         if "startup_seconds" not in summary:  # actors started, weights loaded, kernels compiled

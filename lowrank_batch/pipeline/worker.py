@@ -17,7 +17,7 @@ from ..errors import LowrankError
 from ..images.decode import DecodedImage, decode_image_bytes, metadata_json
 from ..images.dicom import must_stay_lossless
 from ..archive.writer import UnitWriter
-from ..storage import RetryPolicy, is_storage_error, retrying
+from ..storage import Retrier, RetryPolicy, describe, is_storage_error
 from .adapter_choice import AUTO, choose_adapter, measured_worse
 from .units import SourceFile, Unit, printable
 
@@ -58,7 +58,7 @@ class EncodeWorker:
         EncodeWorker.loads += 1
         self._adapter_names: dict[str | None, str] = {}  # digest -> the name it was chosen by
         self.settings = settings
-        self.retry = retry
+        self.retrier = Retrier(retry)  # one outage clock for every read and write of this worker
         self.run_id = run_id
         self.fs, self.root = fsspec.core.url_to_fs(dst)
 
@@ -70,39 +70,50 @@ class EncodeWorker:
         """Encode a unit and commit it. `decoded` comes from a CPU task when this worker holds
         a GPU; otherwise the files are read and decoded here."""
         start = time.perf_counter()
-        decoded = decoded if decoded is not None else decode_unit(unit, self.retry)
+        decoded = decoded if decoded is not None else decode_unit(unit, self.retrier)
         result = UnitResult(unit.unit_id, failures=list(decoded.failures), storage_retries=decoded.storage_retries)
+        rows = self._encode_all(decoded, result)
+        if self._write(unit, rows, start, result):
+            result.encoded = len(rows)
+            for row in rows:
+                key = self._adapter_names.get(row["adapter_sha256"], row["adapter_sha256"] or "none")
+                result.adapters[key] = result.adapters.get(key, 0) + 1
+            result.bytes_out = sum(r["encoded_bytes"] for r in rows)
+        else:  # nothing of the unit committed: its images are failures, counted nowhere else
+            result.bytes_in = result.pixels = 0
+        result.notes, self._notes = self._notes, []
+        result.failed = len(result.failures)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _encode_all(self, decoded: "DecodedUnit", result: UnitResult) -> list[dict]:
         rows: list[dict] = []
         for source, image_id, image in decoded.images:
             self._encode_image(source, image_id, image, rows, result)
+        return rows
+
+    def _write(self, unit: Unit, rows: list[dict], start: float, result: UnitResult) -> bool:
+        """Write and commit the unit's rows and failure records; False (and the rows recorded as
+        `write` failures) when that cannot be done: a full disk, the store down past the deadline."""
         for row in rows:
             row["unit_id"] = unit.unit_id
         stats = {"images": len(rows), "failed": len(result.failures), "bytes_in": result.bytes_in,
                  "bytes_out": sum(r["encoded_bytes"] for r in rows), "pixels": result.pixels,
                  "seconds": time.perf_counter() - start}
         writer = UnitWriter(self.fs, self.root, unit.unit_id, self.run_id)  # a retry rewrites the same keys
-
-        def count_retry(_exc):
-            result.storage_retries += 1
-
+        before = self.retrier.retries
         try:
-            retrying(lambda: writer.write(rows, stats, result.failures), self.retry, count_retry)
-        except Exception as exc:  # disk full, store down past the deadline: nothing of the unit committed
+            self.retrier(lambda: writer.write(rows, stats, result.failures))
+            return True
+        except Exception as exc:
             if not is_storage_error(exc):
                 raise
-            for row in rows:
-                result.failures.append(_failure(row["image_id"], row["source_uri"], "write", exc))
-            rows = []
-            result.bytes_in = result.pixels = 0  # counted for archived images only
-        result.encoded = len(rows)
-        result.notes, self._notes = self._notes, []
-        for row in rows:
-            key = self._adapter_names.get(row["adapter_sha256"], row["adapter_sha256"] or "none")
-            result.adapters[key] = result.adapters.get(key, 0) + 1
-        result.failed = len(result.failures)
-        result.bytes_out = sum(r["encoded_bytes"] for r in rows)
-        result.seconds = time.perf_counter() - start
-        return result
+            if writer.committed():  # the commit landed, only its reply was lost
+                return True
+            result.failures += [_failure(r["image_id"], r["source_uri"], "write", exc) for r in rows]
+            return False
+        finally:
+            result.storage_retries += self.retrier.retries - before
 
     def _codec_for(self, image_id: str, metadata: dict) -> Codec:
         """The codec for one image: the fixed one, or under `auto` the base with the adapter its
@@ -166,16 +177,13 @@ class DecodedUnit:
     storage_retries: int = 0
 
 
-def decode_unit(unit: Unit, retry: RetryPolicy = RetryPolicy()) -> DecodedUnit:
+def decode_unit(unit: Unit, retrier: Retrier | None = None) -> DecodedUnit:
     """Read a unit's files and decode them to arrays; unreadable files become failure records."""
     images, failures = [], []
-    retries = [0]
-
-    def count_retry(_exc):
-        retries[0] += 1
-
+    retrier = retrier or Retrier()
+    before = retrier.retries
     for source in unit.files:
-        for image_id, data, failure in _read(source, retry, count_retry):
+        for image_id, data, failure in _read(source, retrier):
             if failure:
                 failures.append(failure)
                 continue
@@ -189,7 +197,7 @@ def decode_unit(unit: Unit, retry: RetryPolicy = RetryPolicy()) -> DecodedUnit:
                 failures.append({"image_id": image_id, "source_uri": source.uri, "stage": "decode",
                                  "error": type(exc).__name__,
                                  "message": f"{image_id}: unexpected {type(exc).__name__} while decoding"})
-    return DecodedUnit(images, failures, retries[0])
+    return DecodedUnit(images, failures, retrier.retries - before)
 
 
 def _read_bytes(uri: str) -> bytes:
@@ -197,11 +205,11 @@ def _read_bytes(uri: str) -> bytes:
         return f.read()
 
 
-def _read(source: SourceFile, retry: RetryPolicy, on_retry):
+def _read(source: SourceFile, retrier: Retrier):
     """(image id, bytes, None) for each image file in a source (a tar shard's members), or
     (id, None, failure) when it cannot be read (transient storage errors retried first)."""
     try:
-        data = retrying(lambda: _read_bytes(source.open_uri or source.uri), retry, on_retry)
+        data = retrier(lambda: _read_bytes(source.open_uri or source.uri))
     except Exception as exc:
         if not is_storage_error(exc):
             raise
@@ -234,5 +242,6 @@ def _read(source: SourceFile, retry: RetryPolicy, on_retry):
 
 
 def _failure(image_id: str, uri: str, stage: str, exc: Exception) -> dict:
+    message = describe(exc) if is_storage_error(exc) else str(exc)[:500]
     return {"image_id": image_id, "source_uri": uri, "stage": stage, "error": type(exc).__name__,
-            "message": str(exc)[:500]}
+            "message": message}

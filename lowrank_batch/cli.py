@@ -7,77 +7,22 @@ weight commands (weights, adapters, train) in cli_weights.py; parsing and wiring
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from importlib import resources
 from pathlib import Path
 
 from . import Codec, EncodedImage, LowrankError
 from .cli_archive import archive_commands
 from .cli_common import encode_kwargs, mode_args
 from .cli_weights import weights_commands
-from .codec import metrics
 from .images import read_image, write_image
-from .weights.defaults import DEFAULT_ADAPTER_SHA256
-
-
-DEMO_ADAPTERS = {"ct": "ct", "mr": "mr", "cr": "xray", "natural": "natural"}  # sample modality -> shipped adapter
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Encode the bundled samples, decode them back, print sizes and quality."""
-    from .pipeline.adapter_choice import measured_worse
+    """Archive the bundled samples with the Ray job, decode them back by id, print the table."""
+    from .demo import DemoOptions, run_demo
 
-    auto = args.adapter in (None, "auto")
-    base = Codec.load(model=args.model, adapter=None if auto else args.adapter)
-    codecs: dict[str, Codec] = {}
-    samples = resources.files("lowrank_batch") / "samples"
-    manifest = json.loads((samples / "manifest.json").read_text())
-    out_dir = Path(args.out) if args.out else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    kwargs = encode_kwargs(args)
-    print(f"lowrank-batch demo: mode={args.mode}" + (f" max_error={args.max_error}" if args.max_error else ""))
-    header = f"{'image':22} {'shape':>11} {'bits':>4} {'raw B':>9} {'coded B':>9} {'ratio':>6} {'bpp':>6} " \
-             f"{'PSNR dB':>8} {'maxerr':>6} {'prev dB':>7} {'enc ms':>7} {'dec ms':>7} adapter"
-    print(header)
-    total_raw = total_coded = 0
-    failures = 0
-    for item in manifest:
-        array = read_image(samples / item["file"])
-        bits = int(item["bits_stored"])
-        adapter = DEMO_ADAPTERS.get(item["modality"]) if auto and args.model is None else None
-        adapter = adapter if adapter in DEFAULT_ADAPTER_SHA256 else None
-        if adapter not in codecs:
-            codecs[adapter] = Codec(base.model, base.config, base.device) if adapter else base
-            if adapter:
-                codecs[adapter].use_adapter(adapter)  # the shipped one, installed on first use
-                if measured_worse(codecs[adapter].adapter_provenance) is not None:  # as --adapter auto does
-                    codecs[adapter] = base
-        codec = codecs[adapter]
-        adapter = adapter if codec is not base else None
-        t0 = time.perf_counter()
-        enc = codec.encode(array, bits, **kwargs)
-        blob = enc.to_bytes()
-        t1 = time.perf_counter()
-        decoded = codec.decode(EncodedImage.from_bytes(blob))
-        t2 = time.perf_counter()
-        raw = array.size * ((bits + 7) // 8)
-        err = metrics.max_abs_error(array, decoded)
-        ok = (err == 0) if args.mode == "lossless" else (args.mode != "near-lossless" or err <= args.max_error)
-        failures += not ok
-        total_raw += raw
-        total_coded += len(blob)
-        shape = "x".join(map(str, array.shape))
-        print(f"{item['file']:22} {shape:>11} {bits:>4} {raw:>9} {len(blob):>9} {raw / len(blob):>6.2f} "
-              f"{8 * len(blob) / (array.shape[0] * array.shape[1]):>6.3f} {metrics.psnr(array, decoded, bits):>8.2f} "
-              f"{err:>6} {enc.preview_psnr:>7.2f} {1e3 * (t1 - t0):>7.0f} {1e3 * (t2 - t1):>7.0f} {adapter or '-'}")
-        if out_dir:
-            write_image(out_dir / item["file"], decoded)
-    print(f"total: {total_raw} raw bytes -> {total_coded} coded bytes, ratio {total_raw / total_coded:.3f}; "
-          f"{'all checks passed' if not failures else f'{failures} images FAILED their bound'}")
-    return 0 if not failures else 1
+    kw = encode_kwargs(args)
+    return run_demo(DemoOptions(kw["mode"], kw["max_error"], kw["quality"], args.model, args.adapter, args.out))
 
 
 def cmd_codec_encode(args: argparse.Namespace) -> int:
@@ -105,9 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowrank-batch", description="Low-rank latent image archiving.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="encode and decode the bundled sample images")
+    demo = sub.add_parser("demo", help="archive the bundled samples with the Ray job and decode them back")
     mode_args(demo)
-    demo.add_argument("--out", default=None, help="also write the decoded images here")
+    demo.add_argument("--out", default=None, help="keep the sources, the archive and the decoded images here")
     demo.set_defaults(func=cmd_demo)
 
     codec = sub.add_parser("codec", help="encode/decode one image file with the codec alone")

@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from pydicom.data import get_testdata_file
 
 from lowrank_batch.archive import Archive
@@ -124,9 +124,16 @@ def _sane_files(c: Corpus, rng, good: dict) -> None:
     Image.fromarray(pages[0]).save(buf, format="TIFF", save_all=True, append_images=[Image.fromarray(p) for p in pages[1:]])
     files["pages.tif"] = buf.getvalue()
     ok.update({f"pages.tif#{k}": p for k, p in enumerate(pages)})  # each page an image
-    over = smooth_image(rng, (20, 20), 16)  # values up to 65535 in a "12-bit" scan: the container's 16 bits
-    files["over12.png"] = image_bytes(over, "png")
+    over = smooth_image(rng, (20, 20), 16)  # values up to 65535 under a PNG sBIT of 12: kept as 16-bit
+    info = PngImagePlugin.PngInfo()
+    info.add(b"sBIT", bytes([12]))
+    buf = io.BytesIO()
+    Image.fromarray(over).save(buf, format="PNG", pnginfo=info)
+    files["over12.png"] = buf.getvalue()
     ok["over12.png"] = over
+    twelve = smooth_image(rng, (20, 20), 12)  # a 12-bit scan in 16-bit samples, declared: 12 bits
+    files["sbit12.png"] = image_bytes(twelve, "png", bits_stored=12)
+    ok["sbit12.png"] = twelve
     jpeg_named_png = jpeg_buf.getvalue()
     files["actually_jpeg.png"] = jpeg_named_png  # content decides, not the name
     ok["actually_jpeg.png"] = np.asarray(Image.open(io.BytesIO(jpeg_named_png)))
@@ -202,6 +209,9 @@ def test_bad_input_corpus(cluster, tmp_path):
         message = failures[image_id]["message"]
         assert re.search(reason, message), (image_id, message)
     assert summary["encoded"] == len(ok) and summary["failed"] == len(bad)  # inputs = archived + failed
+    bits = {i: archive.row(i, ["bits_stored", "metadata_json"]) for i in ("over12.png", "sbit12.png")}
+    assert bits["sbit12.png"]["bits_stored"] == 12 and bits["over12.png"]["bits_stored"] == 16
+    assert "sbit_ignored" in bits["over12.png"]["metadata_json"]
 
     after = {p for p in sandbox.rglob("*")}
     outside = {p for p in after - before if dst not in p.parents and p != dst}

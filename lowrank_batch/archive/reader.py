@@ -163,6 +163,8 @@ class Archive:
                 raise ArchiveError(f"image {image_id!r} has {len(self._versions[image_id])} versions, "
                                    f"not {version}") from None
         path = f"{self.root}/{loc.file}"
+        if columns is not None:  # the id is always read: it proves the index points at the right row
+            columns = list(dict.fromkeys(["image_id", *columns]))
         try:
             # no readahead: fetch exactly the footer and the row group's column chunks
             with self.fs.open(path, "rb", cache_type="none") as f:

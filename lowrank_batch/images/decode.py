@@ -58,7 +58,10 @@ def decode_image_bytes(name: str, data: bytes) -> list[DecodedImage]:
                                             "(8/16-bit greyscale or 8-bit RGB)")
                 dtype, bits = _PIL_MODES[img.mode]
                 pixels = np.ascontiguousarray(np.asarray(img).astype(dtype, copy=False))
-                out.append(DecodedImage(f"#{page}" if pages > 1 else "", pixels, bits, {"format": fmt}))
+                meta = {"format": fmt}
+                if fmt == "PNG" and bits == 16:
+                    bits = _significant_bits(data, pixels, meta)
+                out.append(DecodedImage(f"#{page}" if pages > 1 else "", pixels, bits, meta))
     except InvalidImageError:
         raise
     except Image.UnidentifiedImageError:
@@ -66,6 +69,33 @@ def decode_image_bytes(name: str, data: bytes) -> list[DecodedImage]:
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise InvalidImageError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
     return out
+
+
+def png_sbit(data: bytes) -> int | None:
+    """The significant bits a greyscale PNG declares in its sBIT chunk (12 for a 12-bit scan in
+    16-bit samples), or None. Pillow does not read sBIT, so the chunks before IDAT are walked."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        if kind == b"sBIT" and length >= 1 and pos + 9 <= len(data):
+            return data[pos + 8]
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + length
+    return None
+
+
+def _significant_bits(data: bytes, pixels: np.ndarray, meta: dict) -> int:
+    """bits_stored of a 16-bit greyscale PNG: its sBIT where the values respect it, else 16
+    (a lossless archive keeps every value; the ignored declaration is noted)."""
+    declared = png_sbit(data)
+    if declared is None or not 1 <= declared < 16:
+        return 16
+    if int(pixels.max(initial=0)) >> declared:
+        meta["sbit_ignored"] = f"values exceed the {declared} significant bits declared: kept as 16-bit"
+        return 16
+    meta["sbit"] = declared
+    return max(declared, 8)
 
 
 def _refuse_wide_colour_png(name: str, data: bytes) -> None:

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import fsspec
@@ -31,6 +32,29 @@ def test_every_server_listens_on_loopback_only(cluster):
     assert listening, "no servers found: the check would prove nothing"
     wide = [(c.laddr, psutil.Process(c.pid).name()) for c in listening if c.laddr.ip not in LOOPBACK]
     assert not wide, f"servers reachable from other hosts: {wide}"
+
+
+def test_the_demo_s_ray_listens_on_loopback_only(tmp_path):
+    """The README's first command starts a local Ray: sampled while it runs, every listening
+    socket of its process tree is loopback. The Ray settings the tests use are removed from its
+    environment, so what is checked is the product's own start_ray."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    proc = subprocess.Popen([sys.executable, "-m", "lowrank_batch.cli", "demo", "--out", str(tmp_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = set()
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            tree = {root.pid} | {c.pid for c in root.children(recursive=True)}
+            seen |= {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN and c.pid in tree}
+        except psutil.Error:  # the tree changed while it was read
+            pass
+        time.sleep(0.2)
+    out = proc.stdout.read()
+    assert proc.returncode == 0 and "all checks passed" in out, out[-2000:]
+    assert len(seen) >= 3, f"too few servers seen for the check to mean anything: {seen}"
+    assert {ip for ip, _ in seen} <= LOOPBACK, f"servers reachable from other hosts: {seen}"
 
 
 def test_no_credential_in_job_output_failures_or_summaries(cluster, tmp_path):

@@ -50,12 +50,14 @@ class JobOptions:
 
 
 def start_ray(address: str | None):
+    # before `import ray`: Ray reads these when it is imported
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not address:  # a local Ray in this process: loopback only (else it listens on every interface);
+        # never for a cluster, whose driver must see its node's real address
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # nothing outside this machine can reach it
     import ray
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if not address:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # an in-process cluster bound to 127.0.0.1
     if ray.is_initialized():
         return ray
     if address:

@@ -61,6 +61,7 @@ class UnitWriter:
     def __init__(self, fs, root: str, unit_id: str, run_id: str):
         self.fs, self.root, self.unit_id, self.run_id = fs, root.rstrip("/"), unit_id, run_id
         self.token = uuid.uuid4().hex[:12]
+        self.name = f"{unit_id}-{self.token}"  # of its data, failures and commit files; kept across retries
 
     def write(self, rows: list[dict], stats: dict | None = None, failures: list[dict] | None = None) -> dict:
         """Write rows (dicts keyed by schema column) and return the commit record (which also
@@ -82,7 +83,7 @@ class UnitWriter:
             return False
 
     def _commit_path(self) -> str:
-        return f"{self.root}/{COMMITS_DIR}/{self.unit_id}-{self.token}.json"
+        return f"{self.root}/{COMMITS_DIR}/{self.name}.json"
 
     def _remove_uncommitted(self) -> None:
         """After a failed write on a local disk (full, say), free the space its files took:
@@ -90,24 +91,23 @@ class UnitWriter:
         land while its reply is lost, so files stay; the next run removes them if orphaned."""
         if not _is_local(self.fs):
             return
-        name = f"{self.unit_id}-{self.token}"
         if os.path.exists(self._commit_path()):
             return
         for folder in (DATA_DIR, FAILURES_DIR):
             with contextlib.suppress(OSError):
-                os.unlink(f"{self.root}/{folder}/{name}.parquet")
+                os.unlink(f"{self.root}/{folder}/{self.name}.parquet")
 
     def _write(self, rows: list[dict], stats: dict | None, failures: list[dict] | None) -> dict:
         rows = sorted(rows, key=lambda r: r["image_id"])
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
         failures = [dict(f, run_id=self.run_id, time=now) for f in failures or []]
-        name = f"{self.unit_id}-{self.token}"
+        name = self.name
         failures_file = self._write_failures(name, failures)
         if not rows:
             record = {"file": None, "unit_id": self.unit_id, "run_id": self.run_id, "rows": 0, "index": {},
                       "sources": {}, "committed_at": now, "stats": stats or {}, "failures": failures,
                       "failures_file": failures_file}
-            put_atomic(self.fs, f"{self.root}/{COMMITS_DIR}/{name}.json", json.dumps(record, sort_keys=True).encode())
+            put_atomic(self.fs, self._commit_path(), json.dumps(record, sort_keys=True).encode())
             return record
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
         data_path = f"{self.root}/{DATA_DIR}/{name}.parquet"
@@ -127,7 +127,7 @@ class UnitWriter:
             "failures": failures,
             "failures_file": failures_file,
         }
-        put_atomic(self.fs, f"{self.root}/{COMMITS_DIR}/{name}.json", json.dumps(record, sort_keys=True).encode())
+        put_atomic(self.fs, self._commit_path(), json.dumps(record, sort_keys=True).encode())
         return record
 
 

@@ -146,14 +146,22 @@ def remove_orphans(archive: Archive | None, dst: str, max_age: float) -> int:
     return removed
 
 
-def _storage_step(what: str, call, retry: RetryPolicy):
-    """A step of the driver on SRC or DST: transient errors retried, then one clear JobError."""
+def _try_storage(call, retry: RetryPolicy):
+    """(result, None), or (None, what went wrong) when a storage error outlasts the retries."""
     try:
-        return retrying(call, retry)
+        return retrying(call, retry), None
     except Exception as exc:
         if not is_storage_error(exc):
             raise
-        raise JobError(f"cannot {what}: {type(exc).__name__}: {describe(exc)}") from exc
+        return None, f"{type(exc).__name__}: {describe(exc)}"
+
+
+def _storage_step(what: str, call, retry: RetryPolicy):
+    """A step the job cannot go on without (listing SRC, opening DST): else one clear JobError."""
+    result, error = _try_storage(call, retry)
+    if error:
+        raise JobError(f"cannot {what}: {error}")
+    return result
 
 
 def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions, log=print) -> dict:
@@ -172,14 +180,10 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
                "skipped": len(done), "failed": 0, "bytes_in": 0, "bytes_out": 0, "pixels": 0, "failures": [],
                "gone": len(gone), "gone_ids": gone[:1000], "pruned": 0, "adapters": {}, "notes": [],
                "storage_retries": 0, "run_record_error": None, "orphans_removed": 0}
-    try:  # housekeeping: leftovers of a crash can wait for the next run
-        summary["orphans_removed"] = retrying(lambda: remove_orphans(archive, dst, options.orphan_age_seconds),
-                                              retry)
-    except Exception as exc:
-        if not is_storage_error(exc):
-            raise
-        summary["notes"].append(f"uncommitted leftovers in {dst} were not cleaned up this run "
-                                f"({type(exc).__name__}: {describe(exc)})")
+    removed, error = _try_storage(lambda: remove_orphans(archive, dst, options.orphan_age_seconds), retry)
+    summary["orphans_removed"] = removed or 0
+    if error:  # housekeeping: leftovers of a crash can wait for the next run
+        summary["notes"].append(f"uncommitted leftovers in {dst} were not cleaned up this run ({error})")
     fs, root = fsspec.core.url_to_fs(dst)
     if gone and options.prune:
         _storage_step(f"prune {dst}", lambda: write_tombstones(fs, root, run_id, gone), retry)
@@ -191,13 +195,9 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
     summary["ratio"] = summary["bytes_in"] / summary["bytes_out"] if summary["bytes_out"] else None
     summary["megapixels_per_second"] = summary["pixels"] / 1e6 / summary["seconds"]
     record = f"{root.rstrip('/')}/{RUNS_DIR}/{run_id}.json"
-    try:  # the images are committed by now; a run record that cannot be written is said, not raised
-        retrying(lambda: put_atomic(fs, record, json.dumps(summary, indent=1).encode()), retry)
-    except Exception as exc:
-        if not is_storage_error(exc):
-            raise
-        summary["run_record_error"] = (f"could not write the run record {record}: "
-                                       f"{type(exc).__name__}: {describe(exc)}")
+    # the images are committed by now: a run record that cannot be written is said, not raised
+    _, error = _try_storage(lambda: put_atomic(fs, record, json.dumps(summary, indent=1).encode()), retry)
+    summary["run_record_error"] = f"could not write the run record {record}: {error}" if error else None
     return summary
 
 

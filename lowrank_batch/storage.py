@@ -88,7 +88,7 @@ def is_storage_error(exc: BaseException) -> bool:
     not a bug. botocore's own errors (no credentials, bad endpoint) are not OSErrors."""
     if isinstance(exc, OSError) or is_transient(exc):
         return True
-    return type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "s3fs", "gcsfs", "adlfs", "aiohttp")
+    return _from_storage_library(exc)
 
 
 def describe(exc: BaseException) -> str:
@@ -109,8 +109,15 @@ def describe(exc: BaseException) -> str:
 
 
 def _is_from_a_store(exc: BaseException) -> bool:
-    cause = exc.__cause__
-    return cause is not None and type(cause).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp")
+    """An OSError that a store client made of its own error (s3fs keeps it as the cause)."""
+    return exc.__cause__ is not None and _from_storage_library(exc.__cause__)
+
+
+_STORAGE_LIBRARIES = ("botocore", "aiobotocore", "s3fs", "gcsfs", "adlfs", "aiohttp")
+
+
+def _from_storage_library(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] in _STORAGE_LIBRARIES
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 from lowrank_batch.codec.codec import Codec  # noqa: E402
-from lowrank_batch.codec.model import LowRankModel, load_model  # noqa: E402
+from lowrank_batch.weights.model_file import LowRankModel, load_model  # noqa: E402
 from lowrank_batch.training.corpus import MODALITIES  # noqa: E402
 from lowrank_batch.training.run import _compare, _label_digest, ensure_corpus  # noqa: E402
 from lowrank_batch.weights.adapters import read_canonical  # noqa: E402

@@ -10,11 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import Codec, EncodedImage, LowrankError
+from . import LowrankError
 from .cli_archive import archive_commands
 from .cli_common import encode_kwargs, mode_args
 from .cli_weights import weights_commands
-from .images import read_image, write_image
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -26,6 +25,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_codec_encode(args: argparse.Namespace) -> int:
+    from . import Codec
+    from .images import read_image
+
     codec = Codec.load(model=args.model, adapter=args.adapter)
     array = read_image(args.input)
     enc = codec.encode(array, args.bits, rank=args.rank, **encode_kwargs(args))
@@ -37,6 +39,9 @@ def cmd_codec_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_codec_decode(args: argparse.Namespace) -> int:
+    from . import Codec, EncodedImage
+    from .images import write_image
+
     enc = EncodedImage.from_bytes(Path(args.input).read_bytes())
     codec = Codec.for_image(enc)  # the model and adapter it records, from the store
     out = codec.decode(enc, preview=args.preview)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from . import LowrankError
 from .cli_common import encode_kwargs, mode_args
 from .errors import InvalidParameterError
-from .images import write_image
 
 
 SHOWN_FAILURES = 50  # on the terminal; the run record (runs/RUN_ID.json) keeps every one
@@ -82,55 +80,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _output_path(out: Path, image_id: str, fmt: str, many: bool) -> Path:
-    if not many:
-        return out
-    return out / (image_id.replace("/", "__").replace("#", "_frame") + "." + fmt)
-
-
 def cmd_decode(args: argparse.Namespace) -> int:
-    from .archive import Archive
+    from .decode import ArchiveDecoder, write_outputs
 
-    archive = Archive.open(args.archive)
-    ids = args.id or archive.ids()
-    if args.format == "dicom":
-        if args.preview:
-            raise InvalidParameterError("--preview cannot be written as DICOM: a preview is not the archived image")
-        return _decode_dicom_files(archive, ids, Path(args.out))
-    many = len(ids) > 1 or Path(args.out).is_dir()
-    out = Path(args.out)
-    if many:
-        out.mkdir(parents=True, exist_ok=True)
-    fmt = args.format or (out.suffix.lstrip(".") if not many and out.suffix else "png")
-    for image_id in ids:
-        array = archive.get(image_id, preview=args.preview)
-        target = _output_path(out, image_id, fmt, many)
-        if not many and not target.suffix:
-            target = target.with_suffix("." + fmt)
-        write_image(target, array)
-        print(f"{image_id} -> {target} {array.shape} {array.dtype}" + (" (preview)" if args.preview else ""))
+    decoder = ArchiveDecoder.open(args.archive)
+    for out in write_outputs(decoder, args.id, args.out, args.format, args.preview):
+        if out.shape is None:
+            print(f"{out.image_id} -> {out.target} (DICOM)")
+        else:
+            print(f"{out.image_id} -> {out.target} {out.shape} {out.dtype}" + (" (preview)" if args.preview else ""))
     return 0
-
-
-def _decode_dicom_files(archive, ids: list[str], out: Path) -> int:
-    """DICOM files back: frame ids map to their file, which is rebuilt whole."""
-    from .archive.dicom_export import export_dicom, file_ids
-
-    all_ids = archive.ids()
-    files = file_ids(all_ids, ids)
-    many = len(files) > 1 or out.is_dir()
-    if many:
-        out.mkdir(parents=True, exist_ok=True)
-    for file_id in files:
-        target = out / _dicom_name(file_id) if many else out
-        target.write_bytes(export_dicom(archive, file_id, all_ids))
-        print(f"{file_id} -> {target} (DICOM)")
-    return 0
-
-
-def _dicom_name(file_id: str) -> str:
-    flat = file_id.replace("/", "__")
-    return flat if flat.lower().endswith((".dcm", ".dicom")) else flat + ".dcm"
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -144,9 +103,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .archive import Archive
+    from .decode import ArchiveDecoder
 
-    archive = Archive.open(args.archive)
+    decoder = ArchiveDecoder.open(args.archive)
+    archive = decoder.archive
     hidden = 0
     for record, ids in archive.damaged_record_ids().items():
         hidden += len(ids)
@@ -156,7 +116,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     bad = []
     for image_id in archive.ids():
         try:
-            archive.get(image_id)  # decode checks the SHA-256 (lossless) or the reconstruction digest
+            decoder.get(image_id)  # decode checks the SHA-256 (lossless) or the reconstruction digest
         except LowrankError as exc:
             bad.append(image_id)
             print(f"FAILED {image_id}: {exc}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .archive import Archive
+from .decode import ArchiveDecoder
 from .codec import metrics
 from .images import write_image
 from .images.decode import decode_image_bytes
@@ -54,15 +54,15 @@ def run_demo(options: DemoOptions, log=print) -> int:
     failures = summary["failed"]
     for f in summary["failures"]:
         log(f"  failed {f['image_id']} [{f['stage']}] {f['error']}: {f['message']}")
-    archive = Archive.open(str(dst))
+    decoder = ArchiveDecoder.open(str(dst))
     names = {sha: name for name, sha in DEFAULT_ADAPTER_SHA256.items()}
     log(HEADER)
     total_raw = total_coded = 0
-    archived = set(archive.ids())
+    archived = set(decoder.ids())
     for item in manifest:
         if item["file"] not in archived:  # its failure is listed above
             continue
-        ok, raw, coded = _check_one(archive, src, item["file"], options, names, work if options.out else None, log)
+        ok, raw, coded = _check_one(decoder, src, item["file"], options, names, work if options.out else None, log)
         failures += not ok
         total_raw, total_coded = total_raw + raw, total_coded + coded
     ratio = total_raw / total_coded if total_coded else float("nan")
@@ -84,16 +84,16 @@ def _settings(options: DemoOptions, manifest: list[dict]) -> EncodeSettings:
     return EncodeSettings(options.mode, options.max_error, options.quality, options.model, adapter, rules)
 
 
-def _check_one(archive: Archive, src: Path, image_id: str, options: DemoOptions, adapter_names: dict,
+def _check_one(decoder: ArchiveDecoder, src: Path, image_id: str, options: DemoOptions, adapter_names: dict,
                keep: Path | None, log) -> tuple[bool, int, int]:
     """Decode one image by id, compare it with its source, print its line: (ok, raw, coded bytes)."""
     (source,) = decode_image_bytes(image_id, (src / image_id).read_bytes())
     original, bits = source.pixels, source.bits_stored
-    row = archive.row(image_id, ["encoded_bytes", "adapter_sha256"])
+    row = decoder.row(image_id, ["encoded_bytes", "adapter_sha256"])
     t0 = time.perf_counter()
-    decoded = archive.get(image_id)
+    decoded = decoder.get(image_id)
     dec_ms = 1e3 * (time.perf_counter() - t0)
-    preview = archive.get(image_id, preview=True)
+    preview = decoder.get(image_id, preview=True)
     err = metrics.max_abs_error(original, decoded)
     ok = {"lossless": err == 0, "near-lossless": err <= (options.max_error or 0)}.get(options.mode, True)
     raw, coded = original.size * ((bits + 7) // 8), row["encoded_bytes"]

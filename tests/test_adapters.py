@@ -12,8 +12,8 @@ from torch import nn
 
 from lowrank_batch import Codec, EncodedImage, WeightsError
 from lowrank_batch.cli import main
-from lowrank_batch.codec.model import load_model, save_model
-from lowrank_batch.weights import lora
+from lowrank_batch.weights.model_file import load_model, save_model
+from lowrank_batch.codec import lora
 from lowrank_batch.weights.adapters import export_peft, read_canonical, read_peft
 from lowrank_batch.weights.defaults import default_model_file
 from lowrank_batch.weights.install import install_adapter, install_model

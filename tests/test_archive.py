@@ -8,6 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lowrank_batch.archive import Archive, UnitWriter
+
+from lowrank_batch.decode import ArchiveDecoder
 from lowrank_batch.archive.reader import ArchiveError
 from lowrank_batch.archive.schema import SCHEMA
 
@@ -40,10 +42,10 @@ def test_round_trip_by_id_and_preview(codec, tmp_path, images):
     archive = Archive.open(str(tmp_path))
     assert archive.ids() == [n for n, _, _ in images]
     for name, a, _ in images:
-        assert np.array_equal(archive.get(name), a)
-    assert archive.get("im04.png", preview=True).shape == images[4][1].shape
+        assert np.array_equal(ArchiveDecoder(archive).get(name), a)
+    assert ArchiveDecoder(archive).get("im04.png", preview=True).shape == images[4][1].shape
     with pytest.raises(ArchiveError, match="no image 'nope.png'"):
-        archive.get("nope.png")
+        ArchiveDecoder(archive).get("nope.png")
 
 
 def test_uncommitted_files_are_invisible_and_later_commits_supersede(codec, tmp_path, images):
@@ -56,7 +58,7 @@ def test_uncommitted_files_are_invisible_and_later_commits_supersede(codec, tmp_
     UnitWriter(fs, root, "u9", "r2").write(rows_for(codec, changed, run="r2", unit="u9"))
     archive = Archive.open(str(tmp_path))
     assert len(archive) == 3
-    assert np.array_equal(archive.get(images[0][0]), images[5][1])  # the newer version
+    assert np.array_equal(ArchiveDecoder(archive).get(images[0][0]), images[5][1])  # the newer version
 
 
 def test_duckdb_reads_one_row_per_image_with_the_documented_columns(codec, tmp_path, images):
@@ -83,7 +85,7 @@ def test_a_corrupt_commit_record_hides_its_unit_only_and_is_reported(codec, tmp_
     archive = Archive.open(str(tmp_path))
     assert archive.damaged_records == [record.name]
     (n2, a2, _), names = images[2], sorted(name for name, _, _ in images[:2])
-    assert archive.ids() == [n2] and np.array_equal(archive.get(n2), a2)
+    assert archive.ids() == [n2] and np.array_equal(ArchiveDecoder(archive).get(n2), a2)
     assert archive.damaged_record_ids() == {record.name: names}
 
 

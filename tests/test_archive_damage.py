@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from lowrank_batch.archive import Archive
+
+from lowrank_batch.decode import ArchiveDecoder
 from lowrank_batch.cli import main
 from lowrank_batch.errors import LowrankError
 from lowrank_batch.pipeline.job import JobOptions, run_encode
@@ -54,7 +56,7 @@ def test_damage_is_named_contained_and_repaired_by_a_rerun(cluster, tmp_path, ca
     failing = set()
     for image_id in archive.ids():
         try:
-            out = archive.get(image_id)
+            out = ArchiveDecoder(archive).get(image_id)
         except LowrankError as exc:
             failing.add(image_id)
             assert image_id in str(exc) or "checksum" in str(exc).lower() or "SHA-256" in str(exc)
@@ -78,7 +80,7 @@ def test_damage_is_named_contained_and_repaired_by_a_rerun(cluster, tmp_path, ca
     repaired = Archive.open(str(dst))
     assert sorted(repaired.ids()) == sorted(images)
     for image_id, a in images.items():
-        assert np.array_equal(repaired.get(image_id), a)
+        assert np.array_equal(ArchiveDecoder(repaired).get(image_id), a)
     capsys.readouterr()
     main(["verify", str(dst)])
     assert "12 ok, 0 failed" in capsys.readouterr().out
@@ -95,4 +97,4 @@ def test_a_deleted_data_file_is_encoded_again_without_repair(cluster, tmp_path):
     assert summary["encoded"] == len(lost) == 3 and summary["skipped"] == 3
     archive = Archive.open(str(dst))
     for image_id, a in images.items():
-        assert np.array_equal(archive.get(image_id), a)
+        assert np.array_equal(ArchiveDecoder(archive).get(image_id), a)

@@ -82,7 +82,7 @@ def test_preview_of_lossless_uses_latents_only(codec, rng):
     assert 25 < metrics.psnr(array, preview, 12) < math.inf
     # archival modes record the linear preview's PSNR (no refiner run at encode)
     from lowrank_batch import Codec
-    from lowrank_batch.codec.model import LowRankModel
+    from lowrank_batch.weights.model_file import LowRankModel
 
     linear = Codec(LowRankModel(codec.model.core, codec.model.refiner.untrained_like(), codec.model.sha256, {}))
     assert metrics.psnr(array, linear.decode(enc, preview=True), 12) == pytest.approx(enc.preview_psnr)

@@ -58,7 +58,7 @@ def test_lossless_is_independent_of_the_learned_refiner(images, tmp_path):
     noisy = Refiner(base.model.core.channels)
     for p in noisy.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    from lowrank_batch.codec.model import LowRankModel
+    from lowrank_batch.weights.model_file import LowRankModel
 
     other = Codec(LowRankModel(base.model.core, noisy, base.model.sha256, base.model.metadata))
     for a in images:

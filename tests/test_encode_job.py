@@ -14,6 +14,8 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from lowrank_batch.archive import Archive
+
+from lowrank_batch.decode import ArchiveDecoder
 from lowrank_batch.images import write_image
 from lowrank_batch.pipeline.job import JobError, JobOptions, plan_workers, run_encode
 from lowrank_batch.pipeline.worker import EncodeSettings, EncodeWorker
@@ -71,7 +73,7 @@ def test_encode_local_folder_then_rerun(cluster, tmp_path):
     archive = Archive.open(dst)
     assert sorted(archive.ids()) == sorted(expected)
     for image_id, array in expected.items():
-        out = archive.get(image_id)
+        out = ArchiveDecoder(archive).get(image_id)
         assert out.dtype == array.dtype and np.array_equal(out, array), image_id
     (run_file,) = (tmp_path / "archive" / "runs").glob("*.json")
     stored = json.loads(run_file.read_text())
@@ -129,7 +131,7 @@ def test_s3_to_s3_two_hundred_mixed_images(cluster, tmp_path):
     archive = Archive.open("s3://archive/a1")
     assert sorted(archive.ids()) == sorted(expected)
     for image_id in list(expected)[::7] + [k for k in expected if k.startswith("mixed/")]:
-        assert np.array_equal(archive.get(image_id), expected[image_id]), image_id
+        assert np.array_equal(ArchiveDecoder(archive).get(image_id), expected[image_id]), image_id
     files = fs.glob("archive/a1/data/*.parquet")
     rows = sum(pq.ParquetFile(fs.open(f)).metadata.num_rows for f in files)
     assert rows == len(expected)
@@ -158,4 +160,4 @@ def test_gpu_workers_get_images_decoded_by_cpu_tasks(cluster, tmp_path):
     assert (summary["encoded"], summary["failed"]) == (len(expected), 1)
     archive = Archive.open(str(tmp_path / "archive"))
     for image_id, array in expected.items():
-        assert np.array_equal(archive.get(image_id), array), image_id
+        assert np.array_equal(ArchiveDecoder(archive).get(image_id), array), image_id

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lowrank_batch import Codec, EncodedImage
-from lowrank_batch.codec.model import LowRankModel
+from lowrank_batch.weights.model_file import LowRankModel
 from lowrank_batch.codec.refine import Refiner
 
 from .conftest import smooth_image

@@ -17,6 +17,8 @@ from PIL import Image, PngImagePlugin
 from pydicom.data import get_testdata_file
 
 from lowrank_batch.archive import Archive
+
+from lowrank_batch.decode import ArchiveDecoder
 from lowrank_batch.images.files import image_bytes
 from lowrank_batch.pipeline.job import JobOptions, run_encode
 from lowrank_batch.pipeline.worker import EncodeSettings
@@ -202,7 +204,7 @@ def test_bad_input_corpus(cluster, tmp_path):
     archive = Archive.open(str(dst))
     assert sorted(archive.ids()) == sorted(ok)
     for image_id, expected in ok.items():
-        assert np.array_equal(archive.get(image_id), expected), image_id
+        assert np.array_equal(ArchiveDecoder(archive).get(image_id), expected), image_id
     failures = {f["image_id"]: f for f in archive.failures()}
     assert set(failures) == set(bad)
     for image_id, reason in bad.items():
@@ -240,7 +242,7 @@ def test_s3_keys_with_spaces_and_unicode_are_archived_under_their_own_names(clus
     archive = Archive.open("s3://archive/keys")
     assert sorted(archive.ids()) == sorted(S3_KEYS)
     for key, a in images.items():
-        assert np.array_equal(archive.get(key), a), key
+        assert np.array_equal(ArchiveDecoder(archive).get(key), a), key
         assert archive.sources[key][0] == f"s3://src/keys/{key}"
     again = run_encode("s3://src/keys", "s3://archive/keys", EncodeSettings(), JobOptions(gpus_per_worker=0), **QUIET)
     assert (again["encoded"], again["skipped"]) == (0, len(S3_KEYS))  # ETags matched by the same names

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from lowrank_batch.weights.defaults import default_model_file as default_model_path
-from lowrank_batch.codec.model import ARCHITECTURE, file_sha256, load_model, save_model
+from lowrank_batch.weights.model_file import ARCHITECTURE, file_sha256, load_model, save_model
 from lowrank_batch.errors import WeightsError
 
 

@@ -9,7 +9,7 @@ import torch
 from pydicom.data import get_testdata_file
 
 from lowrank_batch import Codec
-from lowrank_batch.codec.model import load_model
+from lowrank_batch.weights.model_file import load_model
 from lowrank_batch.errors import InvalidParameterError, WeightsError
 from lowrank_batch.training.corpus import build_corpus, load_images
 from lowrank_batch.training.evaluate import bd_rate

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from lowrank_batch import Codec, WeightsError
 from lowrank_batch.cli import main
-from lowrank_batch.codec.model import file_sha256, load_model, save_model
+from lowrank_batch.weights.model_file import file_sha256, load_model, save_model
 from lowrank_batch.weights.defaults import DEFAULT_MODEL_NAME, DEFAULT_MODEL_SHA256, default_model_file
 from lowrank_batch.weights.install import ensure_default, install_model
 from lowrank_batch.weights.store import WeightStore

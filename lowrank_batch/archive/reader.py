@@ -1,4 +1,7 @@
-"""Read an archive: committed files only, one image by id with a ranged row-group read."""
+"""Read an archive: committed files only, one image's row by id with a ranged row-group read.
+
+Rows come back as stored (latent and residual bytes); turning them into pixels is decode.py's job,
+so reading an archive needs neither the codec nor torch."""
 
 from __future__ import annotations
 
@@ -8,11 +11,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import fsspec
-import numpy as np
 import pyarrow.parquet as pq
 
-from ..codec.codec import Codec
-from ..codec.format import EncodedImage
 from ..errors import LowrankError
 from .schema import COMMITS_DIR, DATA_DIR, FAILURES_DIR
 
@@ -68,7 +68,6 @@ class Archive:
         self._versions = versions or {}
         self._failures = failures or []
         self.committed_files = files or set()
-        self._codecs: dict[tuple, Codec] = {}
         self.damaged_records: list[str] = []  # commit records that could not be read (see open)
 
     @classmethod
@@ -175,22 +174,6 @@ class Archive:
         if row["image_id"] != image_id:
             raise ArchiveError(f"image {image_id!r}: index points at {row['image_id']!r} in {loc.file}")
         return row
-
-    def encoded(self, image_id: str, preview: bool = False, version: int | None = None) -> EncodedImage:
-        row = self.row(image_id, ["image_id", "latent"] if preview else ROW_COLUMNS, version)
-        return EncodedImage.join(row["latent"], None if preview else row["residual"])
-
-    def codec_for(self, enc: EncodedImage) -> Codec:
-        key = (enc.model_sha256, enc.adapter_sha256)
-        if key not in self._codecs:
-            self._codecs[key] = Codec.for_image(enc)
-        return self._codecs[key]
-
-    def get(self, image_id: str, preview: bool = False, version: int | None = None) -> np.ndarray:
-        """The image as it was encoded (bit for bit when lossless); preview: latents only;
-        `version`: an older version of a changed source (see `versions`)."""
-        enc = self.encoded(image_id, preview, version)
-        return self.codec_for(enc).decode(enc, preview=preview)
 
     def rows(self, columns: list[str]) -> Iterator[dict]:
         """Committed rows (latest version of each id), for listings."""

@@ -13,14 +13,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import ChecksumMismatchError, CorruptStreamError, InvalidParameterError, WeightsError
-from . import lowrank, metrics, pixels
+from . import lora, lowrank, metrics, pixels
 from .format import MODES, EncodedImage, PlaneInfo
-from .model import LowRankModel, load_model
+from .loaded import LowRankModel
 from .planes import coded_planes, decoder_side_information, stack_latents
 from .refine import refine_planes
 from .residual_coder import decode_plane, encode_plane
@@ -59,67 +58,13 @@ class Codec:
         self.config = config or CodecConfig()
         self.device = device
         self.adapter_sha256: str | None = None
-        self.adapter_provenance: dict = {}
+        self.adapter_provenance: dict = {}  # the adapter's training metadata (set by whoever loads it)
         model.refiner.to(device)
-
-    @classmethod
-    def load(cls, model: str | Path | None = None, adapter: str | None = None, config: CodecConfig | None = None,
-             device: str = "cpu", store=None) -> "Codec":
-        """A model from the weight store (default: the shipped one, installed on first use), by
-        NAME, NAME@VERSION or SHA-256; a path to a model file is loaded directly. `adapter`
-        names an installed adapter bound to that model."""
-        from ..weights.install import cached_model, ensure_default
-        from ..weights.store import WeightStore
-
-        store = store or WeightStore()
-        if model is not None and Path(model).is_file():
-            loaded = load_model(model)
-        else:
-            entry = ensure_default(store) if model is None else store.resolve("models", str(model))
-            loaded = cached_model(str(store.blob_path(entry.sha256)), entry.sha256)
-        codec = cls(loaded, config, device)
-        if adapter is not None:
-            codec.use_adapter(adapter, store)
-        return codec
-
-    @classmethod
-    def for_image(cls, enc: EncodedImage, store=None, config: CodecConfig | None = None,
-                  device: str = "cpu") -> "Codec":
-        """The codec an encoded image needs, found in the store by its recorded digests."""
-        from ..weights.store import WeightStore
-
-        store = store or WeightStore()
-        try:
-            codec = cls.load(enc.model_sha256, config=config, device=device, store=store)
-        except WeightsError:
-            raise WeightsError(f"this image needs model {enc.model_sha256}: install it with "
-                               "lowrank-batch weights install SRC --sha256 " + enc.model_sha256) from None
-        if enc.adapter_sha256:
-            try:
-                codec.use_adapter(enc.adapter_sha256, store)
-            except WeightsError:
-                raise WeightsError(f"this image needs adapter {enc.adapter_sha256} for model {enc.model_sha256}: "
-                                   "install it with lowrank-batch adapters install SRC --base MODEL") from None
-        return codec
-
-    def use_adapter(self, ref: str, store=None, weight: float = 1.0) -> None:
-        """Apply an installed adapter (bound to this model) to the learned layers.
-
-        The shared model stays untouched: the refiner is copied once, then adapters switch
-        on it without reloading base weights.
-        """
-        from ..weights.install import load_adapter
-        from ..weights.store import WeightStore
-
-        adapter, entry = load_adapter(store or WeightStore(), ref, self.model.sha256)
-        self.apply_adapter(adapter.layers, entry.sha256, weight)
-        self.adapter_provenance = adapter.provenance or {}  # training metadata, figures included
 
     def apply_adapter(self, layers: dict, name: str, weight: float = 1.0) -> None:
         """Attach LoRA weights (module path -> LoraWeights) under `name` and make them the active
-        adapter. `use_adapter` is the way in for installed adapters; this is for fresh ones."""
-        from ..weights import lora
-
+        adapter. `weights.loading.use_adapter` is the way in for installed adapters; this is for
+        fresh ones."""
         refiner = copy.deepcopy(self.model.refiner) if not lora.lora_layers(self.model.refiner) else self.model.refiner
         if name not in {n for layer in lora.lora_layers(refiner) for n in layer.adapters}:
             lora.attach(refiner, name, layers)

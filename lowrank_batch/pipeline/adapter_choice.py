@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from fnmatch import fnmatchcase
 
+from ..codec.metrics import bd_rate
 from ..errors import InvalidParameterError
 
 AUTO = "auto"
@@ -44,8 +45,6 @@ def choose_adapter(metadata: dict, image_id: str, rules: tuple[tuple[str, str], 
 def measured_worse(provenance: dict) -> float | None:
     """The adapter's lossy BD-rate against its base at equal latent bits, from its recorded
     validation curves, when positive (worse); else None."""
-    from ..training.evaluate import bd_rate
-
     try:
         lossy = json.loads(provenance.get("figures", "{}"))["validation"]["lossy"]
         reference = lossy["reference"]

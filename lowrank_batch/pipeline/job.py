@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 import time
 import uuid
@@ -20,9 +19,10 @@ from ..archive.reader import Archive, ArchiveError
 from ..archive.schema import RUNS_DIR
 from ..archive.writer import put_atomic, write_tombstones
 from ..errors import LowrankError
+from ..ray_session import start_ray  # noqa: F401  (re-exported: decode job and callers)
 from ..storage import Retrier, RetryPolicy, describe, is_storage_error, retrying
 from .units import SourceFile, list_sources, make_units
-from ..codec.codec import Codec
+from ..weights.loading import load_codec
 from .adapter_choice import AUTO
 from .worker import EncodeSettings, EncodeWorker, UnitResult, decode_unit
 
@@ -47,25 +47,6 @@ class JobOptions:
     @property
     def retry(self) -> RetryPolicy:
         return RetryPolicy(seconds=self.storage_retry_seconds)
-
-
-def start_ray(address: str | None):
-    # before `import ray`: Ray reads these when it is imported
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not address:  # a local Ray in this process: loopback only (else it listens on every interface);
-        # never for a cluster, whose driver must see its node's real address
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # nothing outside this machine can reach it
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-    return ray
 
 
 def plan_workers(resources: dict, options: JobOptions) -> tuple[int, float, float]:
@@ -206,7 +187,7 @@ def _encode_units(units, dst: str, run_id: str, settings: EncodeSettings, option
     """Run the units on Ray's encode workers, adding each unit's result to the summary."""
     # the weights every worker will load, checked here first: a bad name or pin is one clear
     # error now, not every worker dying in the cluster with the reason in its logs
-    Codec.load(settings.model, None if settings.adapter == AUTO else settings.adapter)
+    load_codec(settings.model, None if settings.adapter == AUTO else settings.adapter)
     ray = start_ray(options.address)
     resources = ray.cluster_resources()
     workers, gpus, cpus = plan_workers(resources, options)

@@ -13,6 +13,7 @@ import fsspec
 
 from .. import __version__
 from ..codec.codec import Codec
+from ..weights.loading import load_codec, use_adapter
 from ..errors import LowrankError
 from ..images.decode import DecodedImage, decode_image_bytes, metadata_json
 from ..images.dicom import must_stay_lossless
@@ -52,7 +53,7 @@ class EncodeWorker:
 
     def __init__(self, dst: str, run_id: str, settings: EncodeSettings, retry: RetryPolicy = RetryPolicy()):
         auto = settings.adapter == AUTO
-        self.codec = Codec.load(settings.model, None if auto else settings.adapter)
+        self.codec = load_codec(settings.model, None if auto else settings.adapter)
         self._by_adapter: dict[str | None, Codec] = {None: self.codec}  # auto: built on first use
         self._notes: list[str] = []
         EncodeWorker.loads += 1
@@ -124,7 +125,7 @@ class EncodeWorker:
         if name not in self._by_adapter:
             try:
                 codec = Codec(self.codec.model, self.codec.config, self.codec.device)
-                codec.use_adapter(name)
+                use_adapter(codec, name)
                 worse = measured_worse(codec.adapter_provenance)
                 if worse is not None:
                     self._notes.append(f"--adapter auto: adapter {name!r} measured worse than the base on its "

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..archive.reader import Archive
+from ..decode import ArchiveDecoder
 from . import figures, html, rd
 from .baselines import baseline_points, imagecodecs
 from .samples import analyse, pick_sample
@@ -21,11 +22,11 @@ from .stats import ROW_COLUMNS, image_stats, summary
 
 def analyse_image(archive_uri: str, image_id: str, stats: dict, baselines: bool) -> dict:
     """Everything a report needs of one sampled image (runs locally or as a Ray task)."""
-    archive = Archive.open(archive_uri)
-    result = analyse(archive, image_id, stats)
+    decoder = ArchiveDecoder.open(archive_uri)
+    result = analyse(decoder, image_id, stats)
     original = result["arrays"]["original"]
     if original is not None:
-        codec = archive.codec_for(archive.encoded(image_id))
+        codec = decoder.codec_for(decoder.encoded(image_id))
         points = rd.our_points(codec, original, stats["bits_stored"])
         if baselines:
             points += baseline_points(original, stats["bits_stored"])
@@ -84,7 +85,7 @@ def _run(archive_uri, picked, stats, baselines, address, progress) -> list[dict]
             results.append(analyse_image(archive_uri, image_id, stats[image_id], baselines))
             progress(f"  {k}/{len(picked)} {image_id}")
         return results
-    from ..pipeline.job import start_ray
+    from ..ray_session import start_ray
 
     ray = start_ray(address)
     task = ray.remote(num_cpus=1)(analyse_image)

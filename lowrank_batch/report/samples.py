@@ -73,12 +73,13 @@ def display_window(meta: dict, pixels: np.ndarray) -> tuple[float, float]:
     return float(lo), float(max(hi, lo + 1))
 
 
-def analyse(archive, image_id: str, stats: dict) -> dict:
-    """Decode one image (full and preview), compare with its original; arrays for the figures."""
-    row = archive.row(image_id, ["image_id", "metadata_json"])
+def analyse(decoder, image_id: str, stats: dict) -> dict:
+    """Decode one image (full and preview), compare with its original; arrays for the figures.
+    `decoder` is a decode.ArchiveDecoder."""
+    row = decoder.row(image_id, ["image_id", "metadata_json"])
     meta = json.loads(row["metadata_json"] or "{}")
-    full = archive.get(image_id)
-    preview = archive.get(image_id, preview=True)
+    full = decoder.get(image_id)
+    preview = decoder.get(image_id, preview=True)
     original = original_of(image_id, stats["source_uri"])
     have_original = original is not None and original.shape == full.shape
     if not have_original:

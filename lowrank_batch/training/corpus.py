@@ -14,7 +14,6 @@ has few images.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..devcorpus import CorpusImage, _dicom_frames, _nifti_slices, _package_dir
 from ..errors import InvalidParameterError
+from ..hashing import file_sha256
 
 MODALITIES = ("ct", "mr", "xray", "natural")
 RESERVED_PREFIXES = ("RG1_", "MR2_")  # independent evaluation only (brief, GUIDE § 4)
@@ -118,7 +118,7 @@ def build_corpus(out: str | Path, modalities: tuple[str, ...] = MODALITIES) -> d
             entries.append(CorpusEntry(rel, im.name, modality, im.bits_stored, tuple(im.pixels.shape),
                                        val_column(im.pixels.shape[1])).__dict__)
             if im.source not in sources:
-                sources[im.source] = {"file": base, "sha256": _sha256(im.source), "modality": modality}
+                sources[im.source] = {"file": base, "sha256": file_sha256(im.source), "modality": modality}
     manifest = {"format": "lowrank-corpus-v1", "val_fraction": VAL_FRACTION,
                 "reserved_excluded": list(RESERVED_PREFIXES), "sources": list(sources.values()), "images": entries}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -140,8 +140,3 @@ def load_images(folder: str | Path, modality: str | None = None) -> list[tuple[C
             entry = CorpusEntry(**{**e, "shape": tuple(e["shape"])})
             out.append((entry, np.load(folder / entry.file, allow_pickle=False)))
     return out
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()

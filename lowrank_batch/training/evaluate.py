@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 from ..codec.codec import Codec
+from ..codec.metrics import bd_rate  # noqa: F401  (lived here; training and tests import it from here)
 from .corpus import load_images
 
 QUALITIES = (36.0, 40.0, 44.0, 48.0, 52.0)
@@ -43,26 +44,3 @@ def measure(codec: Codec, images: list[tuple[str, np.ndarray, int]], qualities=Q
         mse = weighted_mse / pixels
         lossy.append({"quality": q, "bpp": total / pixels, "psnr": -10 * math.log10(mse) if mse > 0 else math.inf})
     return {"images": len(images), "pixels": pixels, "lossless_bpp": lossless_bits / pixels, "lossy": lossy}
-
-
-def bd_rate(reference: list[dict], test: list[dict]) -> float:
-    """Average bitrate change (%) of `test` against `reference` at equal PSNR (negative: saves bits).
-
-    Cubic fit of log-rate against PSNR, integrated over the PSNR range both curves cover.
-    """
-    def fit(points):
-        points = sorted((p for p in points if math.isfinite(p["psnr"]) and p["bpp"] > 0), key=lambda p: p["psnr"])
-        if len(points) < 4:
-            raise ValueError("a BD-rate needs four finite rate-distortion points per curve")
-        psnr = np.array([p["psnr"] for p in points])
-        log_rate = np.log(np.array([p["bpp"] for p in points]))
-        return np.polyfit(psnr, log_rate, 3), psnr.min(), psnr.max()
-
-    (p_ref, lo_ref, hi_ref), (p_test, lo_test, hi_test) = fit(reference), fit(test)
-    lo, hi = max(lo_ref, lo_test), min(hi_ref, hi_test)
-    if hi <= lo:
-        raise ValueError("the two rate-distortion curves do not overlap in PSNR")
-    int_ref, int_test = np.polyint(p_ref), np.polyint(p_test)
-    avg_diff = ((np.polyval(int_test, hi) - np.polyval(int_test, lo))
-                - (np.polyval(int_ref, hi) - np.polyval(int_ref, lo))) / (hi - lo)
-    return float((np.exp(avg_diff) - 1) * 100)

@@ -18,7 +18,9 @@ import torch
 
 from .. import __version__
 from ..codec.codec import Codec
-from ..codec.model import LowRankModel, file_sha256, load_model, save_model
+from ..codec.loaded import LowRankModel
+from ..hashing import file_sha256
+from ..weights.model_file import load_model, save_model
 from ..weights.adapters import save_canonical
 from .corpus import MODALITIES, build_corpus, load_manifest
 from .evaluate import bd_rate, measure, validation_images

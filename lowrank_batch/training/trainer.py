@@ -25,12 +25,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..codec import lowrank, pixels
+from ..codec import lora, lowrank, pixels
 from ..codec.codec import Codec
-from ..codec.model import LowRankModel
+from ..codec.loaded import LowRankModel
 from ..codec.refine import Refiner
 from ..errors import InvalidParameterError
-from ..weights import lora
 from ..weights.adapters import Adapter
 from .corpus import MODALITIES, load_images
 from .samples import Batch, make_batch

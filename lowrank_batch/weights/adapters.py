@@ -17,7 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import WeightsError
-from .lora import LoraWeights
+from ..codec.lora import LoraWeights
+from .model_file import canonicalise_header
 from .safetensors_check import read_header
 
 ADAPTER_FORMAT = "lowrank-lora-v1"
@@ -122,8 +123,6 @@ def read_kohya(path: Path, label: str, module_names: list[str]) -> Adapter:
 
 def save_canonical(path: Path, adapter: Adapter, extra_metadata: dict | None = None) -> None:
     """Write the canonical file; `extra_metadata` (training provenance) goes into __metadata__ as JSON."""
-    from ..codec.model import canonicalise_header
-
     tensors = {}
     for m, w in adapter.layers.items():
         tensors[f"{m}.lora_A.weight"] = w.a.detach().to(torch.float32).contiguous().cpu()

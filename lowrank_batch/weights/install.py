@@ -12,14 +12,16 @@ import posixpath
 import uuid
 from pathlib import Path
 
-from ..codec.model import LowRankModel, load_model
+from ..codec import lora
+from ..codec.loaded import LowRankModel
 from ..errors import WeightsError
-from . import lora
 from .adapters import Adapter, is_canonical, read_canonical, read_kohya, read_peft, save_canonical
 from .defaults import (DEFAULT_ADAPTER_SHA256, DEFAULT_MODEL_NAME, DEFAULT_MODEL_SHA256, default_adapter_file,
                        default_model_file)
+from ..hashing import file_sha256
+from .model_file import load_model
 from .safetensors_check import refuse_pickle
-from .store import StoreEntry, WeightStore, sha256_of
+from .store import StoreEntry, WeightStore
 
 
 def _is_url(src: str) -> bool:
@@ -123,7 +125,7 @@ def install_adapter(store: WeightStore, src: str, base: str, name: str | None = 
         canonical = store.root / "tmp" / f"adapter-{uuid.uuid4().hex}"
         stack.callback(lambda: canonical.unlink(missing_ok=True))
         save_canonical(canonical, adapter)
-        digest, size = sha256_of(canonical), canonical.stat().st_size
+        digest, size = file_sha256(canonical), canonical.stat().st_size
         store.publish(canonical, digest)
     return store.add_ref("adapters", name, digest, size, f"lora/{adapter.source_format}", src,
                          base_entry.sha256, base_entry.name, source_digest)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import WeightsError
+from ..hashing import file_sha256
 
 KINDS = ("models", "adapters")
 CHUNK = 1 << 20
@@ -184,19 +185,11 @@ class WeightStore:
             if not path.exists():
                 results.append((entry, "blob missing"))
                 continue
-            actual = sha256_of(path)
+            actual = file_sha256(path)
             results.append((entry, None if actual == entry.sha256 else f"blob hashes to {actual}"))
         if name and not results:
             raise WeightsError(f"no {kind[:-1]} named {name!r} in the weight store at {self.root}")
         return results
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_kind(kind: str) -> None:

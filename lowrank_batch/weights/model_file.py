@@ -1,4 +1,4 @@
-"""The codec's model: the linear low-rank core plus the learned refiner, with its digest.
+"""Model files: writing and strictly loading the codec's model (core + refiner) as safetensors.
 
 Model files are safetensors only. Tensor names:
     core.mean            (D,)    patch mean, in units of the full pixel range
@@ -11,10 +11,8 @@ is reported at once, and NaN/Inf are refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +20,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..codec.loaded import LowRankModel
+from ..codec.lowrank import LowRankCore
+from ..codec.refine import Refiner
 from ..errors import WeightsError
-from .lowrank import LowRankCore
-from .refine import Refiner
+from ..hashing import file_sha256
+from .safetensors_check import read_header
 
 ARCHITECTURE = "lowrank-ae-v1"
 
-
-@dataclass
-class LowRankModel:
-    core: LowRankCore
-    refiner: Refiner
-    sha256: str
-    metadata: dict
-
-    @property
-    def channels(self) -> int:
-        return self.core.channels
+__all__ = ["ARCHITECTURE", "LowRankModel", "canonicalise_header", "file_sha256", "load_model", "model_config",
+           "save_model"]
 
 
 def model_config(core: LowRankCore, refiner: Refiner) -> dict:
@@ -86,21 +78,11 @@ def canonicalise_header(path: Path) -> None:
     path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_model(path: str | Path, label: str | None = None) -> LowRankModel:
     """Load a model file strictly; raise WeightsError listing every problem at once.
 
     The safetensors header is validated before any tensor is read; tensors are memory-mapped.
     """
-    from ..weights.safetensors_check import read_header
-
     path = Path(path)
     name = label or str(path)
     if not path.is_file():

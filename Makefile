@@ -13,11 +13,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	# TotalSegmentator only for its bundled CT atlas (dev corpus): its own deps are not needed
 	$(PY) -m pip install -q --no-deps TotalSegmentator==2.18.0
+	# compile the codec's numba kernels into their on-disk cache now: else the first decode
+	# after install waits ~8-25 s for the compiler (benchmarks/first_decode.py measures it)
+	$(VENV)/bin/lowrank-batch warmup
 	touch $@
 
 venv: $(VENV)/.installed
 
 demo: venv
+	$(VENV)/bin/lowrank-batch warmup
 	$(VENV)/bin/lowrank-batch demo
 
 test: venv

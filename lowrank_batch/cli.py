@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import LowrankError
+from . import LowrankError, __version__
 from .cli_archive import archive_commands
 from .cli_common import encode_kwargs, mode_args
 from .cli_weights import weights_commands
@@ -51,8 +51,16 @@ def cmd_codec_decode(args: argparse.Namespace) -> int:
 
 
 
+def cmd_warmup(args: argparse.Namespace) -> int:
+    from .warmup import warm_up
+
+    warm_up(args.model)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowrank-batch", description="Low-rank latent image archiving.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="archive the bundled samples with the Ray job and decode them back")
@@ -63,17 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     codec = sub.add_parser("codec", help="encode/decode one image file with the codec alone")
     codec_sub = codec.add_subparsers(dest="codec_command", required=True)
     enc = codec_sub.add_parser("encode", help="IMAGE (png/tiff/npy) -> encoded file")
-    enc.add_argument("input")
-    enc.add_argument("output")
+    enc.add_argument("input", help="image file: PNG, TIFF, JPEG, DICOM, NIfTI or .npy")
+    enc.add_argument("output", help="encoded file to write")
     enc.add_argument("--bits", type=int, required=True, help="bits stored per sample (8-16)")
-    enc.add_argument("--rank", type=int, default=None)
+    enc.add_argument("--rank", type=int, default=None,
+                     help="latents kept per patch (default: all the model has when lossy, its preview rank "
+                          "otherwise); fewer: smaller, blurrier latents")
     mode_args(enc)
     enc.set_defaults(func=cmd_codec_encode)
     dec = codec_sub.add_parser("decode", help="encoded file -> IMAGE (png/tiff/npy)")
-    dec.add_argument("input")
-    dec.add_argument("output")
+    dec.add_argument("input", help="encoded file (from codec encode)")
+    dec.add_argument("output", help="image file to write: .png, .tiff or .npy")
     dec.add_argument("--preview", action="store_true", help="latents only (fast lossy preview)")
     dec.set_defaults(func=cmd_codec_decode)
+
+    warm = sub.add_parser("warmup", help="compile the codec's kernels into numba's cache (make does this at "
+                                         "install), so the first decode takes ~0.2 s, not ~8-25 s")
+    warm.add_argument("--model", default=None, help="installed model NAME[@VERSION] or a model file (default: shipped)")
+    warm.set_defaults(func=cmd_warmup)
 
     archive_commands(sub)
     weights_commands(sub)

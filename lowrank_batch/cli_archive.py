@@ -11,17 +11,17 @@ from .cli_common import encode_kwargs, mode_args
 from .errors import InvalidParameterError
 
 
+LS_COLUMNS = ["shape", "mode", "encoded_bytes", "psnr"]  # psnr None: exact (lossless)
 SHOWN_FAILURES = 50  # on the terminal; the run record (runs/RUN_ID.json) keeps every one
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from .pipeline.job import JobOptions, run_encode
     from .pipeline.adapter_choice import parse_rules
+    from .pipeline.job import JobOptions, run_encode
     from .pipeline.worker import EncodeSettings
 
     kw = encode_kwargs(args)
-    if not args.storage_retry_seconds >= 0:
-        raise InvalidParameterError(f"--storage-retry-seconds must be >= 0, got {args.storage_retry_seconds}")
+    # both validate as they are built: a bad option fails here, before Ray starts
     settings = EncodeSettings(kw["mode"], kw["max_error"], kw["quality"], args.model, args.adapter,
                               parse_rules(args.adapter_rule))
     options = JobOptions(args.address, args.workers, args.gpus_per_worker, args.batch_size, args.prune,
@@ -33,34 +33,46 @@ def cmd_encode(args: argparse.Namespace) -> int:
     except Exception as exc:  # the job itself failed: exit 2, whatever the cause (schedulers rely on it)
         print(f"lowrank-batch: encode job failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    ratio = f"{summary['ratio']:.3f}" if summary["ratio"] else "-"
-    print(f"encoded {summary['encoded']}, skipped {summary['skipped']}, failed {summary['failed']}; "
-          f"{summary['bytes_in']} -> {summary['bytes_out']} bytes (ratio {ratio}), "
-          f"{summary['megapixels_per_second']:.2f} MP/s, {summary['seconds']:.1f} s; run {summary['run_id']}")
-    if summary["adapters"] and set(summary["adapters"]) != {"none"}:
-        print("  adapters: " + ", ".join(f"{n} {c}" for n, c in sorted(summary["adapters"].items())))
-    for note in summary["notes"]:
-        print(f"  note: {note}")
-    for f in summary["failures"][:SHOWN_FAILURES]:
-        print(f"  failed {f['image_id']} [{f['stage']}] {f['error']}: {f['message']}")
-    if len(summary["failures"]) > SHOWN_FAILURES:
-        print(f"  ... and {len(summary['failures']) - SHOWN_FAILURES} more; the run record "
-              f"{args.dst.rstrip('/')}/runs/{summary['run_id']}.json lists every one")
-    if summary["gone"]:
-        print(f"  {summary['gone']} archived images have no source any more" +
-              (" (pruned)" if summary["pruned"] else " (kept; --prune removes them)"))
-    if summary["storage_retries"]:
-        print(f"  {summary['storage_retries']} reads/writes were retried after transient storage errors")
-    if summary["run_record_error"]:  # the images above are committed; only the run's own record is missing
-        print(f"lowrank-batch: {summary['run_record_error']}", file=sys.stderr)
+    _print_summary(summary, args.dst)
+    if summary.run_record_error:  # the images above are committed; only the run's own record is missing
+        print(f"lowrank-batch: {summary.run_record_error}", file=sys.stderr)
         return 2
-    return 1 if summary["failed"] else 0
+    return 1 if summary.failed else 0
+
+
+def _print_summary(summary, dst: str) -> None:
+    ratio = f"{summary.ratio:.3f}" if summary.ratio else "-"
+    print(f"encoded {summary.encoded}, skipped {summary.skipped}, failed {summary.failed}; "
+          f"{summary.bytes_in} -> {summary.bytes_out} bytes (ratio {ratio}), "
+          f"{summary.megapixels_per_second:.2f} MP/s, {summary.seconds:.1f} s; run {summary.run_id}")
+    if summary.adapters and set(summary.adapters) != {"none"}:
+        print("  adapters: " + ", ".join(f"{n} {c}" for n, c in sorted(summary.adapters.items())))
+    for note in summary.notes:
+        print(f"  note: {note}")
+    for f in summary.failures[:SHOWN_FAILURES]:
+        print(f"  failed {f.image_id} [{f.stage}] {f.error}: {f.message}")
+    if len(summary.failures) > SHOWN_FAILURES:
+        print(f"  ... and {len(summary.failures) - SHOWN_FAILURES} more; the run record "
+              f"{dst.rstrip('/')}/runs/{summary.run_id}.json lists every one")
+    if summary.gone:
+        print(f"  {summary.gone} archived images have no source any more" +
+              (" (pruned)" if summary.pruned else " (kept; --prune removes them)"))
+    if summary.storage_retries:
+        print(f"  {summary.storage_retries} reads/writes were retried after transient storage errors")
+
+
+def _print_json(value) -> None:
+    """One JSON document on stdout (for schedulers and scripts)."""
+    print(json.dumps(value, indent=1, sort_keys=True, allow_nan=False))
 
 
 def cmd_failures(args: argparse.Namespace) -> int:
     from .archive import Archive
 
     failures = Archive.open(args.archive).failures()
+    if args.json:
+        _print_json({"archive": args.archive, "failures": failures})
+        return 0
     for f in failures:
         print(f"{f['time']}\t{f['run_id']}\t{f['image_id']}\t{f['stage']}\t{f['error']}\t{f['message']}")
     print(f"{len(failures)} open failures")
@@ -68,15 +80,16 @@ def cmd_failures(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    import fsspec
+    from .archive.layout import read_run_records
 
-    fs, root = fsspec.core.url_to_fs(args.archive)
-    paths = sorted(fs.glob(f"{root.rstrip('/')}/runs/*.json"))
-    for path, raw in (fs.cat(paths) if paths else {}).items():
-        r = json.loads(raw)
+    runs = read_run_records(args.archive)
+    if args.json:
+        _print_json({"archive": args.archive, "runs": runs})
+        return 0
+    for r in runs:
         print(f"{r['run_id']}\tencoded {r['encoded']}\tskipped {r['skipped']}\tfailed {r['failed']}\t"
               f"gone {r.get('gone', 0)}\t{r['bytes_in']} -> {r['bytes_out']} B\t{r['seconds']:.1f} s")
-    print(f"{len(paths)} runs")
+    print(f"{len(runs)} runs")
     return 0
 
 
@@ -96,7 +109,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from .archive import Archive
 
     archive = Archive.open(args.archive)
-    for row in sorted(archive.rows(["shape", "mode", "encoded_bytes", "psnr"]), key=lambda r: r["image_id"]):
+    rows = sorted(archive.rows(LS_COLUMNS), key=lambda r: r["image_id"])
+    if args.json:
+        _print_json({"archive": args.archive, "images": [{k: r[k] for k in ["image_id", *LS_COLUMNS]} for r in rows]})
+        return 0
+    for row in rows:
         psnr = "inf" if row["psnr"] is None else f"{row['psnr']:.2f}"
         print(f"{row['image_id']}\t{'x'.join(map(str, row['shape']))}\t{row['mode']}\t{row['encoded_bytes']}\t{psnr}")
     return 0
@@ -122,12 +139,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"FAILED {image_id}: {exc}")
     print(f"{len(archive) - len(bad)} ok, {len(bad)} failed" + (f", {hidden} hidden by damaged records" if hidden else ""))
     if bad and args.repair:
-        import fsspec
+        from .archive.layout import write_tombstones
 
-        from .archive.writer import write_tombstones
-
-        fs, root = fsspec.core.url_to_fs(args.archive)
-        write_tombstones(fs, root, "verify-repair", bad)
+        write_tombstones(archive.fs, archive.root, "verify-repair", bad)
         print(f"repair: {len(bad)} damaged images unlisted; the next encode run encodes their sources again")
     return 1 if bad or archive.damaged_records else 0
 
@@ -141,8 +155,12 @@ def archive_commands(sub) -> None:
     enc_job.add_argument("dst", help="archive folder/prefix: path or fsspec URL")
     mode_args(enc_job)
     enc_job.add_argument("--address", default=None, help="Ray cluster (auto, ray://host:port); default: local")
-    enc_job.add_argument("--workers", type=int, default=None)
-    enc_job.add_argument("--gpus-per-worker", type=float, default=None)
+    enc_job.add_argument("--workers", type=int, default=None,
+                         help="encode actors to start (default: one per GPU where the cluster has GPUs, "
+                              "else one per CPU)")
+    enc_job.add_argument("--gpus-per-worker", type=float, default=None,
+                         help="GPUs each actor takes, fractions allowed (default: 1 where the cluster has "
+                              "GPUs, else 0); the job fails at once when the cluster has too few")
     enc_job.add_argument("--batch-size", type=int, default=16, help="files per work unit")
     enc_job.add_argument("--prune", action="store_true", help="remove archived images whose source is gone")
     enc_job.add_argument("--storage-retry-seconds", type=float, default=300.0,
@@ -154,10 +172,12 @@ def archive_commands(sub) -> None:
     enc_job.set_defaults(func=cmd_encode)
 
     dec_job = sub.add_parser("decode", help="decode images from an archive by id")
-    dec_job.add_argument("archive")
+    dec_job.add_argument("archive", help="archive folder/prefix: path or fsspec URL")
     dec_job.add_argument("--id", action="append", help="image id (repeatable); default: all")
-    dec_job.add_argument("--out", required=True, help="file (one id) or folder")
-    dec_job.add_argument("--preview", action="store_true")
+    dec_job.add_argument("--out", required=True,
+                         help="file (one id; its suffix picks the format) or folder; made if missing")
+    dec_job.add_argument("--preview", action="store_true",
+                         help="the latents alone (fast, lossy), without the residual")
     dec_job.add_argument("--format", choices=["png", "tiff", "npy", "dicom"], default=None,
                          help="dicom: rebuild each archived DICOM file (all its frames, its elements)")
     dec_job.set_defaults(func=cmd_decode)
@@ -169,7 +189,7 @@ def archive_commands(sub) -> None:
 def _archive_commands(sub) -> None:
     """verify, ls, failures, runs: commands on an archive alone."""
     verify = sub.add_parser("verify", help="decode every image and check its checksum / bound")
-    verify.add_argument("archive")
+    verify.add_argument("archive", help="archive folder/prefix: path or fsspec URL")
     verify.add_argument("--repair", action="store_true",
                         help="unlist damaged images so the next encode run archives them again from their sources")
     verify.set_defaults(func=cmd_verify)
@@ -179,7 +199,8 @@ def _archive_commands(sub) -> None:
         ("runs", cmd_runs, "the archive's runs with their summaries"),
     ):
         archive_cmd = sub.add_parser(name, help=text)
-        archive_cmd.add_argument("archive")
+        archive_cmd.add_argument("archive", help="archive folder/prefix: path or fsspec URL")
+        archive_cmd.add_argument("--json", action="store_true", help="one JSON document on stdout instead of lines")
         archive_cmd.set_defaults(func=func)
 
 

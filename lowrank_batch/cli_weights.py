@@ -8,9 +8,11 @@ from pathlib import Path
 from .errors import InvalidParameterError
 
 
-def _print_entries(entries, with_base: bool) -> None:
+def _print_entries(entries, with_base: bool, shipped: list[str] = ()) -> None:
+    for line in shipped:
+        print(line)
     if not entries:
-        print("(none installed)")
+        print("(none installed)" if not shipped else "(none installed yet: shipped ones install on first use)")
         return
     head = f"{'name':20} {'ver':>3} {'sha256':64} {'bytes':>9} {'architecture':16} {'installed at':25}"
     print(head + (" base" if with_base else ""))
@@ -33,7 +35,8 @@ def cmd_store(args: argparse.Namespace) -> int:
         print(f"installed adapter {entry.ref} sha256 {entry.sha256} ({entry.architecture}), "
               f"bound to model {entry.base_name} ({entry.base_sha256})")
     elif args.action == "list":
-        _print_entries(store.entries(kind), with_base=kind == "adapters")
+        entries = store.entries(kind)
+        _print_entries(entries, with_base=kind == "adapters", shipped=_shipped_lines(kind, entries))
     elif args.action == "verify":
         results = store.verify(kind, args.name)
         for entry, problem in results:
@@ -49,6 +52,19 @@ def cmd_store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shipped_lines(kind: str, entries) -> list[str]:
+    """The weights that ship with the package and are not installed yet: `--adapter auto` and the
+    default model use them (installed on first use), so a listing must not say there are none."""
+    from .weights.defaults import DEFAULT_ADAPTER_SHA256, DEFAULT_MODEL_NAME, DEFAULT_MODEL_SHA256
+
+    installed = {e.sha256 for e in entries}
+    shipped = ({DEFAULT_MODEL_NAME: DEFAULT_MODEL_SHA256} if kind == "models" else
+               dict(sorted(DEFAULT_ADAPTER_SHA256.items())))
+    base = f" for model {DEFAULT_MODEL_NAME}" if kind == "adapters" else ""
+    return [f"{name:20} shipped {sha256}  (with the package{base}; installed on first use)"
+            for name, sha256 in shipped.items() if sha256 not in installed]
+
+
 def _store_commands(sub, command: str, kind: str) -> None:
     p = sub.add_parser(command, help=f"install, list, verify and remove {kind} in the weight store ($LOWRANK_HOME)")
     actions = p.add_subparsers(dest="action", required=True)
@@ -58,7 +74,7 @@ def _store_commands(sub, command: str, kind: str) -> None:
     install.add_argument("--sha256", default=None, help="expected digest: checked before anything is visible")
     if kind == "adapters":
         install.add_argument("--base", required=True, help="the installed model this adapter was made for")
-    actions.add_parser("list")
+    actions.add_parser("list", help=f"installed {kind}, and those shipped with the package")
     verify = actions.add_parser("verify", help="re-hash the blobs")
     verify.add_argument("name", nargs="?")
     remove = actions.add_parser("remove")

@@ -16,7 +16,7 @@ from pathlib import Path
 from .decode import ArchiveDecoder
 from .codec import metrics
 from .images import write_image
-from .images.decode import decode_image_bytes
+from .images.read import read_image_bytes
 from .pipeline.adapter_choice import AUTO
 from .pipeline.job import JobOptions, run_encode
 from .pipeline.worker import EncodeSettings
@@ -49,11 +49,11 @@ def run_demo(options: DemoOptions, log=print) -> int:
     log(f"lowrank-batch demo: mode={options.mode}" + (f" max_error={options.max_error}" if options.max_error else "")
         + f"; archiving {len(manifest)} samples with the Ray encode job: {src} -> {dst}")
     summary = run_encode(str(src), str(dst), _settings(options, manifest), JobOptions(batch_size=1), log=log)
-    log(f"job: {summary['encoded']} encoded, {summary['failed']} failed, {summary['seconds']:.1f} s "
+    log(f"job: {summary.encoded} encoded, {summary.failed} failed, {summary.seconds:.1f} s "
         f"(Ray start and weight loading included)")
-    failures = summary["failed"]
-    for f in summary["failures"]:
-        log(f"  failed {f['image_id']} [{f['stage']}] {f['error']}: {f['message']}")
+    failures = summary.failed
+    for f in summary.failures:
+        log(f"  failed {f.image_id} [{f.stage}] {f.error}: {f.message}")
     decoder = ArchiveDecoder.open(str(dst))
     names = {sha: name for name, sha in DEFAULT_ADAPTER_SHA256.items()}
     log(HEADER)
@@ -87,7 +87,7 @@ def _settings(options: DemoOptions, manifest: list[dict]) -> EncodeSettings:
 def _check_one(decoder: ArchiveDecoder, src: Path, image_id: str, options: DemoOptions, adapter_names: dict,
                keep: Path | None, log) -> tuple[bool, int, int]:
     """Decode one image by id, compare it with its source, print its line: (ok, raw, coded bytes)."""
-    (source,) = decode_image_bytes(image_id, (src / image_id).read_bytes())
+    (source,) = read_image_bytes(image_id, (src / image_id).read_bytes())
     original, bits = source.pixels, source.bits_stored
     row = decoder.row(image_id, ["encoded_bytes", "adapter_sha256"])
     t0 = time.perf_counter()

@@ -58,3 +58,92 @@ def test_errors_are_clear_and_exit_2(tmp_path, capsys):
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "lowrank_batch.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "demo" in result.stdout
+
+
+def _tiny_archive(tmp_path, rng):
+    """An archive of two images written by the unit writer (no Ray needed)."""
+    import fsspec
+
+    from lowrank_batch import Codec
+    from lowrank_batch.archive import UnitWriter
+
+    codec = Codec.load()
+    rows, images = [], {}
+    for name in ("a.png", "sub/b.png"):
+        image = smooth_image(rng, (40, 48), 12)
+        enc = codec.encode(image, 12)
+        latent, residual = enc.split()
+        images[name] = image
+        rows.append({"image_id": name, "source_uri": f"/src/{name}", "source_etag": "e", "source_size": 1,
+                     "shape": list(image.shape), "dtype": image.dtype.name, "bits_stored": 12, "mode": "lossless",
+                     "max_error": 0, "latent": latent, "residual": residual, "pixel_sha256": enc.pixel_sha256,
+                     "model_sha256": enc.model_sha256, "adapter_sha256": None, "psnr": None,
+                     "encoded_bytes": len(latent) + len(residual), "codec_version": "t", "metadata_json": "{}",
+                     "run_id": "r", "unit_id": "u"})
+    UnitWriter(fsspec.filesystem("file"), str(tmp_path / "archive"), "u", "r").write(rows)
+    return str(tmp_path / "archive"), images
+
+
+def test_decode_into_a_folder_that_does_not_exist_creates_it(tmp_path, rng, capsys):
+    """Before: exit 1 and a bare FileNotFoundError. Now the folder is made, as encode makes DST."""
+    archive, images = _tiny_archive(tmp_path, rng)
+    target = tmp_path / "newdir" / "deeper" / "x.npy"
+    assert main(["decode", archive, "--id", "sub/b.png", "--out", str(target)]) == 0
+    assert np.array_equal(np.load(target), images["sub/b.png"])
+    assert main(["decode", archive, "--out", str(tmp_path / "all" / "here"), "--format", "npy"]) == 0
+    assert np.array_equal(np.load(tmp_path / "all" / "here" / "sub__b.png.npy"), images["sub/b.png"])
+
+
+def test_ls_failures_runs_json_is_one_document(tmp_path, rng, capsys):
+    import json
+
+    archive, images = _tiny_archive(tmp_path, rng)
+    capsys.readouterr()
+    assert main(["ls", archive, "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert [im["image_id"] for im in listing["images"]] == sorted(images)
+    assert listing["images"][0]["shape"] == [40, 48] and listing["images"][0]["psnr"] is None
+    assert main(["failures", archive, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["failures"] == []
+    assert main(["runs", archive, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"] == []
+
+
+def test_version_and_help_texts(capsys):
+    import pytest
+
+    from lowrank_batch import __version__
+    from lowrank_batch.cli import build_parser
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"lowrank-batch {__version__}"
+    parser = build_parser()
+    undocumented = []
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.help is None and action.dest not in ("help",) and not action.option_strings == []:
+                undocumented.append(f"{name} {'/'.join(action.option_strings)}")
+    for needed in ("encode --workers", "encode --gpus-per-worker"):
+        assert needed not in undocumented
+    codec_encode = parser._subparsers._group_actions[0].choices["codec"]._subparsers._group_actions[0].choices["encode"]
+    assert all(a.help for a in codec_encode._actions if "--rank" in a.option_strings)
+
+
+def test_shipped_adapters_are_listed_on_a_fresh_store(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOWRANK_HOME", str(tmp_path / "fresh"))
+    assert main(["adapters", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ct", "mr", "xray", "natural"):
+        assert any(line.startswith(name) and "shipped" in line for line in out.splitlines()), out
+    assert main(["weights", "list"]) == 0
+    assert "lowrank-base" in capsys.readouterr().out
+
+
+def test_missing_model_names_the_real_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOWRANK_HOME", str(tmp_path / "fresh"))
+    image = tmp_path / "a.npy"
+    np.save(image, np.zeros((16, 16), np.uint8))
+    assert main(["codec", "encode", str(image), str(tmp_path / "a.lrbi"), "--bits", "8", "--model", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "lowrank-batch weights install SRC --name nope" in err and "models install" not in err

@@ -12,7 +12,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from lowrank_batch.errors import InvalidImageError
-from lowrank_batch.images.decode import decode_image_bytes
+from lowrank_batch.images.read import read_image_bytes
 from lowrank_batch.images.dicom import build_dicom, read_dicom
 
 # (file, what it exercises)
@@ -94,7 +94,7 @@ def test_reader_keeps_stored_values_and_uses_bits_stored():
     assert np.array_equal(ct[1], src.pixel_array)  # stored values: rescale kept as elements, not applied
     assert ct[3]["dicom_json"]["00281053"]["Value"] == [float(src.RescaleSlope)]
     assert "7FE00010" not in ct[3]["dicom_json"]
-    mf = decode_image_bytes("emri.dcm", _bytes("emri_small.dcm"))
+    mf = read_image_bytes("emri.dcm", _bytes("emri_small.dcm"))
     assert [im.suffix for im in mf] == [f"#{k}" for k in range(10)]
 
 
@@ -164,7 +164,7 @@ BAD = [
 @pytest.mark.parametrize("what,make,reason", BAD, ids=[b[0] for b in BAD])
 def test_bad_dicom_is_refused_with_a_clear_reason(what, make, reason):
     with pytest.raises(InvalidImageError, match=reason) as info:
-        decode_image_bytes("bad.dcm", make())
+        read_image_bytes("bad.dcm", make())
     assert str(info.value).startswith("bad.dcm:")
 
 
@@ -181,7 +181,7 @@ def test_nifti_volume_becomes_slices_with_affine_and_header(tmp_path):
     stored = nibabel.load(path)
     raw = np.asanyarray(stored.dataobj.get_unscaled())
     assert stored.dataobj.slope not in (0, 1)  # the file really carries a rescale
-    slices = decode_image_bytes("vol.nii.gz", path.read_bytes())
+    slices = read_image_bytes("vol.nii.gz", path.read_bytes())
     assert [s.suffix for s in slices] == [f"#{z}" for z in range(5)]
     for z, s in enumerate(slices):
         assert np.array_equal(s.pixels, raw[:, :, z])  # raw stored values: slope/intercept not applied
@@ -191,9 +191,9 @@ def test_nifti_volume_becomes_slices_with_affine_and_header(tmp_path):
     floats = nibabel.Nifti1Image(values.astype(np.float32), affine)
     nibabel.save(floats, tmp_path / "f.nii")
     with pytest.raises(InvalidImageError, match="f.nii: NIfTI data type float32"):
-        decode_image_bytes("f.nii", (tmp_path / "f.nii").read_bytes())
+        read_image_bytes("f.nii", (tmp_path / "f.nii").read_bytes())
     with pytest.raises(InvalidImageError, match="t.nii.gz: not a readable NIfTI"):
-        decode_image_bytes("t.nii.gz", path.read_bytes()[:200])
+        read_image_bytes("t.nii.gz", path.read_bytes()[:200])
 
 
 def test_four_d_nifti_from_nibabel_gives_slice_and_volume_ids():
@@ -203,7 +203,7 @@ def test_four_d_nifti_from_nibabel_gives_slice_and_volume_ids():
 
     path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "example4d.nii.gz")
     with open(path, "rb") as f:
-        slices = decode_image_bytes("example4d.nii.gz", f.read())
+        slices = read_image_bytes("example4d.nii.gz", f.read())
     data = np.asanyarray(nibabel.load(path).dataobj.get_unscaled())
     assert len(slices) == data.shape[2] * data.shape[3]
     assert slices[1].suffix == "#1,0" and np.array_equal(slices[1].pixels, data[:, :, 1, 0])
@@ -216,7 +216,7 @@ def test_malformed_elements_are_refused_without_quoting_their_values():
     # pydicom refuses to write a malformed IS, so plant it in the bytes (same length)
     data = _with("CT_small.dcm", frames_placeholder).replace(b"12345678", b"SECRET77")
     with pytest.raises(InvalidImageError) as info:
-        decode_image_bytes("odd.dcm", data)
+        read_image_bytes("odd.dcm", data)
     assert "SECRET77" not in str(info.value) and str(info.value).startswith("odd.dcm: ")
 
 

@@ -18,6 +18,8 @@ from PIL import Image
 
 from lowrank_batch.archive import Archive
 
+from lowrank_batch.decode import ArchiveDecoder
+
 from .conftest import smooth_image
 from .s3server import seaweedfs_server
 
@@ -73,7 +75,7 @@ def test_s3_outage_mid_run_is_waited_out_and_every_image_archived_once(tmp_path)
         assert len(rows) == len({r["image_id"] for r in rows}) == 120  # exactly once
         assert sorted(archive.ids()) == sorted(images) and archive.failures() == []
         for name, a in images.items():
-            assert np.array_equal(archive.get(name), a), name
+            assert np.array_equal(ArchiveDecoder(archive).get(name), a), name
         fs.invalidate_cache()  # the wait above listed _commits early on
         records = [json.loads(fs.cat(p)) for p in fs.glob("archive/outage/_commits/*.json")]
         assert sum(r["rows"] for r in records) == 120 and len(records) == 60

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from lowrank_batch.archive import Archive
+
+from lowrank_batch.decode import ArchiveDecoder
 from lowrank_batch.cli import main
 from lowrank_batch.images import write_image
 from lowrank_batch.pipeline.job import JobOptions, run_encode
@@ -47,9 +49,9 @@ def test_reruns_encode_only_new_and_changed_and_report_gone(cluster, tmp_path):
     archive = Archive.open(dst)
     assert len(archive) == 37
     for name, a in images.items():
-        assert np.array_equal(archive.get(name), a), name  # changed ones: the new version
+        assert np.array_equal(ArchiveDecoder(archive).get(name), a), name  # changed ones: the new version
     assert len(archive.versions("i00.png")) == 2 and len(archive.versions("i20.png")) == 1
-    assert np.array_equal(archive.get("i00.png", version=0), old["i00.png"])  # older version still there
+    assert np.array_equal(ArchiveDecoder(archive).get("i00.png", version=0), old["i00.png"])  # older version still there
     for k in range(4):
         (src / f"i{29 - k:02d}.png").unlink()
     fourth = run_encode(str(src), dst, EncodeSettings(), opts, **QUIET)
@@ -112,7 +114,7 @@ def test_driver_killed_then_rerun_archives_everything_once(cluster, tmp_path, ki
     rows = list(archive.rows(["source_uri"]))
     assert len(rows) == len({r["image_id"] for r in rows}) == 40  # exactly once
     for name, a in images.items():
-        assert np.array_equal(archive.get(name), a)
+        assert np.array_equal(ArchiveDecoder(archive).get(name), a)
     assert {f"data/{p.name}" for p in (dst / "data").glob("*.parquet")} == archive.committed_files  # no orphans
 
 
@@ -157,7 +159,7 @@ def test_worker_killed_mid_unit_is_restarted_and_its_unit_retried(cluster, tmp_p
     assert sorted(archive.ids()) == sorted(images)
     assert summary["failed"] == 0 and summary["encoded"] >= 72  # retried, not lost (a unit may commit twice)
     for name, a in images.items():
-        assert np.array_equal(archive.get(name), a)
+        assert np.array_equal(ArchiveDecoder(archive).get(name), a)
     rows = list(archive.rows(["source_uri"]))
     assert len(rows) == len({r["image_id"] for r in rows}) == 72
 
@@ -184,7 +186,7 @@ def test_two_concurrent_runs_keep_each_image_once(cluster, tmp_path):
     rows = list(archive.rows(["source_uri"]))
     assert len(rows) == len({r["image_id"] for r in rows}) == 20
     for name, a in images.items():
-        assert np.array_equal(archive.get(name), a)
+        assert np.array_equal(ArchiveDecoder(archive).get(name), a)
     assert run_encode(str(src), str(dst), EncodeSettings(), JobOptions(gpus_per_worker=0), **QUIET)["encoded"] == 0
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from lowrank_batch.archive import Archive
+
+from lowrank_batch.decode import ArchiveDecoder
 from lowrank_batch.images import write_image
 
 from .conftest import smooth_image
@@ -104,4 +106,4 @@ def test_encode_job_via_ray_job_submit(ray_head, tmp_path):
     assert "encoded 6, skipped 0, failed 0" in result.stdout
     archive = Archive.open(str(dst))
     for name, a in images.items():
-        assert np.array_equal(archive.get(name), a)
+        assert np.array_equal(ArchiveDecoder(archive).get(name), a)

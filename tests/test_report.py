@@ -95,3 +95,25 @@ def test_report_renders_in_headless_chromium(archive, tmp_path, monkeypatch):
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.std() > 10  # text, tables and figures, not a blank page
     Path("/tmp/lowrank-report-screenshot.png").write_bytes(shot.read_bytes())
+
+
+def test_log_axis_ticks_are_distinct_and_true():
+    """Below 0.1 bpp every tick read '0.0' (one decimal for the whole axis): each label must now
+    be its own tick's value."""
+    import matplotlib.pyplot as plt
+
+    from lowrank_batch.report.figures import _plain_ticks
+
+    fig, ax = plt.subplots()
+    ax.plot([0.012, 0.3, 9.0], [30, 40, 50])
+    ax.set_xscale("log")
+    _plain_ticks(ax)
+    fig.canvas.draw()
+    lo, hi = ax.get_xlim()
+    ticks = [(t.get_loc(), t.label1.get_text()) for t in ax.xaxis.get_major_ticks() if lo <= t.get_loc() <= hi]
+    plt.close(fig)
+    labels = [label for _, label in ticks]
+    assert len(ticks) >= 6 and len(set(labels)) == len(labels), labels
+    for loc, label in ticks:
+        assert float(label) == pytest.approx(loc, rel=1e-3), (loc, label)
+    assert "0.02" in labels and "0.05" in labels

@@ -5,7 +5,6 @@ so reading an archive needs neither the codec nor torch."""
 
 from __future__ import annotations
 
-import json
 import posixpath
 from dataclasses import dataclass
 from typing import Iterator
@@ -14,7 +13,8 @@ import fsspec
 import pyarrow.parquet as pq
 
 from ..errors import LowrankError
-from .schema import COMMITS_DIR, DATA_DIR, FAILURES_DIR
+from .records import CommitRecord
+from .schema import COMMITS_DIR, DATA_DIR
 
 ROW_COLUMNS = ["image_id", "latent", "residual"]
 
@@ -29,35 +29,6 @@ class Location:
     row_group: int
     row: int
     committed_at: str
-
-
-def _inside(path, folder: str) -> bool:
-    """A record may only name a file directly in the archive's own folder (no ../, no absolute
-    path): a hostile record in a shared bucket must not make readers open anything else."""
-    return isinstance(path, str) and posixpath.dirname(path) == folder and ".." not in path \
-        and not path.startswith("/") and "\\" not in path
-
-
-def _valid_record(r) -> bool:
-    """The shape of a commit record (writer.py), checked before anything trusts it."""
-    def str_list(v):
-        return isinstance(v, list) and all(isinstance(x, str) for x in v)
-
-    try:
-        return (isinstance(r, dict) and isinstance(r.get("committed_at"), str)
-                and (r.get("file") is None or _inside(r["file"], DATA_DIR))
-                and isinstance(r.get("index"), dict) and isinstance(r.get("sources", {}), dict)
-                and all(isinstance(k, str) and isinstance(v, list) and len(v) == 2
-                        and all(isinstance(n, int) and n >= 0 for n in v) for k, v in r["index"].items())
-                and all(isinstance(r.get("sources", {}).get(k), list) and len(r["sources"][k]) == 3
-                        for k in r["index"])
-                and str_list(r.get("removed", []))
-                and isinstance(r.get("failures", []), list)
-                and all(isinstance(f, dict) and isinstance(f.get("image_id"), str) and isinstance(f.get("time"), str)
-                        for f in r.get("failures", []))
-                and (r.get("failures_file") is None or _inside(r["failures_file"], FAILURES_DIR)))
-    except (TypeError, AttributeError):
-        return False
 
 
 class Archive:
@@ -81,10 +52,7 @@ class Archive:
         records, damaged = [], []
         for path, raw in (fs.cat(paths) if paths else {}).items():
             try:
-                record = json.loads(raw)
-                if not _valid_record(record):
-                    raise ValueError("not a commit record")
-                records.append(record)
+                records.append(CommitRecord.parse(raw))
             except (ValueError, UnicodeDecodeError):
                 # one damaged record hides its unit's images, never the archive: verify names them,
                 # and a rerun encodes their sources again (they are no longer archived)
@@ -93,15 +61,15 @@ class Archive:
         sources: dict[str, list] = {}
         failures: list[dict] = []
         versions: dict[str, list[Location]] = {}
-        for record in sorted(records, key=lambda r: r["committed_at"]):  # later commits supersede
-            for image_id in record.get("removed", []):
+        for record in sorted(records, key=lambda r: r.committed_at):  # later commits supersede
+            for image_id in record.removed:
                 index.pop(image_id, None)
                 sources.pop(image_id, None)
-            for image_id, (group, row) in record["index"].items():
-                index[image_id] = Location(record["file"], group, row, record["committed_at"])
-                sources[image_id] = record["sources"][image_id]
+            for image_id, (group, row) in record.index.items():
+                index[image_id] = Location(record.file, group, row, record.committed_at)
+                sources[image_id] = record.sources[image_id]
                 versions.setdefault(image_id, []).append(index[image_id])
-            failures += record.get("failures", [])
+            failures += record.failures
         # a failure counts until a later run archives that input; an input that fails every
         # night is one open failure, with its latest reason
         latest: dict[str, dict] = {}
@@ -109,8 +77,8 @@ class Archive:
             latest[f["image_id"]] = f
         open_failures = [f for f in latest.values() if f["image_id"] not in index
                          or index[f["image_id"]].committed_at < f["time"]]
-        files = {r["file"] for r in records if r.get("file")}
-        files |= {r["failures_file"] for r in records if r.get("failures_file")}
+        files = {r.file for r in records if r.file}
+        files |= {r.failures_file for r in records if r.failures_file}
         archive = cls(fs, root, index, sources, open_failures, files, versions)
         archive.damaged_records = sorted(damaged)
         return archive

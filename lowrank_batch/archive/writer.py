@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import posixpath
 import uuid
@@ -12,6 +11,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .records import ArchiveRow, CommitRecord, FailureRecord
 from .schema import BLOB_COLUMNS, COMMITS_DIR, DATA_DIR, FAILURE_SCHEMA, FAILURES_DIR, ROWS_PER_GROUP, SCHEMA
 
 
@@ -63,8 +63,8 @@ class UnitWriter:
         self.token = uuid.uuid4().hex[:12]
         self.name = f"{unit_id}-{self.token}"  # of its data, failures and commit files; kept across retries
 
-    def write(self, rows: list[dict], stats: dict | None = None, failures: list[dict] | None = None) -> dict:
-        """Write rows (dicts keyed by schema column) and return the commit record (which also
+    def write(self, rows: list, stats: dict | None = None, failures: list | None = None) -> CommitRecord:
+        """Write rows (ArchiveRow, or dicts keyed by schema column) and return the commit record (which also
         carries the unit's statistics and failure records). A unit whose every input failed
         still commits a record, without a data file, so its failures are on record.
 
@@ -97,39 +97,29 @@ class UnitWriter:
             with contextlib.suppress(OSError):
                 os.unlink(f"{self.root}/{folder}/{self.name}.parquet")
 
-    def _write(self, rows: list[dict], stats: dict | None, failures: list[dict] | None) -> dict:
-        rows = sorted(rows, key=lambda r: r["image_id"])
+    def _write(self, rows: list, stats: dict | None, failures: list | None) -> CommitRecord:
+        rows = sorted((r.to_dict() if isinstance(r, ArchiveRow) else r for r in rows), key=lambda r: r["image_id"])
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-        failures = [dict(f, run_id=self.run_id, time=now) for f in failures or []]
+        failures = [_failure_dict(f, self.run_id, now) for f in failures or []]
         name = self.name
         failures_file = self._write_failures(name, failures)
-        if not rows:
-            record = {"file": None, "unit_id": self.unit_id, "run_id": self.run_id, "rows": 0, "index": {},
-                      "sources": {}, "committed_at": now, "stats": stats or {}, "failures": failures,
-                      "failures_file": failures_file}
-            put_atomic(self.fs, self._commit_path(), json.dumps(record, sort_keys=True).encode())
-            return record
-        table = pa.Table.from_pylist(rows, schema=SCHEMA)
-        data_path = f"{self.root}/{DATA_DIR}/{name}.parquet"
-        self.fs.makedirs(f"{self.root}/{DATA_DIR}", exist_ok=True)
-        # statistics only for small columns: min/max of every blob would bloat the footer that
-        # each decode-by-id reads
-        _write_file(self.fs, data_path, lambda f: pq.write_table(
-            table, f, row_group_size=ROWS_PER_GROUP, compression="none",
-            write_statistics=[c for c in SCHEMA.names if c not in BLOB_COLUMNS]))
-        index = {r["image_id"]: [i // ROWS_PER_GROUP, i % ROWS_PER_GROUP] for i, r in enumerate(rows)}
-        record = {
-            "file": f"{DATA_DIR}/{name}.parquet", "unit_id": self.unit_id, "run_id": self.run_id,
-            "rows": len(rows), "index": index,
-            "sources": {r["image_id"]: [r["source_uri"], r["source_etag"], r["source_size"]] for r in rows},
-            "committed_at": now,
-            "stats": stats or {},
-            "failures": failures,
-            "failures_file": failures_file,
-        }
-        put_atomic(self.fs, self._commit_path(), json.dumps(record, sort_keys=True).encode())
+        data_file = None
+        if rows:
+            table = pa.Table.from_pylist(rows, schema=SCHEMA)
+            data_file = f"{DATA_DIR}/{name}.parquet"
+            self.fs.makedirs(f"{self.root}/{DATA_DIR}", exist_ok=True)
+            # statistics only for small columns: min/max of every blob would bloat the footer that
+            # each decode-by-id reads
+            _write_file(self.fs, f"{self.root}/{data_file}", lambda f: pq.write_table(
+                table, f, row_group_size=ROWS_PER_GROUP, compression="none",
+                write_statistics=[c for c in SCHEMA.names if c not in BLOB_COLUMNS]))
+        record = CommitRecord(
+            data_file, self.unit_id, self.run_id, now,
+            index={r["image_id"]: [i // ROWS_PER_GROUP, i % ROWS_PER_GROUP] for i, r in enumerate(rows)},
+            sources={r["image_id"]: [r["source_uri"], r["source_etag"], r["source_size"]] for r in rows},
+            stats=stats or {}, failures=failures, failures_file=failures_file)
+        put_atomic(self.fs, self._commit_path(), record.to_json())
         return record
-
 
     def _write_failures(self, name: str, failures: list[dict]) -> str | None:
         """The unit's failure records as a Parquet table (committed by the unit's record)."""
@@ -143,11 +133,8 @@ class UnitWriter:
         return path
 
 
-def write_tombstones(fs, root: str, run_id: str, image_ids: list[str]) -> dict:
-    """Commit the removal of images (sources gone, --prune): readers stop listing them."""
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-    record = {"file": None, "unit_id": "prune", "run_id": run_id, "rows": 0, "index": {}, "sources": {},
-              "committed_at": now, "stats": {}, "failures": [], "removed": sorted(image_ids)}
-    name = f"prune-{run_id}"  # one per run: a retried write replaces, never adds
-    put_atomic(fs, f"{root.rstrip('/')}/{COMMITS_DIR}/{name}.json", json.dumps(record, sort_keys=True).encode())
-    return record
+def _failure_dict(failure: FailureRecord | dict, run_id: str, time: str) -> dict:
+    """A failure as its commit record stores it, stamped with the run and the commit time."""
+    if isinstance(failure, dict):
+        failure = FailureRecord(**{k: failure[k] for k in ("image_id", "source_uri", "stage", "error", "message")})
+    return failure.stamped(run_id, time).to_dict()

@@ -25,6 +25,7 @@ from .refine import refine_planes
 from .residual_coder import decode_plane, encode_plane
 
 LATENT_LIMIT = 1 << 20  # |latent| bound; a corrupt stream claiming more is refused
+QUALITY_RANGE = (10.0, 90.0)  # lossy quality: nominal PSNR in dB
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,9 @@ class Codec:
             raise InvalidParameterError(f"max_error applies to near-lossless mode only (mode is {mode})")
         if quality is None:
             quality = self.config.default_quality
-        if not isinstance(quality, (int, float, np.integer, np.floating)) or not 10.0 <= float(quality) <= 90.0:
-            raise InvalidParameterError(f"quality must be a number of dB from 10 to 90, got {quality!r}")
+        lo, hi = QUALITY_RANGE
+        if not isinstance(quality, (int, float, np.integer, np.floating)) or not lo <= float(quality) <= hi:
+            raise InvalidParameterError(f"quality must be a number of dB from {lo:g} to {hi:g}, got {quality!r}")
         return mode, delta, float(quality)
 
     def _finish_preview(self, recon: np.ndarray, colour: str, maxval: int, step: float, rank: int) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Bytes <-> pixel arrays (PNG/TIFF via Pillow, .npy via numpy; DICOM arrives with its issue)."""
+"""Bytes <-> pixel arrays: reading image files (read.py: Pillow, DICOM, NIfTI) and writing them (files.py)."""
 
-from .files import read_image, write_image
+from .files import image_bytes, write_image
+from .read import SourceImage, read_image, read_image_bytes
 
-__all__ = ["read_image", "write_image"]
+__all__ = ["SourceImage", "image_bytes", "read_image", "read_image_bytes", "write_image"]

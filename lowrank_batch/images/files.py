@@ -1,4 +1,4 @@
-"""Read and write single image files as numpy arrays."""
+"""Writing image files from numpy arrays (reading them is read.py's job)."""
 
 from __future__ import annotations
 
@@ -9,30 +9,6 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from ..errors import InvalidImageError
-
-_PIL_MODES = {"L": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "RGB": np.uint8}
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """PNG/TIFF (8/16-bit grey, 8-bit RGB) or .npy as an array; clear error otherwise."""
-    path = Path(path)
-    if path.suffix.lower() == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise InvalidImageError(f"{path}: not a readable .npy array ({exc})") from None
-    try:
-        with Image.open(path) as img:
-            if img.mode not in _PIL_MODES:
-                raise InvalidImageError(
-                    f"{path}: image mode {img.mode} is not supported (use 8/16-bit greyscale or 8-bit RGB)"
-                )
-            return np.asarray(img).astype(_PIL_MODES[img.mode], copy=False)
-    except InvalidImageError:
-        raise
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidImageError(f"{path}: cannot read image ({exc})") from None
-
 
 def image_bytes(array: np.ndarray, fmt: str, name: str = "image", bits_stored: int | None = None) -> bytes:
     """PNG/TIFF (unsigned 8/16-bit, bits preserved) or npy (any dtype) as bytes. A 16-bit grey

@@ -15,16 +15,18 @@ from dataclasses import asdict, dataclass
 
 import fsspec
 
-from ..archive.reader import Archive, ArchiveError
-from ..archive.schema import RUNS_DIR
-from ..archive.writer import put_atomic, write_tombstones
+from .. import __version__
+from ..archive import layout
+from ..archive.records import FailureRecord, RunSummary, check_positive
+from ..codec.codec import Codec, CodecConfig
 from ..errors import LowrankError
-from ..ray_session import start_ray  # noqa: F401  (re-exported: decode job and callers)
+from ..ray_session import start_ray
 from ..storage import Retrier, RetryPolicy, describe, is_storage_error, retrying
-from .units import SourceFile, list_sources, make_units
 from ..weights.loading import load_codec
 from .adapter_choice import AUTO
-from .worker import EncodeSettings, EncodeWorker, UnitResult, decode_unit
+from .sources import read_unit
+from .units import list_sources, make_units
+from .worker import EncodeSettings, EncodeWorker, UnitResult
 
 
 class JobError(LowrankError):
@@ -43,6 +45,16 @@ class JobOptions:
     prune: bool = False  # remove archived images whose source is gone
     orphan_age_seconds: float = 3600.0  # uncommitted data files older than this are leftovers of a crash
     storage_retry_seconds: float = 300.0  # how long an unreachable or failing store is waited for
+
+    def __post_init__(self) -> None:
+        """Checked here, before Ray starts: a bad option is one clear error, not a stuck job."""
+        check_positive("--workers", self.workers, 1, integer=True)
+        check_positive("--gpus-per-worker", self.gpus_per_worker, 0)
+        check_positive("--batch-size", self.batch_size, 1, allow_none=False, integer=True)
+        check_positive("--storage-retry-seconds", self.storage_retry_seconds, 0, allow_none=False)
+        check_positive("orphan_age_seconds", self.orphan_age_seconds, 0, allow_none=False)
+        if self.address is not None and not isinstance(self.address, str):
+            raise JobError(f"--address must be a Ray address string, got {self.address!r}")
 
     @property
     def retry(self) -> RetryPolicy:
@@ -77,56 +89,6 @@ def plan_workers(resources: dict, options: JobOptions) -> tuple[int, float, floa
     return max(1, workers), per_gpu, 1.0
 
 
-def _open_existing(dst: str) -> Archive | None:
-    try:
-        return Archive.open(dst)
-    except ArchiveError:
-        return None
-
-
-def _already_archived(archive: Archive | None, files: list[SourceFile]) -> set[str]:
-    """Files whose every image is committed from the same source version (etag and size);
-    a changed file is encoded again and its new rows supersede the old ones."""
-    if archive is None:
-        return set()
-    lost = set(archive.ids_in_files(archive.missing_files()))  # committed, then deleted: encode again
-    seen = {}
-    for image_id, (uri, etag, size) in archive.sources.items():
-        seen.setdefault(uri, set()).add((etag, size) if image_id not in lost else ("lost", image_id))
-    return {f.rel for f in files if seen.get(f.uri) == {(f.etag, f.size)}}
-
-
-def _gone(archive: Archive | None, files: list[SourceFile]) -> list[str]:
-    """Archived images whose source file is no longer listed."""
-    if archive is None:
-        return []
-    present = {f.uri for f in files}
-    return sorted(i for i, (uri, _, _) in archive.sources.items() if uri not in present)
-
-
-def remove_orphans(archive: Archive | None, dst: str, max_age: float) -> int:
-    """Delete data files no commit record names (a crashed writer's) once older than max_age
-    (younger ones may belong to a run still writing)."""
-    if archive is None:
-        return 0
-    fs, root = fsspec.core.url_to_fs(dst)
-    root = root.rstrip("/")
-    fs.invalidate_cache()
-    removed = 0
-    now = time.time()
-    for path in fs.glob(f"{root}/data/*.parquet") + fs.glob(f"{root}/failures/*.parquet"):
-        rel = path[len(root) + 1 :]
-        if rel in archive.committed_files:
-            continue
-        info = fs.info(path)
-        modified = info.get("mtime") or info.get("LastModified") or info.get("created")
-        stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or now)
-        if now - stamp >= max_age:
-            fs.rm(path)
-            removed += 1
-    return removed
-
-
 def _try_storage(call, retry: RetryPolicy):
     """(result, None), or (None, what went wrong) when a storage error outlasts the retries."""
     try:
@@ -145,49 +107,54 @@ def _storage_step(what: str, call, retry: RetryPolicy):
     return result
 
 
-def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions, log=print) -> dict:
+def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions, log=print) -> RunSummary:
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     start = time.perf_counter()
     retry = options.retry
     files = _storage_step(f"list {src}", lambda: list_sources(src), retry)
-    archive = _storage_step(f"open the archive {dst}", lambda: _open_existing(dst), retry)
-    done = _already_archived(archive, files)
-    gone = _gone(archive, files)
-    todo = [f for f in files if f.rel not in done]
+    archive = _storage_step(f"open the archive {dst}", lambda: layout.open_existing(dst), retry)
+    plan = layout.plan_sources(archive, files)
+    todo = [f for f in files if f.rel not in plan.done]
     units = make_units(todo, options.batch_size)
-    log(f"run {run_id}: {len(files)} files under {src}, {len(done)} already archived, {len(gone)} gone, "
+    log(f"run {run_id}: {len(files)} files under {src}, {len(plan.done)} already archived, {len(plan.gone)} gone, "
         f"{len(units)} units to encode")
-    summary = {"run_id": run_id, "src": src, "dst": dst, "settings": asdict(settings), "encoded": 0,
-               "skipped": len(done), "failed": 0, "bytes_in": 0, "bytes_out": 0, "pixels": 0, "failures": [],
-               "gone": len(gone), "gone_ids": gone[:1000], "pruned": 0, "adapters": {}, "notes": [],
-               "storage_retries": 0, "run_record_error": None, "orphans_removed": 0}
-    removed, error = _try_storage(lambda: remove_orphans(archive, dst, options.orphan_age_seconds), retry)
-    summary["orphans_removed"] = removed or 0
+    summary = RunSummary(run_id, src, dst, asdict(settings), _codec_record(), asdict(options),
+                         skipped=len(plan.done), gone=len(plan.gone), gone_ids=plan.gone[:1000])
+    removed, error = _try_storage(lambda: layout.remove_orphans(archive, options.orphan_age_seconds), retry)
+    summary.orphans_removed = removed or 0
     if error:  # housekeeping: leftovers of a crash can wait for the next run
-        summary["notes"].append(f"uncommitted leftovers in {dst} were not cleaned up this run ({error})")
-    fs, root = fsspec.core.url_to_fs(dst)
-    if gone and options.prune:
-        _storage_step(f"prune {dst}", lambda: write_tombstones(fs, root, run_id, gone), retry)
-        summary["pruned"] = len(gone)
+        summary.notes.append(f"uncommitted leftovers in {dst} were not cleaned up this run ({error})")
+    if plan.gone and options.prune:
+        fs, root = fsspec.core.url_to_fs(dst)
+        _storage_step(f"prune {dst}", lambda: layout.write_tombstones(fs, root, run_id, plan.gone), retry)
+        summary.pruned = len(plan.gone)
     if units:
         _encode_units(units, dst, run_id, settings, options, summary, log, start)
-    summary["notes"] += _write_failure_note(summary["failures"], dst)
-    summary["seconds"] = time.perf_counter() - start
-    summary["ratio"] = summary["bytes_in"] / summary["bytes_out"] if summary["bytes_out"] else None
-    summary["megapixels_per_second"] = summary["pixels"] / 1e6 / summary["seconds"]
-    record = f"{root.rstrip('/')}/{RUNS_DIR}/{run_id}.json"
+    summary.notes += _write_failure_note(summary.failures, dst)
+    summary.finish(time.perf_counter() - start)
     # the images are committed by now: a run record that cannot be written is said, not raised
-    _, error = _try_storage(lambda: put_atomic(fs, record, json.dumps(summary, indent=1).encode()), retry)
-    summary["run_record_error"] = f"could not write the run record {record}: {error}" if error else None
+    _, error = _try_storage(lambda: layout.write_run_record(dst, summary), retry)
+    if error:
+        summary.run_record_error = (f"could not write the run record "
+                                    f"{layout.run_record_path(dst, run_id)}: {error}")
     return summary
 
 
-def _encode_units(units, dst: str, run_id: str, settings: EncodeSettings, options: JobOptions, summary: dict,
-                  log, start: float) -> None:
+def _codec_record(codec: Codec | None = None) -> dict:
+    """What the run's codec was: its config in full, the package version, and (once loaded) the model."""
+    record = {"config": asdict(codec.config if codec else CodecConfig()), "codec_version": __version__}
+    if codec is not None:
+        record["model_sha256"] = codec.model.sha256
+        record["adapter_sha256"] = codec.adapter_sha256
+    return record
+
+
+def _encode_units(units, dst: str, run_id: str, settings: EncodeSettings, options: JobOptions,
+                  summary: RunSummary, log, start: float) -> None:
     """Run the units on Ray's encode workers, adding each unit's result to the summary."""
     # the weights every worker will load, checked here first: a bad name or pin is one clear
     # error now, not every worker dying in the cluster with the reason in its logs
-    load_codec(settings.model, None if settings.adapter == AUTO else settings.adapter)
+    summary.codec = _codec_record(load_codec(settings.model, None if settings.adapter == AUTO else settings.adapter))
     ray = start_ray(options.address)
     resources = ray.cluster_resources()
     workers, gpus, cpus = plan_workers(resources, options)
@@ -196,29 +163,24 @@ def _encode_units(units, dst: str, run_id: str, settings: EncodeSettings, option
                        max_task_retries=MAX_RETRIES)(EncodeWorker)
     actors = [actor.remote(dst, run_id, settings, options.retry) for _ in range(min(workers, len(units)))]
     read_ahead = None
-    if gpus:  # GPU workers: decode image bytes in CPU tasks on the CPUs the workers leave free
+    if gpus:  # GPU workers: read image files in CPU tasks on the CPUs the workers leave free
         spare = float(resources.get("CPU", 0)) - len(actors) * cpus
-        reader = ray.remote(num_cpus=1 if spare >= 1 else 0)(decode_unit)  # 0: no deadlock when full
+        reader = ray.remote(num_cpus=1 if spare >= 1 else 0)(read_unit)  # 0: no deadlock when full
         read_ahead = lambda unit: reader.remote(unit, Retrier(options.retry))  # noqa: E731
     progress = Progress(len(units), log)
     for result in _schedule(ray, actors, units, read_ahead):
-        if "startup_seconds" not in summary:  # actors started, weights loaded, kernels compiled
-            summary["startup_seconds"] = time.perf_counter() - start
-        for key in ("encoded", "failed", "bytes_in", "bytes_out", "pixels", "storage_retries"):
-            summary[key] += getattr(result, key)
-        summary["failures"] += result.failures
-        for name, count in result.adapters.items():
-            summary["adapters"][name] = summary["adapters"].get(name, 0) + count
-        summary["notes"] += [n for n in result.notes if n not in summary["notes"]]
+        if summary.startup_seconds is None:  # actors started, weights loaded, kernels compiled
+            summary.startup_seconds = time.perf_counter() - start
+        summary.add_unit(result)
         progress.update(summary)
 
 
-def _write_failure_note(failures: list[dict], dst: str) -> list[str]:
+def _write_failure_note(failures: list[FailureRecord], dst: str) -> list[str]:
     """One line for images encoded but not written (a full disk, the store down too long)."""
-    unwritten = [f for f in failures if f["stage"] == "write"]
+    unwritten = [f for f in failures if f.stage == "write"]
     if not unwritten:
         return []
-    return [f"{len(unwritten)} encoded images could not be written to {dst} ({unwritten[0]['message']}); "
+    return [f"{len(unwritten)} encoded images could not be written to {dst} ({unwritten[0].message}); "
             "nothing of their units was committed, and the next run encodes them again"]
 
 
@@ -251,8 +213,7 @@ def _schedule(ray, actors, units, read_ahead, prefetch_per_actor: int = 2):
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as exc:
             # retries exhausted, or a bug raised: the unit's files are failures on record, the job goes on
             result = UnitResult(unit.unit_id, failures=[
-                {"image_id": f.rel, "source_uri": f.uri, "stage": "worker", "error": type(exc).__name__,
-                 "message": _unit_failure(ray, exc)} for f in unit.files])
+                FailureRecord.of(f.rel, f.uri, "worker", exc, _unit_failure(ray, exc)) for f in unit.files])
             result.failed = len(result.failures)
             if _alive(ray, a):  # only a failure raises the question
                 idle.append(a)
@@ -287,13 +248,13 @@ class Progress:
         self.start = self.last = time.perf_counter()
         self.tty = sys.stdout.isatty()
 
-    def update(self, summary: dict) -> None:
+    def update(self, summary: RunSummary) -> None:
         self.units += 1
         now = time.perf_counter()
         elapsed = max(now - self.start, 1e-9)
         eta = elapsed / self.units * (self.total - self.units)
-        line = (f"{self.units}/{self.total} units, {summary['encoded']} images, {summary['failed']} failed, "
-                f"{summary['bytes_in'] / 1e6 / elapsed:.1f} MB/s, {summary['pixels'] / 1e6 / elapsed:.2f} MP/s, "
+        line = (f"{self.units}/{self.total} units, {summary.encoded} images, {summary.failed} failed, "
+                f"{summary.bytes_in / 1e6 / elapsed:.1f} MB/s, {summary.pixels / 1e6 / elapsed:.2f} MP/s, "
                 f"ETA {eta:.0f} s")
         if self.tty:
             print("\r" + line, end="\n" if self.units == self.total else "", flush=True)

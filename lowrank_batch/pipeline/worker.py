@@ -1,26 +1,28 @@
 """The encode worker: holds the codec (loaded once, from the weight store) and turns a unit's
-files into committed archive rows. Plain Python; job.py runs it as a Ray actor."""
+images into committed archive rows. Plain Python; job.py runs it as a Ray actor. Reading the
+unit's files is sources.py's job; which adapter an image gets, adapter_choice.py's."""
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 import time
 from dataclasses import dataclass, field
 
 import fsspec
 
 from .. import __version__
-from ..codec.codec import Codec
-from ..weights.loading import load_codec, use_adapter
-from ..errors import LowrankError
-from ..images.decode import DecodedImage, decode_image_bytes, metadata_json
-from ..images.dicom import must_stay_lossless
+from ..archive.records import ArchiveRow, FailureRecord, check_positive
 from ..archive.writer import UnitWriter
-from ..storage import Retrier, RetryPolicy, describe, is_storage_error
+from ..codec.codec import QUALITY_RANGE, Codec
+from ..codec.format import MODES
+from ..errors import InvalidParameterError, LowrankError
+from ..images.dicom import must_stay_lossless
+from ..images.read import metadata_json
+from ..storage import Retrier, RetryPolicy, is_storage_error
+from ..weights.loading import load_codec, use_adapter
 from .adapter_choice import AUTO, choose_adapter, measured_worse
-from .units import SourceFile, Unit, printable
+from .sources import ReadUnit, read_unit
+from .units import SourceFile, Unit
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,22 @@ class EncodeSettings:
     adapter: str | None = None  # an installed adapter's name, "auto" (per image, adapter_choice.py) or None
     adapter_rules: tuple[tuple[str, str], ...] = ()  # auto: (glob on image id, adapter) after the DICOM Modality
 
+    def __post_init__(self) -> None:
+        """The codec's own checks, made here: a bad option fails before Ray starts, not once per image."""
+        if self.mode not in MODES:
+            raise InvalidParameterError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode == "near-lossless":
+            check_positive("max_error (near-lossless)", self.max_error, 1, allow_none=False, integer=True)
+        elif self.max_error not in (None, 0):
+            raise InvalidParameterError(f"max_error applies to near-lossless mode only (mode is {self.mode})")
+        lo, hi = QUALITY_RANGE
+        if self.quality is not None and (isinstance(self.quality, bool) or not isinstance(self.quality, (int, float))
+                                         or not lo <= self.quality <= hi):
+            raise InvalidParameterError(f"quality must be a number of dB from {lo:g} to {hi:g}, got {self.quality!r}")
+        for rule in self.adapter_rules:
+            if not (isinstance(rule, tuple) and len(rule) == 2 and all(isinstance(x, str) and x for x in rule)):
+                raise InvalidParameterError(f"adapter rule {rule!r} is not a (glob, adapter) pair")
+
 
 @dataclass
 class UnitResult:
@@ -42,7 +60,7 @@ class UnitResult:
     bytes_out: int = 0  # encoded bytes
     pixels: int = 0
     seconds: float = 0.0
-    failures: list[dict] = field(default_factory=list)
+    failures: list[FailureRecord] = field(default_factory=list)
     adapters: dict[str, int] = field(default_factory=dict)  # images per adapter used ("none": base only)
     notes: list[str] = field(default_factory=list)  # e.g. --adapter auto found no adapter for a modality
     storage_retries: int = 0  # reads and writes tried again after a transient storage error
@@ -67,19 +85,19 @@ class EncodeWorker:
         return {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "loads": EncodeWorker.loads}
 
-    def encode_unit(self, unit: Unit, decoded: "DecodedUnit | None" = None) -> UnitResult:
-        """Encode a unit and commit it. `decoded` comes from a CPU task when this worker holds
-        a GPU; otherwise the files are read and decoded here."""
+    def encode_unit(self, unit: Unit, read: ReadUnit | None = None) -> UnitResult:
+        """Encode a unit and commit it. `read` comes from a CPU task when this worker holds
+        a GPU; otherwise the files are read here."""
         start = time.perf_counter()
-        decoded = decoded if decoded is not None else decode_unit(unit, self.retrier)
-        result = UnitResult(unit.unit_id, failures=list(decoded.failures), storage_retries=decoded.storage_retries)
-        rows = self._encode_all(decoded, result)
+        read = read if read is not None else read_unit(unit, self.retrier)
+        result = UnitResult(unit.unit_id, failures=list(read.failures), storage_retries=read.storage_retries)
+        rows = self._encode_all(read, result, unit.unit_id)
         if self._write(unit, rows, start, result):
             result.encoded = len(rows)
             for row in rows:
-                key = self._adapter_names.get(row["adapter_sha256"], row["adapter_sha256"] or "none")
+                key = self._adapter_names.get(row.adapter_sha256, row.adapter_sha256 or "none")
                 result.adapters[key] = result.adapters.get(key, 0) + 1
-            result.bytes_out = sum(r["encoded_bytes"] for r in rows)
+            result.bytes_out = sum(r.encoded_bytes for r in rows)
         else:  # nothing of the unit committed: its images are failures, counted nowhere else
             result.bytes_in = result.pixels = 0
         result.notes, self._notes = self._notes, []
@@ -87,19 +105,20 @@ class EncodeWorker:
         result.seconds = time.perf_counter() - start
         return result
 
-    def _encode_all(self, decoded: "DecodedUnit", result: UnitResult) -> list[dict]:
-        rows: list[dict] = []
-        for source, image_id, image in decoded.images:
-            self._encode_image(source, image_id, image, rows, result)
+    def _encode_all(self, read: ReadUnit, result: UnitResult, unit_id: str) -> list[ArchiveRow]:
+        rows: list[ArchiveRow] = []
+        for source, image_id, image in read.images:
+            row = self._encode_image(source, image_id, image, result)
+            if row is not None:
+                row.unit_id = unit_id
+                rows.append(row)
         return rows
 
-    def _write(self, unit: Unit, rows: list[dict], start: float, result: UnitResult) -> bool:
+    def _write(self, unit: Unit, rows: list[ArchiveRow], start: float, result: UnitResult) -> bool:
         """Write and commit the unit's rows and failure records; False (and the rows recorded as
         `write` failures) when that cannot be done: a full disk, the store down past the deadline."""
-        for row in rows:
-            row["unit_id"] = unit.unit_id
         stats = {"images": len(rows), "failed": len(result.failures), "bytes_in": result.bytes_in,
-                 "bytes_out": sum(r["encoded_bytes"] for r in rows), "pixels": result.pixels,
+                 "bytes_out": sum(r.encoded_bytes for r in rows), "pixels": result.pixels,
                  "seconds": time.perf_counter() - start}
         writer = UnitWriter(self.fs, self.root, unit.unit_id, self.run_id)  # a retry rewrites the same keys
         before = self.retrier.retries
@@ -111,7 +130,7 @@ class EncodeWorker:
                 raise
             if writer.committed():  # the commit landed, only its reply was lost
                 return True
-            result.failures += [_failure(r["image_id"], r["source_uri"], "write", exc) for r in rows]
+            result.failures += [FailureRecord.of(r.image_id, r.source_uri, "write", exc) for r in rows]
             return False
         finally:
             result.storage_retries += self.retrier.retries - before
@@ -140,7 +159,7 @@ class EncodeWorker:
                                    "those images were encoded with the base model")
         return self._by_adapter[name]
 
-    def _encode_image(self, source: SourceFile, image_id: str, image, rows: list, result: UnitResult) -> None:
+    def _encode_image(self, source: SourceFile, image_id: str, image, result: UnitResult) -> ArchiveRow | None:
         s = self.settings
         try:
             codec = self._codec_for(image_id, image.metadata)
@@ -153,96 +172,15 @@ class EncodeWorker:
                     self._notes.append(note)
             enc = codec.encode(image.pixels, image.bits_stored, mode, max_error, s.quality)
         except LowrankError as exc:
-            result.failures.append(_failure(image_id, source.uri, "encode", exc))
-            return
+            result.failures.append(FailureRecord.of(image_id, source.uri, "encode", exc))
+            return None
         latent, residual = enc.split()
-        rows.append({
-            "image_id": image_id, "source_uri": source.uri, "source_etag": source.etag,
-            "source_size": source.size, "shape": list(image.pixels.shape), "dtype": image.pixels.dtype.name,
-            "bits_stored": image.bits_stored, "mode": enc.mode, "max_error": enc.max_error, "latent": latent,
-            "residual": residual, "pixel_sha256": enc.pixel_sha256, "model_sha256": enc.model_sha256,
-            "adapter_sha256": enc.adapter_sha256, "psnr": None if enc.psnr == float("inf") else enc.psnr,
-            "encoded_bytes": len(latent) + len(residual or b""), "codec_version": __version__,
-            "metadata_json": metadata_json(image.metadata), "run_id": self.run_id, "unit_id": "",
-        })
         result.bytes_in += image.pixels.size * ((image.bits_stored + 7) // 8)
         result.pixels += image.pixels.shape[0] * image.pixels.shape[1]
-
-
-@dataclass
-class DecodedUnit:
-    """A unit's images as arrays (what the CPU read stage hands to an encoder)."""
-
-    images: list[tuple[SourceFile, str, DecodedImage]]
-    failures: list[dict]
-    storage_retries: int = 0
-
-
-def decode_unit(unit: Unit, retrier: Retrier | None = None) -> DecodedUnit:
-    """Read a unit's files and decode them to arrays; unreadable files become failure records."""
-    images, failures = [], []
-    retrier = retrier or Retrier()
-    before = retrier.retries
-    for source in unit.files:
-        for image_id, data, failure in _read(source, retrier):
-            if failure:
-                failures.append(failure)
-                continue
-            try:
-                for image in decode_image_bytes(image_id, data):
-                    images.append((source, image_id + image.suffix, image))
-            except LowrankError as exc:
-                failures.append(_failure(image_id, source.uri, "decode", exc))
-            except Exception as exc:  # a decoder library's own error: one failure, not the unit; its
-                # message may quote the file's contents (patient data), so only its type is kept
-                failures.append({"image_id": image_id, "source_uri": source.uri, "stage": "decode",
-                                 "error": type(exc).__name__,
-                                 "message": f"{image_id}: unexpected {type(exc).__name__} while decoding"})
-    return DecodedUnit(images, failures, retrier.retries - before)
-
-
-def _read_bytes(uri: str) -> bytes:
-    with fsspec.open(uri, "rb") as f:
-        return f.read()
-
-
-def _read(source: SourceFile, retrier: Retrier):
-    """(image id, bytes, None) for each image file in a source (a tar shard's members), or
-    (id, None, failure) when it cannot be read (transient storage errors retried first)."""
-    try:
-        data = retrier(lambda: _read_bytes(source.open_uri or source.uri))
-    except Exception as exc:
-        if not is_storage_error(exc):
-            raise
-        yield source.rel, None, _failure(source.rel, source.uri, "read", exc)
-        return
-    if not source.rel.endswith(".tar"):
-        yield source.rel, data, None
-        return
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            seen: set[str] = set()
-            for member in tar:  # one by one: a truncated shard keeps its intact members
-                # never extracted to disk: odd names are just ids
-                image_id = f"{source.rel}/{printable(member.name)}"
-                if member.isdir():
-                    continue
-                reason = ("is a link: not followed" if member.issym() or member.islnk() else
-                          "is not a regular file" if not member.isfile() else
-                          "repeats an earlier member's name: only the first is archived" if image_id in seen else None)
-                if image_id in seen:  # its own failure id: the first one's id is archived
-                    image_id = f"{image_id}#duplicate{sum(1 for s in seen if s.startswith(image_id)) + 1}"
-                seen.add(image_id)
-                if reason:
-                    yield image_id, None, {"image_id": image_id, "source_uri": source.uri, "stage": "read",
-                                           "error": "TarMemberError", "message": f"tar member {reason}"}
-                    continue
-                yield image_id, tar.extractfile(member).read(), None
-    except (tarfile.TarError, OSError) as exc:
-        yield source.rel, None, _failure(source.rel, source.uri, "read", exc)
-
-
-def _failure(image_id: str, uri: str, stage: str, exc: Exception) -> dict:
-    message = describe(exc) if is_storage_error(exc) else str(exc)[:500]
-    return {"image_id": image_id, "source_uri": uri, "stage": stage, "error": type(exc).__name__,
-            "message": message}
+        return ArchiveRow(
+            image_id=image_id, source_uri=source.uri, source_etag=source.etag, source_size=source.size,
+            shape=list(image.pixels.shape), dtype=image.pixels.dtype.name, bits_stored=image.bits_stored,
+            mode=enc.mode, max_error=enc.max_error, latent=latent, residual=residual,
+            pixel_sha256=enc.pixel_sha256, model_sha256=enc.model_sha256, adapter_sha256=enc.adapter_sha256,
+            psnr=None if enc.psnr == float("inf") else enc.psnr, encoded_bytes=len(latent) + len(residual or b""),
+            codec_version=__version__, metadata_json=metadata_json(image.metadata), run_id=self.run_id)

@@ -14,12 +14,20 @@ import numpy as np  # noqa: E402
 ERROR_GAIN_NOTE = "error map: |full decode − original| (colour bar in grey levels)"
 
 
+def tick_label(value: float, _pos=None) -> str:
+    """A log-axis tick as a plain number with the digits it needs: 0.02, 0.5, 1, 20.
+
+    ScalarFormatter gave every tick of an axis one number of decimals, so below 0.1 bpp the
+    ticks 0.02 and 0.05 both read "0.0" (seen in the report on CR/DX/MR/CT archives)."""
+    return f"{value:.3g}"
+
+
 def _plain_ticks(ax) -> None:
-    """Log axes labelled 0.5, 1, 2 rather than 5x10^-1 (and no crowded minor labels)."""
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+    """Log axes labelled 0.05, 0.5, 1, 2 rather than 5x10^-1 (and no crowded minor labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(tick_label))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 

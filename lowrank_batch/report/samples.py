@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 
-import fsspec
 import numpy as np
 
 from ..codec import metrics
-from ..errors import LowrankError
-from ..images.decode import decode_image_bytes
+from ..pipeline.sources import read_original
 
 
 def pick_sample(images: list[dict], n: int) -> list[str]:
@@ -39,22 +37,9 @@ def _spread(ids: list[str], n: int) -> list[str]:
 
 
 def original_of(image_id: str, source_uri: str) -> np.ndarray | None:
-    """The source image again, if its file is still there and still decodes to this id."""
-    try:
-        with fsspec.open(source_uri, "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    name = image_id.rsplit("#", 1)[0] if "#" in image_id else image_id
-    if ".tar/" in name:  # a shard member: not worth re-reading the whole shard for a report
-        return None
-    try:
-        for im in decode_image_bytes(name, data):
-            if name + im.suffix == image_id:
-                return im.pixels
-    except LowrankError:
-        return None
-    return None
+    """The source image again, if its file is still there and still reads to this id."""
+    image = read_original(image_id, source_uri)
+    return None if image is None else image.pixels
 
 
 def display_window(meta: dict, pixels: np.ndarray) -> tuple[float, float]:

@@ -29,6 +29,7 @@ from ..errors import WeightsError
 from ..hashing import file_sha256
 
 KINDS = ("models", "adapters")
+COMMANDS = {"models": "weights", "adapters": "adapters"}  # the CLI command that manages each kind
 CHUNK = 1 << 20
 
 
@@ -152,7 +153,8 @@ class WeightStore:
         if not matches:
             known = ", ".join(sorted({e.ref for e in entries})) or "none"
             raise WeightsError(f"no {kind[:-1]} {ref!r} in the weight store at {self.root} (installed: {known}); "
-                               f"install it with: lowrank-batch {kind} install SRC --name {name}")
+                               f"install it with: lowrank-batch {COMMANDS[kind]} install SRC --name {name}"
+                               + (" --base MODEL" if kind == "adapters" else ""))
         entry = max(matches, key=lambda e: e.version)
         if not self.blob_path(entry.sha256).exists():
             raise WeightsError(f"{kind[:-1]} {entry.ref} ({entry.sha256}) is listed but its blob is missing; "

@@ -1,4 +1,7 @@
-"""Image file bytes -> pixel arrays (PNG/TIFF/JPEG via Pillow, DICOM via pydicom, NIfTI via nibabel).
+"""Reading image files: bytes -> pixel arrays (PNG/TIFF/JPEG via Pillow, DICOM via pydicom,
+NIfTI via nibabel). The package's one Pillow reader: the encode job's sources, the report's
+originals and `codec encode`'s input file all come through here. ("Decode" in this package
+means latents back to pixels, codec/; reading a file is this.)
 
 One file can hold several images (frames of a multi-frame DICOM, slices of a volume): each
 gets a suffix ("#0", "#1", ...) appended to the file's id.
@@ -9,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -23,7 +27,9 @@ _PIL_MODES = {"L": (np.uint8, 8), "I;16": (np.uint16, 16), "I;16B": (np.uint16, 
 
 
 @dataclass
-class DecodedImage:
+class SourceImage:
+    """One image read from a file."""
+
     suffix: str  # "" or "#<frame>"
     pixels: np.ndarray
     bits_stored: int
@@ -34,14 +40,14 @@ def is_dicom(data: bytes) -> bool:
     return len(data) > 132 and data[128:132] == b"DICM"
 
 
-def decode_image_bytes(name: str, data: bytes) -> list[DecodedImage]:
-    """Decode one file's bytes; InvalidImageError names the file and what is wrong."""
+def read_image_bytes(name: str, data: bytes) -> list[SourceImage]:
+    """Read one file's bytes into its images; InvalidImageError names the file and what is wrong."""
     if not data:
         raise InvalidImageError(f"{name}: file is empty")
     if is_dicom(data) or name.lower().endswith((".dcm", ".dicom")):
-        return [DecodedImage(*frame) for frame in read_dicom(name, data)]
+        return [SourceImage(*frame) for frame in read_dicom(name, data)]
     if is_nifti(name):
-        return [DecodedImage(*sl) for sl in read_nifti(name, data)]
+        return [SourceImage(*sl) for sl in read_nifti(name, data)]
     _refuse_wide_colour_png(name, data)
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -61,7 +67,7 @@ def decode_image_bytes(name: str, data: bytes) -> list[DecodedImage]:
                 meta = {"format": fmt}
                 if fmt == "PNG" and bits == 16:
                     bits = _significant_bits(data, pixels, meta)
-                out.append(DecodedImage(f"#{page}" if pages > 1 else "", pixels, bits, meta))
+                out.append(SourceImage(f"#{page}" if pages > 1 else "", pixels, bits, meta))
     except InvalidImageError:
         raise
     except Image.UnidentifiedImageError:
@@ -69,6 +75,22 @@ def decode_image_bytes(name: str, data: bytes) -> list[DecodedImage]:
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise InvalidImageError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
     return out
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """One image file as an array: what `read_image_bytes` reads (its first image, for a file
+    that holds several), or a .npy array."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InvalidImageError(f"{path}: not a readable .npy array ({exc})") from None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidImageError(f"{path}: cannot read image ({exc})") from None
+    return read_image_bytes(str(path), data)[0].pixels
 
 
 def png_sbit(data: bytes) -> int | None:

@@ -1,0 +1,116 @@
+"""Where everything lives under an archive prefix, and the housekeeping that follows from it.
+
+    <archive>/data/<unit>-<token>.parquet      image rows (schema.SCHEMA)
+    <archive>/_commits/<unit>-<token>.json     commit records (records.CommitRecord): the commit point
+    <archive>/failures/<unit>-<token>.parquet  failure records of that unit
+    <archive>/runs/<run-id>.json               run summaries (records.RunSummary)
+
+This module owns those paths: run records (write, list), tombstones (unlisting ids), removing
+a crashed writer's orphans, and the plan of a rerun (which sources are archived already, which
+archived images lost their source). It stores and reads; it never decodes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+
+import fsspec
+
+from .reader import Archive, ArchiveError
+from .records import CommitRecord, RunSummary
+from .schema import COMMITS_DIR, DATA_DIR, FAILURES_DIR, RUNS_DIR
+from .writer import put_atomic
+
+
+def commit_path(root: str, name: str) -> str:
+    return f"{root.rstrip('/')}/{COMMITS_DIR}/{name}.json"
+
+
+def run_record_path(root: str, run_id: str) -> str:
+    return f"{root.rstrip('/')}/{RUNS_DIR}/{run_id}.json"
+
+
+def open_existing(uri: str) -> Archive | None:
+    """The archive at `uri`, or None when there is none yet (a first run)."""
+    try:
+        return Archive.open(uri)
+    except ArchiveError:
+        return None
+
+
+# ------------------------------------------------------------------ run records
+def write_run_record(uri: str, summary: RunSummary) -> str:
+    """Publish a run's summary whole (one PUT / an atomic rename); returns its path."""
+    fs, root = fsspec.core.url_to_fs(uri)
+    path = run_record_path(root, summary.run_id)
+    put_atomic(fs, path, summary.to_json())
+    return path
+
+
+def read_run_records(uri: str) -> list[dict]:
+    """Every run record of an archive, oldest first (run ids start with their UTC time)."""
+    fs, root = fsspec.core.url_to_fs(uri)
+    fs.invalidate_cache()
+    paths = sorted(fs.glob(f"{root.rstrip('/')}/{RUNS_DIR}/*.json"))
+    raws = fs.cat(paths) if paths else {}
+    return [json.loads(raws[p]) for p in paths]
+
+
+# ------------------------------------------------------------------ tombstones
+def write_tombstones(fs, root: str, run_id: str, image_ids: list[str]) -> CommitRecord:
+    """Commit the removal of images (sources gone, --prune, verify --repair): readers stop listing them."""
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    record = CommitRecord(None, "prune", run_id, now, removed=sorted(image_ids))
+    put_atomic(fs, commit_path(root, f"prune-{run_id}"), record.to_json())  # one per run: a retry replaces
+    return record
+
+
+# ------------------------------------------------------------------ orphans
+def remove_orphans(archive: Archive | None, max_age: float) -> int:
+    """Delete data and failure files no commit record names (a crashed writer's) once older than
+    max_age (younger ones may belong to a run still writing)."""
+    if archive is None:
+        return 0
+    fs, root = archive.fs, archive.root
+    fs.invalidate_cache()
+    removed = 0
+    now = time.time()
+    for path in fs.glob(f"{root}/{DATA_DIR}/*.parquet") + fs.glob(f"{root}/{FAILURES_DIR}/*.parquet"):
+        rel = path[len(root) + 1 :]
+        if rel in archive.committed_files:
+            continue
+        info = fs.info(path)
+        modified = info.get("mtime") or info.get("LastModified") or info.get("created")
+        stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or now)
+        if now - stamp >= max_age:
+            fs.rm(path)
+            removed += 1
+    return removed
+
+
+# ------------------------------------------------------------------ the plan of a rerun
+@dataclass(frozen=True)
+class SourcePlan:
+    done: set[str]  # source ids (relative paths) whose every image is archived from this version
+    gone: list[str]  # archived image ids whose source file is no longer listed
+
+
+def plan_sources(archive: Archive | None, files) -> SourcePlan:
+    """Compare a listing (items with .uri, .rel, .etag, .size) with what the archive holds.
+
+    A file is done when every image of it is committed from the same source version (etag and
+    size); a changed file is encoded again and its new rows supersede the old ones; an image
+    whose data file was deleted after its commit is encoded again too."""
+    if archive is None:
+        return SourcePlan(set(), [])
+    lost = set(archive.ids_in_files(archive.missing_files()))
+    seen: dict[str, set] = {}
+    for image_id, (uri, etag, size) in archive.sources.items():
+        seen.setdefault(uri, set()).add((etag, size) if image_id not in lost else ("lost", image_id))
+    done = {f.rel for f in files if seen.get(f.uri) == {(f.etag, f.size)}}
+    present = {f.uri for f in files}
+    gone = sorted(i for i, (uri, _, _) in archive.sources.items() if uri not in present)
+    return SourcePlan(done, gone)

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ENCODE = """
 import numpy as np, sys
 from lowrank_batch import Codec
-from lowrank_batch.warmup import _sample
-enc = Codec.load().encode(_sample((512, 512), np.uint16, 12), 12)
+from lowrank_batch.warmup import sample_image
+enc = Codec.load().encode(sample_image((512, 512), np.uint16, 12), 12)
 open(sys.argv[1], 'wb').write(enc.to_bytes())
 """
 DECODE = """

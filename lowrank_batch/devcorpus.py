@@ -25,7 +25,7 @@ class CorpusImage:
     source: str  # file the pixels came from
 
 
-def _dicom_frames(filename: str, modality: str, max_frames: int = 4) -> Iterator[CorpusImage]:
+def dicom_frames(filename: str, modality: str, max_frames: int = 4) -> Iterator[CorpusImage]:
     import pydicom
     from pydicom.data import get_testdata_file
 
@@ -40,7 +40,7 @@ def _dicom_frames(filename: str, modality: str, max_frames: int = 4) -> Iterator
         yield CorpusImage(f"{filename}{suffix}", modality, np.ascontiguousarray(frame), int(ds.BitsStored), path)
 
 
-def _nifti_slices(path: str, name: str, modality: str, axis_slices: list[int]) -> Iterator[CorpusImage]:
+def nifti_slices(path: str, name: str, modality: str, axis_slices: list[int]) -> Iterator[CorpusImage]:
     import nibabel
 
     if not os.path.exists(path):
@@ -59,7 +59,7 @@ def _nifti_slices(path: str, name: str, modality: str, axis_slices: list[int]) -
         yield CorpusImage(f"{name}#{z}", modality, sl, bits, path)
 
 
-def _package_dir(module: str) -> str | None:
+def package_dir(module: str) -> str | None:
     try:
         mod = __import__(module)
     except ImportError:
@@ -71,24 +71,24 @@ def dev_images(modalities: tuple[str, ...] = ("ct", "mr", "cr", "natural")) -> l
     """The images we develop and benchmark on (never the held-out RG1/MR2)."""
     out: list[CorpusImage] = []
     if "ct" in modalities:
-        out += _dicom_frames("693_UNCR.dcm", "ct")
-        out += _dicom_frames("eCT_Supplemental.dcm", "ct")
-        out += _dicom_frames("CT_small.dcm", "ct")
-        ts = _package_dir("totalsegmentator")
+        out += dicom_frames("693_UNCR.dcm", "ct")
+        out += dicom_frames("eCT_Supplemental.dcm", "ct")
+        out += dicom_frames("CT_small.dcm", "ct")
+        ts = package_dir("totalsegmentator")
         if ts:
             atlas = os.path.join(ts, "resources", "ct_brain_atlas_1mm.nii.gz")
-            out += _nifti_slices(atlas, "ct_brain_atlas", "ct", [60, 90, 120])
+            out += nifti_slices(atlas, "ct_brain_atlas", "ct", [60, 90, 120])
     if "mr" in modalities:
-        out += _dicom_frames("MR-SIEMENS-DICOM-WithOverlays.dcm", "mr")
-        out += _dicom_frames("emri_small.dcm", "mr", max_frames=2)
-        out += _dicom_frames("MR_small.dcm", "mr")
-        nb = _package_dir("nibabel")
+        out += dicom_frames("MR-SIEMENS-DICOM-WithOverlays.dcm", "mr")
+        out += dicom_frames("emri_small.dcm", "mr", max_frames=2)
+        out += dicom_frames("MR_small.dcm", "mr")
+        nb = package_dir("nibabel")
         if nb:
-            out += _nifti_slices(os.path.join(nb, "tests", "data", "example4d.nii.gz"), "example4d", "mr", [0, 1])
+            out += nifti_slices(os.path.join(nb, "tests", "data", "example4d.nii.gz"), "example4d", "mr", [0, 1])
     if "cr" in modalities:
-        out += _dicom_frames("RG3_UNCR.dcm", "cr")
+        out += dicom_frames("RG3_UNCR.dcm", "cr")
     if "natural" in modalities:
-        sk = _package_dir("skimage")
+        sk = package_dir("skimage")
         if sk:
             from PIL import Image
 
@@ -105,8 +105,8 @@ def dev_images(modalities: tuple[str, ...] = ("ct", "mr", "cr", "natural")) -> l
 def heldout_images() -> list[CorpusImage]:
     """Independent evaluation only: never use these to fit or tune anything."""
     out: list[CorpusImage] = []
-    out += _dicom_frames("RG1_UNCR.dcm", "cr")
-    out += _dicom_frames("MR2_UNCR.dcm", "mr")
+    out += dicom_frames("RG1_UNCR.dcm", "cr")
+    out += dicom_frames("MR2_UNCR.dcm", "mr")
     return out
 
 

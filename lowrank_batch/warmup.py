@@ -19,7 +19,7 @@ SAMPLES = (((64, 64), np.uint16, 12), ((64, 64), np.uint8, 8), ((64, 64, 3), np.
 MODES = (("lossless", None), ("near-lossless", 2), ("lossy", None))
 
 
-def _sample(shape, dtype, bits: int) -> np.ndarray:
+def sample_image(shape, dtype, bits: int) -> np.ndarray:
     """A smooth image with edges and noise: takes the guided and unguided coding paths."""
     rng = np.random.default_rng(0)
     h, w = shape[:2]
@@ -40,7 +40,7 @@ def warm_up(model: str | None = None, log=print) -> float:
     start = time.perf_counter()
     codec = load_codec(model)
     for shape, dtype, bits in SAMPLES:
-        image = _sample(shape, dtype, bits)
+        image = sample_image(shape, dtype, bits)
         for mode, max_error in MODES:
             enc = codec.encode(image, bits, mode, max_error)
             codec.decode(enc)

@@ -102,12 +102,12 @@ def test_log_axis_ticks_are_distinct_and_true():
     be its own tick's value."""
     import matplotlib.pyplot as plt
 
-    from lowrank_batch.report.figures import _plain_ticks
+    from lowrank_batch.report.figures import plain_log_ticks
 
     fig, ax = plt.subplots()
     ax.plot([0.012, 0.3, 9.0], [30, 40, 50])
     ax.set_xscale("log")
-    _plain_ticks(ax)
+    plain_log_ticks(ax)
     fig.canvas.draw()
     lo, hi = ax.get_xlim()
     ticks = [(t.get_loc(), t.label1.get_text()) for t in ax.xaxis.get_major_ticks() if lo <= t.get_loc() <= hi]

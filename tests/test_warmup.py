@@ -17,10 +17,10 @@ import json, numpy as np
 from numba.core.dispatcher import Dispatcher
 import lowrank_batch.codec as pkg, importlib, pkgutil
 from lowrank_batch import Codec
-from lowrank_batch.warmup import _sample
+from lowrank_batch.warmup import sample_image
 codec = Codec.load()
 for shape, dtype, bits in (((96, 80), np.uint16, 14), ((40, 56, 3), np.uint8, 8)):
-    image = _sample(shape, dtype, bits)
+    image = sample_image(shape, dtype, bits)
     for mode, err in (("lossless", None), ("near-lossless", 3), ("lossy", None)):
         enc = codec.encode(image, bits, mode, err)
         codec.decode(enc); codec.decode(enc, preview=True)

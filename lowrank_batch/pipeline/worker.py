@@ -13,14 +13,15 @@ import fsspec
 from .. import __version__
 from ..archive.records import ArchiveRow, FailureRecord, check_positive
 from ..archive.writer import UnitWriter
-from ..codec.codec import QUALITY_RANGE, Codec
+from ..codec.codec import QUALITY_RANGE
 from ..codec.format import MODES
 from ..errors import InvalidParameterError, LowrankError
 from ..images.dicom import must_stay_lossless
 from ..images.read import metadata_json
 from ..storage import Retrier, RetryPolicy, is_storage_error
-from ..weights.loading import load_codec, use_adapter
-from .adapter_choice import AUTO, choose_adapter, measured_worse
+from ..weights.loading import load_codec
+from .adapter_codecs import AdapterCodecs
+from .adapter_choice import AUTO
 from .sources import ReadUnit, read_unit
 from .units import SourceFile, Unit
 
@@ -72,10 +73,9 @@ class EncodeWorker:
     def __init__(self, dst: str, run_id: str, settings: EncodeSettings, retry: RetryPolicy = RetryPolicy()):
         auto = settings.adapter == AUTO
         self.codec = load_codec(settings.model, None if auto else settings.adapter)
-        self._by_adapter: dict[str | None, Codec] = {None: self.codec}  # auto: built on first use
-        self._notes: list[str] = []
+        self._notes: list[str] = []  # said once per unit in its result
+        self.adapters = AdapterCodecs(self.codec, settings.adapter_rules, self._notes) if auto else None
         EncodeWorker.loads += 1
-        self._adapter_names: dict[str | None, str] = {}  # digest -> the name it was chosen by
         self.settings = settings
         self.retrier = Retrier(retry)  # one outage clock for every read and write of this worker
         self.run_id = run_id
@@ -95,12 +95,14 @@ class EncodeWorker:
         if self._write(unit, rows, start, result):
             result.encoded = len(rows)
             for row in rows:
-                key = self._adapter_names.get(row.adapter_sha256, row.adapter_sha256 or "none")
+                names = self.adapters.names if self.adapters else {}
+                key = names.get(row.adapter_sha256, row.adapter_sha256 or "none")
                 result.adapters[key] = result.adapters.get(key, 0) + 1
             result.bytes_out = sum(r.encoded_bytes for r in rows)
         else:  # nothing of the unit committed: its images are failures, counted nowhere else
             result.bytes_in = result.pixels = 0
-        result.notes, self._notes = self._notes, []
+        result.notes = list(self._notes)
+        self._notes.clear()
         result.failed = len(result.failures)
         result.seconds = time.perf_counter() - start
         return result
@@ -135,34 +137,10 @@ class EncodeWorker:
         finally:
             result.storage_retries += self.retrier.retries - before
 
-    def _codec_for(self, image_id: str, metadata: dict) -> Codec:
-        """The codec for one image: the fixed one, or under `auto` the base with the adapter its
-        modality or source calls for (each adapter attached once per worker, the base shared)."""
-        if self.settings.adapter != AUTO:
-            return self.codec
-        name = choose_adapter(metadata, image_id, self.settings.adapter_rules)
-        if name not in self._by_adapter:
-            try:
-                codec = Codec(self.codec.model, self.codec.config, self.codec.device)
-                use_adapter(codec, name)
-                worse = measured_worse(codec.adapter_provenance)
-                if worse is not None:
-                    self._notes.append(f"--adapter auto: adapter {name!r} measured worse than the base on its "
-                                       f"validation split (lossy BD-rate {worse:+.1f}%); not used")
-                    codec = self.codec
-                self._by_adapter[name] = codec
-                if codec is not self.codec:
-                    self._adapter_names[codec.adapter_sha256] = name
-            except Exception as exc:  # not installed, bound to another base, unreadable: the base alone, said once
-                self._by_adapter[name] = self.codec
-                self._notes.append(f"--adapter auto: no usable adapter {name!r} for this model ({exc}); "
-                                   "those images were encoded with the base model")
-        return self._by_adapter[name]
-
     def _encode_image(self, source: SourceFile, image_id: str, image, result: UnitResult) -> ArchiveRow | None:
         s = self.settings
         try:
-            codec = self._codec_for(image_id, image.metadata)
+            codec = self.adapters.codec_for(image_id, image.metadata) if self.adapters else self.codec
             mode, max_error = s.mode, s.max_error
             reason = must_stay_lossless(image.metadata) if mode != "lossless" else None
             if reason:  # categories, not intensities: said once per unit, archived exactly

@@ -22,7 +22,7 @@ def tick_label(value: float, _pos=None) -> str:
     return f"{value:.3g}"
 
 
-def _plain_ticks(ax) -> None:
+def plain_log_ticks(ax) -> None:
     """Log axes labelled 0.05, 0.5, 1, 2 rather than 5x10^-1 (and no crowded minor labels)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -93,7 +93,7 @@ def rd_plot(path: Path, modality: str, curves: dict[str, list[dict]]) -> str:
     ax.axhline(top - 1.5, color="0.8", lw=0.8)
     # x in axes fraction, y in data units: safe on a log axis whatever its limits
     ax.text(0.01, top - 1.2, "lossless (exact) ↑", fontsize=8, color="0.4", transform=ax.get_yaxis_transform())
-    _plain_ticks(ax)
+    plain_log_ticks(ax)
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("PSNR (dB, peak 2^bits − 1)")
     ax.set_title(f"rate–distortion, {modality}")
@@ -110,7 +110,7 @@ def histogram(path: Path, values: list[float], xlabel: str, title: str, log: boo
         ax.hist(vals, bins=bins, color="#4c72b0")
         if log:
             ax.set_xscale("log")
-            _plain_ticks(ax)
+            plain_log_ticks(ax)
     else:
         ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(xlabel)

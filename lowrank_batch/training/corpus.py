@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..devcorpus import CorpusImage, _dicom_frames, _nifti_slices, _package_dir
+from ..devcorpus import CorpusImage, dicom_frames as _dicom_frames, nifti_slices as _nifti_slices, package_dir as _package_dir  # noqa: E501
 from ..errors import InvalidParameterError
 from ..hashing import file_sha256
 

@@ -12,7 +12,7 @@ def _print_entries(entries, with_base: bool, shipped: list[str] = ()) -> None:
     for line in shipped:
         print(line)
     if not entries:
-        print("(none installed)" if not shipped else "(none installed yet: shipped ones install on first use)")
+        print("(none installed)")
         return
     head = f"{'name':20} {'ver':>3} {'sha256':64} {'bytes':>9} {'architecture':16} {'installed at':25}"
     print(head + (" base" if with_base else ""))

@@ -24,7 +24,7 @@ from ..ray_session import start_ray
 from ..storage import Retrier, RetryPolicy, describe, is_storage_error, retrying
 from ..weights.loading import load_codec
 from .adapter_choice import AUTO
-from .sources import read_unit
+from .reading import read_unit
 from .units import list_sources, make_units
 from .worker import EncodeSettings, EncodeWorker, UnitResult
 

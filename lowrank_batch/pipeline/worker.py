@@ -22,7 +22,7 @@ from ..storage import Retrier, RetryPolicy, is_storage_error
 from ..weights.loading import load_codec
 from .adapter_codecs import AdapterCodecs
 from .adapter_choice import AUTO
-from .sources import ReadUnit, read_unit
+from .reading import ReadUnit, read_unit
 from .units import SourceFile, Unit
 
 

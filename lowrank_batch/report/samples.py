@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 from ..codec import metrics
-from ..pipeline.sources import read_original
+from ..pipeline.reading import read_original
 
 
 def pick_sample(images: list[dict], n: int) -> list[str]:

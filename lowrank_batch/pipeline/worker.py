@@ -1,6 +1,6 @@
 """The encode worker: holds the codec (loaded once, from the weight store) and turns a unit's
 images into committed archive rows. Plain Python; job.py runs it as a Ray actor. Reading the
-unit's files is sources.py's job; which adapter an image gets, adapter_choice.py's."""
+unit's files is reading.py's job; which adapter an image gets, adapter_choice.py's."""
 
 from __future__ import annotations
 

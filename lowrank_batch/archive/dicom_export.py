@@ -75,14 +75,22 @@ def export_dicom_file(archive, file_id: str, archive_ids: list[str] | None = Non
 
 
 def kept_files(archive, archive_ids: list[str]) -> dict[str, list[str]]:
-    """DICOM files whose own bytes the archive keeps: file id -> its frame ids, in order."""
+    """DICOM files whose own bytes the archive keeps: file id -> its frame ids, in order.
+    Row by row (one small column each), so that a damaged data file hides nothing else: its
+    images are left to the per-image checks, which name them."""
     out = {}
     known = set(archive_ids)
-    for row in archive.rows(["dicom_sha256"]):
-        if row["dicom_sha256"] is not None:  # on the file's first frame: "file.dcm" or "file.dcm#0"
-            image_id = row["image_id"]
+    for image_id in archive_ids:
+        frame = _FRAME.search(image_id)
+        if frame and frame.group(1) != "0":
+            continue  # the file's bytes are on its first frame's row
+        try:
+            if archive.row(image_id, ["dicom_sha256"])["dicom_sha256"] is None:
+                continue
             file_id = image_id[:-2] if image_id.endswith("#0") and image_id[:-2] not in known else image_id
             out[file_id] = frame_ids(archive_ids, file_id)
+        except ArchiveError:
+            continue
     return dict(sorted(out.items()))
 
 

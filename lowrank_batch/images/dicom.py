@@ -1,10 +1,12 @@
-"""DICOM in and out: pixels per frame plus every other element, kept as DICOM JSON.
+"""DICOM in and out: pixels per frame, every other element as DICOM JSON, and the file's bytes.
 
 Reading keeps the stored values as they are: BitsStored (not the container) is the codec's
 bit depth, MONOCHROME1 stays inverted, signed stays signed, and RescaleSlope/Intercept and
 window settings are kept as elements, never applied. Every non-pixel element goes into the
-image's metadata as DICOM JSON (PS3.18 F, via pydicom's to_json_dict), so a decode can give
-back a DICOM file with the same elements.
+image's metadata as DICOM JSON (PS3.18 F, via pydicom's to_json_dict), which search and
+DICOMweb metadata read. The file's own bytes less its pixel value are kept too, once per file
+(dicom_file.keep_file), so that a decode gives back the file received (dicom_file.rebuild_dicom);
+build_dicom here rebuilds from the JSON, for archives written before those bytes were kept.
 
 Errors name the file and the problem only: a DICOM file's values (names, IDs, dates) never
 appear in a message, and pydicom's own messages are replaced by ours for the same reason.
@@ -210,7 +212,8 @@ def must_stay_lossless(meta: dict) -> str | None:
 
 
 def _build_dicom(frames: list[np.ndarray], meta: dict, mode: str, ratio: float | None) -> bytes:
-    """A DICOM file from decoded frames (in order) and one frame's metadata (read_dicom's).
+    """A DICOM file from decoded frames (in order) and one frame's metadata (read_dicom's):
+    the fallback where the file's own bytes were not kept (dicom_file.rebuild_dicom otherwise).
 
     Uncompressed Explicit VR Little Endian. Lossless: the original elements with the decoded
     pixels. Lossy / near-lossless: also LossyImageCompression = 01 with ratio and method, a
@@ -260,6 +263,8 @@ def _set_bit_packed(ds, arr: np.ndarray, photometric: str) -> None:
 
 
 def declare_lossy(ds, mode: str, ratio: float | None, generate_uid, pixel_digest: str) -> None:
+    """What a lossy image must say (PS3.3 C.7.6.1.1.5): LossyImageCompression 01, the method and
+    ratio appended to earlier ones, a new SOP Instance UID, ImageType DERIVED."""
     methods = list(_as_list(ds.get("LossyImageCompressionMethod")))
     ratios = list(_as_list(ds.get("LossyImageCompressionRatio")))
     ds.LossyImageCompression = "01"

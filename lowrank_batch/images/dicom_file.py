@@ -134,7 +134,7 @@ def _rebuild(frames, kept: KeptFile, file_sha256, meta, mode, ratio, name) -> Re
         return RebuiltDicom(data, lay.syntax, bool(file_sha256), "byte-identical to the archived file"
                             if file_sha256 else "the archived bytes (no file SHA-256 on record)")
     attempts = []
-    if lay.syntax not in NATIVE_SYNTAXES and source in _lossless_reencoders():
+    if lay.syntax not in NATIVE_SYNTAXES and source in _lossless_reencoders() and _encoder_available(source):
         attempts.append(source)
     attempts.append(lay.syntax if lay.syntax in NATIVE_SYNTAXES else
                     (IMPLICIT_LE if lay.implicit else EXPLICIT_LE))  # the data set's bytes stay valid
@@ -144,9 +144,22 @@ def _rebuild(frames, kept: KeptFile, file_sha256, meta, mode, ratio, name) -> Re
         except _Unencodable:
             continue
         identical = bool(file_sha256) and hashlib.sha256(data).hexdigest() == file_sha256
-        return RebuiltDicom(data, target, identical, _note(identical, source, UID(target), changed, mode,
+        return RebuiltDicom(data, str(target), identical, _note(identical, source, UID(target), changed, mode,
                                                            len(attempts) > 1))
     raise InvalidImageError(f"{name}: cannot rebuild the DICOM file")  # the native attempt always returns
+
+
+def _encoder_available(syntax) -> bool:
+    if _lossless_reencoders()[syntax].get("imagecodecs"):
+        import importlib.util
+
+        return importlib.util.find_spec("imagecodecs") is not None  # an optional dependency
+    from pydicom.pixels import get_encoder
+
+    try:
+        return get_encoder(syntax).is_available
+    except (NotImplementedError, ValueError):
+        return False
 
 
 class _Unencodable(Exception):
@@ -161,7 +174,7 @@ def _note(identical: bool, source, target, changed: list[str], mode: str, tried_
     what = f"; changed: {', '.join(changed)}" if changed else ""
     if target != source:
         reason = ("its encoder could not write these pixels exactly" if tried_source else
-                  "a lossy syntax, not written again" if _is_lossy(source) else "no encoder for it here")
+                  "a lossy syntax, not written again" if _is_lossy(source) else "no encoder for it installed")
         return f"transfer syntax changed from {source.name} to {target.name} ({reason}); {kept}{what}"
     if mode != "lossless":
         return f"{mode}: declared lossy, pixels as decoded; {kept}{what}"
@@ -259,8 +272,6 @@ def _encapsulated_element(arr, kept: KeptFile, ds1, target) -> bytes:
             encoded = _jpeg_lossless_frames(arr, ds1)
         else:
             encoder = get_encoder(target)
-            if not encoder.is_available:
-                raise _Unencodable()
             opts = as_pixel_options(ds1, **options)
             source = arr if int(opts.get("number_of_frames", 1)) > 1 else arr[0]
             encoded = list(encoder.iter_encode(source, **opts))

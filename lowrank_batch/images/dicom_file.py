@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ChecksumMismatchError, InvalidImageError
 from .dicom_bytes import (DEFLATED, EXPLICIT_BE, IMPLICIT_LE, ITEM, NATIVE_SYNTAXES, PIXEL_DATA, KeptFile,
-                          WalkError, layout, native_pixel_bytes, walk, xor_fit)
+                          layout, native_pixel_bytes, walk, xor_fit)
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
@@ -59,14 +59,19 @@ def splices_back(kept: KeptFile) -> bool:
 
 def keep_file(data: bytes, ds, frames: np.ndarray) -> tuple[KeptFile | None, str]:
     """The kept header of a file pydicom read as `ds` (its PixelData still there) with decoded
-    frames (F, rows, cols[, samples]); or (None, why not) for a file it cannot keep exactly."""
+    frames (F, rows, cols[, samples]); or (None, why not) for a file it cannot keep exactly.
+    Never fails the file: its pixels and JSON are archived whatever its bytes look like."""
     try:
-        lay = layout(data)
-        if lay.syntax == DEFLATED:
-            return None, "its data set is deflated"
-        elements = walk(data, lay.dataset_start, len(data), lay.little, lay.implicit)
-    except (WalkError, struct.error):
+        return _keep_file(data, ds, frames)
+    except Exception:  # odd bytes the walker or the layout did not foresee: keep what can be kept
         return None, "its element layout could not be followed"
+
+
+def _keep_file(data: bytes, ds, frames: np.ndarray) -> tuple[KeptFile | None, str]:
+    lay = layout(data)
+    if lay.syntax == DEFLATED:
+        return None, "its data set is deflated"
+    elements = walk(data, lay.dataset_start, len(data), lay.little, lay.implicit)
     if [e.tag for e in elements] != list(ds.keys()):  # the walker must see what pydicom saw
         return None, "its element layout could not be followed"
     pixel = next((e for e in elements if e.tag == PIXEL_DATA), None)
@@ -75,20 +80,19 @@ def keep_file(data: bytes, ds, frames: np.ndarray) -> tuple[KeptFile | None, str
         return None, "its pixel data could not be located"
     shell = data[:pixel.value] + data[pixel.end:]
     if lay.syntax not in NATIVE_SYNTAXES:
-        first_item = struct.unpack_from("<II", value, 0) if len(value) >= 8 else (0, 0)
-        has_bot = first_item[0] == ITEM and first_item[1] > 0
+        group, element, length = struct.unpack_from("<HHI", value, 0) if len(value) >= 8 else (0, 0, 0)
+        has_bot = (group << 16 | element) == ITEM and length > 0
         return KeptFile(shell, pixel.start, pixel.value, len(value), has_offset_table=has_bot), ""
+    bits, planar = int(ds.BitsAllocated), int(ds.get("PlanarConfiguration", 0) or 0)
     best = None
-    for masked in (False, True) if _signed(ds) else (False,):  # sign-extended, or BitsStored bits only
-        serial = native_pixel_bytes(frames, int(ds.BitsAllocated), int(ds.get("PlanarConfiguration", 0) or 0),
-                                    lay.little, _swap_words(lay, pixel.vr, int(ds.BitsAllocated)), True,
-                                    int(ds.BitsStored) if masked else 0) if _signed(ds) else \
-            native_pixel_bytes(frames, int(ds.BitsAllocated), int(ds.get("PlanarConfiguration", 0) or 0),
-                               lay.little, _swap_words(lay, pixel.vr, int(ds.BitsAllocated)))
+    # signed values are stored sign-extended or as their BitsStored bits only: the one that fits
+    for mask in (0, int(ds.BitsStored)) if _signed(ds) else (0,):
+        serial = native_pixel_bytes(frames, bits, planar, lay.little, _swap_words(lay, pixel.vr, bits),
+                                    _signed(ds), mask)
         residue = xor_fit(serial, len(value), value)
         differing = np.count_nonzero(np.frombuffer(residue, np.uint8))
         if best is None or differing < best[0]:
-            best = differing, (residue if differing else b""), masked
+            best = differing, (residue if differing else b""), bool(mask)
     _, residue, masked = best
     return KeptFile(shell, pixel.start, pixel.value, len(value), residue, masked=masked), ""
 

@@ -31,8 +31,8 @@ from lowrank_batch.pipeline.worker import EncodeSettings
 from .orthanc import PASSWORD, USER, orthanc
 from .test_dicom import assert_same_elements
 
-PLANTED = {"PatientName": "PLANTEDSURNAME^PLANTEDGIVEN", "PatientID": "PLANTED-ID-4711",
-           "InstitutionName": "PLANTED HOSPITAL"}
+PLANTED = {"PatientName": "DWPLANTEDSURNAME^DWPLANTEDGIVEN", "PatientID": "DWPLANTED-ID-0042",
+           "InstitutionName": "DWPLANTED HOSPITAL"}
 FIRST = {"ct": "CT_small.dcm", "mr_frames": "emri_small.dcm", "rgb": "SC_rgb.dcm", "cr_mono1": "RG3_UNCR.dcm"}
 ADDED = {"mr": "MR_small.dcm"}
 TOKEN = "test-token-0123456789abcdef"
@@ -159,3 +159,171 @@ def test_a_changed_instance_is_archived_again(archive, pacs, originals):
     pacs.rest("DELETE", f"/instances/{found[0]}")
     pacs.upload(originals["ct"])
     assert _encode(pacs, archive.path)["encoded"] == 1
+
+
+# -- the archive served as DICOMweb on Ray Serve --
+
+@pytest.fixture(scope="module")
+def served(archive, tmp_path_factory):
+    from ray import serve
+
+    from lowrank_batch.serve.app import ServeOptions, start
+
+    token_file = tmp_path_factory.mktemp("token") / "token"
+    token_file.write_text(TOKEN + "\n")
+    url = start(ServeOptions(str(archive.path), port=_free_port(), token_file=str(token_file), replicas=1,
+                             cpus_per_replica=0.5, gpus_per_replica=0))
+    try:
+        yield url
+    finally:
+        serve.shutdown()
+
+
+def _client(url: str, token: str = TOKEN):
+    from dicomweb_client.api import DICOMwebClient
+
+    return DICOMwebClient(url, headers={"Authorization": f"Bearer {token}"})
+
+
+def _uid_values(results: list[dict], tag: str) -> set[str]:
+    return {r[tag]["Value"][0] for r in results}
+
+
+def test_search_finds_every_archived_study_series_and_instance(served, originals):
+    client = _client(served)
+    uids = [_uids(d) for d in originals.values()]
+    assert _uid_values(client.search_for_studies(), "0020000D") == {u[0] for u in uids}
+    for study, series, sop in uids:
+        assert series in _uid_values(client.search_for_series(study), "0020000E")
+        assert sop in _uid_values(client.search_for_instances(study, series), "00080018")
+    assert _uid_values(client.search_for_instances(), "00080018") == {u[2] for u in uids}
+    # matching on the archived elements: PatientID (wildcard), Modality, StudyDate range, UID lists
+    assert len(client.search_for_studies(search_filters={"PatientID": "DWPLANTED-*"})) == len({u[0] for u in uids})
+    ct_study = _uids(originals["ct"])[0]
+    assert _uid_values(client.search_for_series(search_filters={"Modality": "CT"}), "0020000D") == {ct_study}
+    ct_date = pydicom.dcmread(io.BytesIO(originals["ct"])).StudyDate
+    hits = client.search_for_studies(search_filters={"StudyDate": f"{ct_date}-{ct_date}"})
+    assert ct_study in _uid_values(hits, "0020000D")
+    assert all(h["00080020"]["Value"][0] == ct_date for h in hits)
+    assert client.search_for_studies(search_filters={"StudyInstanceUID": "1.2.3.999"}) == []
+
+
+def test_retrieved_instances_equal_the_originals(served, originals):
+    client = _client(served)
+    for key, data in originals.items():
+        original = pydicom.dcmread(io.BytesIO(data))
+        got = client.retrieve_instance(*_uids(data))
+        assert_same_elements(original, got)
+        assert np.array_equal(got.pixel_array, original.pixel_array), key
+        metadata = client.retrieve_instance_metadata(*_uids(data))
+        assert metadata["00080018"]["Value"] == [original.SOPInstanceUID]
+    study = _uids(originals["mr_frames"])[0]  # a whole study: every instance of it
+    assert {ds.SOPInstanceUID for ds in client.retrieve_study(study)} == {_uids(originals["mr_frames"])[2]}
+
+
+def test_frames_and_rendered_images_in_the_negotiated_media_types(served, originals):
+    from lowrank_batch.serve.render import to_display
+
+    client = _client(served)
+    for key in ("mr_frames", "rgb", "ct"):
+        original = pydicom.dcmread(io.BytesIO(originals[key]))
+        frames = original.pixel_array if key == "mr_frames" else original.pixel_array[None]
+        numbers = [1, len(frames)] if len(frames) > 1 else [1]
+        got = client.retrieve_instance_frames(*_uids(originals[key]), frame_numbers=numbers,
+                                              media_types=("application/octet-stream",))
+        for n, raw in zip(numbers, got):
+            want = frames[n - 1]
+            assert raw == want.astype(want.dtype.newbyteorder("<")).tobytes(), (key, n)
+    ct = pydicom.dcmread(io.BytesIO(originals["ct"]))
+    png = client.retrieve_instance_rendered(*_uids(originals["ct"]), media_types=("image/png",))
+    with Image.open(io.BytesIO(png)) as img:
+        assert img.format == "PNG" and img.size == (ct.Columns, ct.Rows)
+        dataset = json.loads(json.dumps(ct.to_json_dict(bulk_data_threshold=1 << 30)))
+        assert np.array_equal(np.asarray(img), to_display(ct.pixel_array, dataset, "MONOCHROME2"))
+    jpeg = client.retrieve_instance_rendered(*_uids(originals["ct"]), media_types=("image/jpeg",),
+                                             params={"quality": 50})  # a preview: from the latents alone
+    with Image.open(io.BytesIO(jpeg)) as img:
+        assert img.format == "JPEG" and img.size == (ct.Columns, ct.Rows)
+    frame = client.retrieve_instance_frames_rendered(*_uids(originals["mr_frames"]), frame_numbers=[2],
+                                                     media_types=("image/png",))
+    with Image.open(io.BytesIO(frame)) as img:
+        assert img.format == "PNG"
+
+
+def test_a_missing_or_wrong_token_is_refused(served):
+    assert requests.get(f"{served}/studies", timeout=30).status_code == 401
+    r = requests.get(f"{served}/studies", headers={"Authorization": "Bearer wrong-token-wrong-token"}, timeout=30)
+    assert r.status_code == 401 and "Bearer" in r.headers["WWW-Authenticate"]
+    with pytest.raises(requests.HTTPError) as caught:
+        _client(served, "not-the-token-at-all").search_for_studies()
+    assert caught.value.response.status_code == 401
+
+
+def test_bad_requests_get_the_standard_status_codes(served, originals):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    study, series, sop = _uids(originals["mr_frames"])
+    inst = f"{served}/studies/{study}/series/{series}/instances/{sop}"
+    dicom = {**auth, "Accept": 'multipart/related; type="application/dicom"'}
+    octets = {**auth, "Accept": 'multipart/related; type="application/octet-stream"'}
+    cases = [
+        ("GET", f"{served}/studies/1.2.3.4.5.6", dicom, 404),  # unknown UIDs
+        ("GET", f"{served}/studies/{study}/series/1.2.3.4", dicom, 404),
+        ("GET", f"{served}/studies/{study}/series/{series}/instances/1.2.3", dicom, 404),
+        ("GET", f"{served}/studies?StudyDate=2020-13x", auth, 400),  # malformed queries
+        ("GET", f"{served}/studies?limit=-1", auth, 400),
+        ("GET", f"{served}/studies?NotAnAttribute=1", auth, 400),
+        ("GET", inst, {**auth, "Accept": 'multipart/related; type="application/dicom"; '
+                                         'transfer-syntax=1.2.840.10008.1.2.4.50'}, 406),  # unsupported media
+        ("GET", inst, {**auth, "Accept": "image/gif"}, 406),
+        ("GET", f"{inst}/rendered", {**auth, "Accept": "image/gif"}, 406),
+        ("GET", f"{served}/studies", {**auth, "Accept": "application/xml"}, 406),
+        ("GET", f"{inst}/frames/11", octets, 404),  # 10 frames: no frame 11
+        ("GET", f"{inst}/frames/0", octets, 400),  # frame numbers start at 1
+        ("GET", f"{inst}/frames/one", octets, 400),
+        ("DELETE", inst, auth, 405),  # read-only
+        ("GET", f"{served}/nothing-here", auth, 404),
+    ]
+    for method, url, headers, status in cases:
+        r = requests.request(method, url, headers=headers, timeout=60)
+        assert r.status_code == status, (method, url.removeprefix(served), headers.get("Accept"), r.status_code)
+
+
+def test_orthanc_retrieves_studies_from_our_service(served, pacs, originals):
+    """Interop with a real PACS: the studies deleted from Orthanc come back from the archive,
+    through Orthanc's own DICOMweb client, equal to the originals."""
+    pacs.rest("PUT", "/dicom-web/servers/lowrank", json={
+        "Url": served + "/", "HttpHeaders": {"Authorization": f"Bearer {TOKEN}"}})
+    studies = sorted({_uids(d)[0] for d in originals.values()})
+    for study in studies:
+        for orthanc_id in pacs.rest("POST", "/tools/find", json={"Level": "Study",
+                                                                  "Query": {"StudyInstanceUID": study}}).json():
+            pacs.rest("DELETE", f"/studies/{orthanc_id}")
+    assert pacs.rest("GET", "/instances").json() == []
+    pacs.rest("POST", "/dicom-web/servers/lowrank/retrieve",
+              json={"Resources": [{"Study": s} for s in studies], "Synchronous": True})
+    for key, data in originals.items():
+        sop = _uids(data)[2]
+        found = pacs.rest("POST", "/tools/find", json={"Level": "Instance", "Query": {"SOPInstanceUID": sop}}).json()
+        assert len(found) == 1, key
+        stored = pydicom.dcmread(io.BytesIO(pacs.rest("GET", f"/instances/{found[0]}/file").content))
+        original = pydicom.dcmread(io.BytesIO(data))
+        assert_same_elements(original, stored)
+        assert np.array_equal(stored.pixel_array, original.pixel_array), key
+
+
+def test_no_patient_data_in_the_service_logs(served, originals):
+    import ray
+
+    client = _client(served)
+    client.search_for_studies(search_filters={"PatientID": PLANTED["PatientID"]})
+    client.search_for_studies(search_filters={"PatientName": PLANTED["PatientName"]})
+    requests.get(f"{served}/studies?PatientID={PLANTED['PatientID']}&bogus=1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
+    scanned = 0
+    for path in logs.rglob("*"):
+        if path.is_file() and path.suffix in (".log", ".out", ".err", ".txt"):
+            text = path.read_bytes().decode("latin-1")
+            scanned += 1
+            for value in PLANTED.values():
+                assert value not in text and value.split("^")[0] not in text, f"{value!r} in {path}"
+    assert scanned and any((logs / "serve").glob("*.log")), "the Serve logs were not found"

@@ -327,3 +327,23 @@ def test_no_patient_data_in_the_service_logs(served, originals):
             for value in PLANTED.values():
                 assert value not in text and value.split("^")[0] not in text, f"{value!r} in {path}"
     assert scanned and any((logs / "serve").glob("*.log")), "the Serve logs were not found"
+
+
+def test_fetch_errors_become_read_failures_or_retried_outages(pacs, monkeypatch):
+    """What the worker's retry and failure records see: a gone instance and refused
+    credentials are failures of that image; an unreachable server is an outage (retried)."""
+    from lowrank_batch.sources.dicomweb import fetch_instance, list_instances
+    from lowrank_batch.storage import is_storage_error, is_transient
+
+    gone = f"dicomweb+{pacs.dicomweb}/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5"
+    with pytest.raises(FileNotFoundError) as caught:
+        fetch_instance(gone)
+    assert is_storage_error(caught.value) and not is_transient(caught.value)
+    monkeypatch.setenv("LOWRANK_DICOMWEB_USER", USER)
+    monkeypatch.setenv("LOWRANK_DICOMWEB_PASSWORD", "not-the-password")
+    with pytest.raises(PermissionError) as caught:
+        list_instances(f"dicomweb+{pacs.dicomweb}")
+    assert "not-the-password" not in str(caught.value) and not is_transient(caught.value)
+    with pytest.raises(ConnectionError) as caught:
+        fetch_instance(f"dicomweb+http://127.0.0.1:{_free_port()}/dicom-web/studies/1/series/2/instances/3")
+    assert is_transient(caught.value)

@@ -242,8 +242,11 @@ def test_frames_and_rendered_images_in_the_negotiated_media_types(served, origin
         assert np.array_equal(np.asarray(img), to_display(ct.pixel_array, dataset, "MONOCHROME2"))
     jpeg = client.retrieve_instance_rendered(*_uids(originals["ct"]), media_types=("image/jpeg",),
                                              params={"quality": 50})  # a preview: from the latents alone
-    with Image.open(io.BytesIO(jpeg)) as img:
+    with Image.open(io.BytesIO(jpeg)) as img, Image.open(io.BytesIO(png)) as full:
         assert img.format == "JPEG" and img.size == (ct.Columns, ct.Rows)
+        # the same picture, coarser (a lossless archive's preview keeps 4 latents per 16x16 patch)
+        r = np.corrcoef(np.asarray(img, dtype=np.float64).ravel(), np.asarray(full, dtype=np.float64).ravel())[0, 1]
+        assert r > 0.9, r
     frame = client.retrieve_instance_frames_rendered(*_uids(originals["mr_frames"]), frame_numbers=[2],
                                                      media_types=("image/png",))
     with Image.open(io.BytesIO(frame)) as img:

@@ -26,10 +26,13 @@ from ..sources.multipart import join_parts
 from . import query as qido
 from .index import Index, Instance, build_index
 from .negotiate import EXPLICIT_LE, choose_image, choose_json, choose_multipart
+from .preview import linear_preview
 from .render import encode_image, parse_window, to_display
 
 log = logging.getLogger("lowrank_batch.serve")
-PREVIEW_QUALITY = 60  # rendered with ?quality=Q, Q <= this: decoded from the latents alone (fast preview)
+# rendered with ?quality=Q, Q <= this: a preview from the latents alone (linear on CPU replicas, refined
+# on GPU ones; preview.py), not a decode of the whole image
+PREVIEW_QUALITY = 60
 _UID = r"([0-9A-Za-z.%_-]+)"
 ROUTES = [(re.compile(p.replace("{uid}", _UID)), name) for p, name in [
     (r"^/studies$", "search_studies"),
@@ -89,7 +92,7 @@ class DicomwebService:
         if warm and self.index.instances:  # compile and load the decoders now, not on a viewer's first click
             first = next(iter(self.index.instances.values()))
             self.archive.get(first.frame_ids[0])
-            self.archive.get(first.frame_ids[0], preview=True)
+            linear_preview(self.archive, first.frame_ids[0])
 
     # -- the archive, reloaded when new commits have landed (a nightly run while serving) --
     def _load(self) -> None:
@@ -258,7 +261,11 @@ class DicomwebService:
         if quality is not None and not 1 <= quality <= 100:
             raise qido.QueryError("quality is 1..100")
         preview = quality is not None and quality <= PREVIEW_QUALITY
-        pixels = self.archive.get(inst.frame_ids[number - 1], preview=preview)
+        frame_id = inst.frame_ids[number - 1]
+        if preview and self.device == "cpu":
+            pixels = linear_preview(self.archive, frame_id)
+        else:
+            pixels = self.archive.get(frame_id, preview=preview)
         display = to_display(pixels, inst.dataset, inst.photometric, window)
         return Response(200, encode_image(display, media, quality), media)
 

@@ -169,3 +169,13 @@ def test_the_service_is_loopback_unless_a_token_guards_it(tmp_path):
         resolve_token(ServeOptions("a", host="0.0.0.0", token_file=str(token)))
     token.write_text("a-long-enough-secret-token\n")
     assert resolve_token(ServeOptions("a", host="0.0.0.0", token_file=str(token))) == "a-long-enough-secret-token"
+
+
+def test_the_commands_refuse_exposed_services_and_credentials_in_urls(capsys):
+    from lowrank_batch.cli import main
+
+    assert main(["serve", "/nonexistent-archive", "--host", "0.0.0.0"]) == 2  # before any Ray starts
+    assert "--token-file" in capsys.readouterr().err
+    assert main(["encode", "dicomweb+http://user:pw@127.0.0.1:9/dicom-web", "/tmp/unused-archive"]) == 2
+    err = capsys.readouterr().err
+    assert "must not carry credentials" in err and "pw@" not in err

@@ -133,8 +133,8 @@ def study_dataset(index: Index, study: str, base: str) -> dict:
     """A study's attributes: its first instance's study-level elements plus the computed ones."""
     sops = [s for series in index.studies[study] for s in index.series[series]]
     first = index.instances[sops[0]].dataset
-    modalities = sorted({_strings(index.instances[index.series[s][0]].dataset.get("00080060"))[0]
-                         for s in index.studies[study] if _strings(index.instances[index.series[s][0]].dataset.get("00080060"))})
+    modalities = sorted({m for s in index.studies[study]
+                         for m in _strings(index.instances[index.series[s][0]].dataset.get("00080060"))[:1]})
     extra = {MODALITIES_IN_STUDY: {"vr": "CS", "Value": modalities},
              STUDY_SERIES: {"vr": "IS", "Value": [len(index.studies[study])]},
              STUDY_INSTANCES: {"vr": "IS", "Value": [len(sops)]},

@@ -24,7 +24,7 @@ from ..archive.reader import Archive
 from ..codec.codec import Codec
 from ..sources.multipart import join_parts
 from . import query as qido
-from .index import Index, Instance, build_index
+from .index import Instance, build_index
 from .negotiate import EXPLICIT_LE, choose_image, choose_json, choose_multipart
 from .preview import linear_preview
 from .render import encode_image, parse_window, to_display

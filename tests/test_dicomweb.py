@@ -350,3 +350,39 @@ def test_fetch_errors_become_read_failures_or_retried_outages(pacs, monkeypatch)
     with pytest.raises(ConnectionError) as caught:
         fetch_instance(f"dicomweb+http://127.0.0.1:{_free_port()}/dicom-web/studies/1/series/2/instances/3")
     assert is_transient(caught.value)
+
+
+@pytest.mark.slow  # ~70 s on 2 busy cores: a second Ray, started by the command in its own process
+def test_the_serve_command_answers_and_stops_on_sigterm(archive, tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    port = _free_port()
+    ray_tmp = tempfile.mkdtemp(prefix="rsrv", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    env = dict(os.environ, RAY_TMPDIR=ray_tmp, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "lowrank_batch.cli", "serve", str(archive.path), "--port", str(port),
+                             "--replicas", "1", "--gpus-per-replica", "0", "--cpus-per-replica", "0.5"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 240
+        while "serving" not in line and time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stdout.readline()
+        assert "serving" in line, line
+        studies = requests.get(f"http://127.0.0.1:{port}/dicom-web/studies", timeout=60)
+        assert studies.status_code == 200 and len(studies.json()) == len({_uids(d)[0] for d in _all_originals()})
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _all_originals() -> list[bytes]:
+    return [_file(v) for v in {**FIRST, **ADDED}.values()]

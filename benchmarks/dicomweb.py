@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--per-client", type=int, default=6)
+    parser.add_argument("--gpus-per-replica", type=float, default=0.0, help="1 on a GPU machine: refined previews")
     args = parser.parse_args()
 
     from ray import serve
@@ -101,7 +102,8 @@ def main() -> None:
         port = _free_port()
         results: dict = {"cpus": os.cpu_count(), "files": FILES, "latency": {}, "throughput": {}}
         for replicas in (1, 2):
-            url = start(ServeOptions(str(work / "archive"), port=port, replicas=replicas, gpus_per_replica=0,
+            url = start(ServeOptions(str(work / "archive"), port=port, replicas=replicas,
+                                     gpus_per_replica=args.gpus_per_replica,
                                      cpus_per_replica=min(1.0, ray.cluster_resources().get("CPU", 1) / 2)))
             inst = f"{url}/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/{ct.SOPInstanceUID}"
             if replicas == 1:
@@ -118,6 +120,7 @@ def main() -> None:
         serve.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    results["gpus_per_replica"] = args.gpus_per_replica
     results["load_average_1min"] = os.getloadavg()[0]  # a shared machine: other work skews the figures
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dicomweb.json").write_text(json.dumps(results, indent=1))

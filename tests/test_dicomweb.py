@@ -138,29 +138,6 @@ def test_encoding_from_the_pacs_archives_every_instance_once(archive, originals)
     assert PASSWORD not in text and "pacs-test:" not in text
 
 
-def test_a_changed_instance_is_archived_again(archive, pacs, originals):
-    study, series, sop = _uids(originals["ct"])
-    found = pacs.rest("POST", "/tools/find", json={"Level": "Instance", "Query": {"SOPInstanceUID": sop}}).json()
-    pacs.rest("DELETE", f"/instances/{found[0]}")
-    ds = pydicom.dcmread(io.BytesIO(originals["ct"]))
-    ds.SeriesDescription = "re-read with a corrected header"
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    pacs.upload(buf.getvalue())
-    run = _encode(pacs, archive.path)
-    assert run["encoded"] == 1 and run["failed"] == 0
-    opened = Archive.open(str(archive.path))
-    image_id = f"{study}/{series}/{sop}.dcm"
-    assert len(opened.versions(image_id)) == 2  # the new version supersedes, the old stays readable
-    meta = json.loads(opened.row(image_id, ["metadata_json"])["metadata_json"])
-    assert meta["dicom_json"]["0008103E"]["Value"] == ["re-read with a corrected header"]
-    # put the original back for the tests that compare with it
-    found = pacs.rest("POST", "/tools/find", json={"Level": "Instance", "Query": {"SOPInstanceUID": sop}}).json()
-    pacs.rest("DELETE", f"/instances/{found[0]}")
-    pacs.upload(originals["ct"])
-    assert _encode(pacs, archive.path)["encoded"] == 1
-
-
 # -- the archive served as DICOMweb on Ray Serve --
 
 @pytest.fixture(scope="module")
@@ -350,6 +327,25 @@ def test_fetch_errors_become_read_failures_or_retried_outages(pacs, monkeypatch)
     with pytest.raises(ConnectionError) as caught:
         fetch_instance(f"dicomweb+http://127.0.0.1:{_free_port()}/dicom-web/studies/1/series/2/instances/3")
     assert is_transient(caught.value)
+
+
+def test_a_changed_instance_is_archived_again(archive, pacs, originals):
+    """Last in this module: it changes the PACS and the archive the tests above compare with."""
+    study, series, sop = _uids(originals["ct"])
+    found = pacs.rest("POST", "/tools/find", json={"Level": "Instance", "Query": {"SOPInstanceUID": sop}}).json()
+    pacs.rest("DELETE", f"/instances/{found[0]}")
+    ds = pydicom.dcmread(io.BytesIO(originals["ct"]))
+    ds.SeriesDescription = "re-read with a corrected header"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    pacs.upload(buf.getvalue())
+    run = _encode(pacs, archive.path)
+    assert run["encoded"] == 1 and run["failed"] == 0
+    opened = Archive.open(str(archive.path))
+    image_id = f"{study}/{series}/{sop}.dcm"
+    assert len(opened.versions(image_id)) == 2  # the new version supersedes, the old stays readable
+    meta = json.loads(opened.row(image_id, ["metadata_json"])["metadata_json"])
+    assert meta["dicom_json"]["0008103E"]["Value"] == ["re-read with a corrected header"]
 
 
 @pytest.mark.slow  # ~70 s on 2 busy cores: a second Ray, started by the command in its own process

@@ -113,13 +113,13 @@ def _value(dataset: dict, tag: str) -> str | None:
 
 
 class _Client:
-    def __init__(self, base: str):
+    def __init__(self, base: str, headers: dict[str, str]):
         import requests
 
         self.base = base
         self.session = requests.Session()
         self.session.trust_env = False  # no ~/.netrc or proxy variables: credentials come from auth.py only
-        self.session.headers.update(auth_headers(base))
+        self.session.headers.update(headers)
 
     def get(self, path: str, params: dict | None = None, accept: str = "application/dicom+json"):
         import requests
@@ -152,10 +152,25 @@ class _Client:
                 return out
 
 
+_CLIENTS: dict[tuple, _Client] = {}
+
+
+def _client(base: str) -> _Client:
+    """One keep-alive session per server and credentials in this process (a worker fetches a
+    unit's instances one after another: one connection, not one per instance)."""
+    headers = auth_headers(base)  # read each time: rotated credentials take effect at once
+    key = (base, tuple(sorted(headers.items())))
+    if key not in _CLIENTS:
+        if len(_CLIENTS) > 16:  # credentials rotated many times in a long-lived worker
+            _CLIENTS.clear()
+        _CLIENTS[key] = _Client(base, headers)
+    return _CLIENTS[key]
+
+
 def list_instances(src: str) -> list[SourceFile]:
     """Every instance the filters select, sorted by id (QIDO-RS + WADO-RS series metadata)."""
     source = parse_source(src)
-    client = _Client(source.base)
+    client = _client(source.base)
     series_list = []
     for study in client.search("/studies", source.study_filters):
         study_uid = _value(study, "0020000D")
@@ -191,7 +206,7 @@ def fetch_instance(uri: str) -> bytes:
     marker = parts.path.find("/studies/")
     if marker < 0:
         raise InvalidParameterError(f"{uri!r} does not name a DICOMweb instance")
-    client = _Client(f"{parts.scheme}://{parts.netloc}{parts.path[:marker]}")
+    client = _client(f"{parts.scheme}://{parts.netloc}{parts.path[:marker]}")
     r = client.get(parts.path[marker:], accept=INSTANCE_ACCEPT)
     try:
         found = split_parts(r.content, r.headers.get("Content-Type", ""))

@@ -202,6 +202,10 @@ def decode_unit(unit: Unit, retrier: Retrier | None = None) -> DecodedUnit:
 
 
 def _read_bytes(uri: str) -> bytes:
+    if uri.startswith(("dicomweb+http://", "dicomweb+https://")):  # an instance in a PACS
+        from ..sources.dicomweb import fetch_instance
+
+        return fetch_instance(uri)
     with fsspec.open(uri, "rb") as f:
         return f.read()
 

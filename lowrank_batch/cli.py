@@ -13,6 +13,7 @@ from pathlib import Path
 from . import LowrankError, __version__
 from .cli_archive import archive_commands
 from .cli_common import encode_kwargs, mode_args
+from .cli_serve import serve_commands
 from .cli_weights import weights_commands
 
 
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     archive_commands(sub)
     weights_commands(sub)
+    serve_commands(sub)
     return parser
 
 

@@ -99,7 +99,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     decoder = ArchiveDecoder.open(args.archive)
     for out in write_outputs(decoder, args.id, args.out, args.format, args.preview):
         if out.shape is None:
-            print(f"{out.image_id} -> {out.target} (DICOM)")
+            print(f"{out.image_id} -> {out.target} (DICOM: {out.note})")
         else:
             print(f"{out.image_id} -> {out.target} {out.shape} {out.dtype}" + (" (preview)" if args.preview else ""))
     return 0
@@ -120,6 +120,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .archive.dicom_export import kept_files, verify_dicom_file
     from .decode import ArchiveDecoder
 
     decoder = ArchiveDecoder.open(args.archive)
@@ -131,12 +132,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
               f"({', '.join(ids) if ids else 'its data file is unreadable too'}); the next encode run "
               "encodes their sources again")
     bad = []
-    for image_id in archive.ids():
+    all_ids = archive.ids()
+    dicom_files = kept_files(archive, all_ids)
+    in_files = {i for ids in dicom_files.values() for i in ids}
+    for image_id in all_ids:
+        if image_id in in_files:
+            continue
         try:
             decoder.get(image_id)  # decode checks the SHA-256 (lossless) or the reconstruction digest
         except LowrankError as exc:
             bad.append(image_id)
             print(f"FAILED {image_id}: {exc}")
+    for file_id, ids in dicom_files.items():  # the pixels, then the file's own bytes
+        try:
+            verify_dicom_file(decoder, file_id, all_ids, [decoder.get(i) for i in ids])
+        except LowrankError as exc:
+            bad += ids  # a file is given back whole or not at all: --repair re-encodes all of it
+            print(f"FAILED {file_id}: {exc}")
     print(f"{len(archive) - len(bad)} ok, {len(bad)} failed" + (f", {hidden} hidden by damaged records" if hidden else ""))
     if bad and args.repair:
         from .archive.layout import write_tombstones

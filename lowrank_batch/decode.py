@@ -16,7 +16,7 @@ from typing import Iterator
 import fsspec
 import numpy as np
 
-from .archive.dicom_export import export_dicom, file_ids
+from .archive.dicom_export import export_dicom_file, file_ids
 from .archive.reader import ROW_COLUMNS, Archive
 from .codec.codec import Codec
 from .codec.format import EncodedImage
@@ -42,6 +42,15 @@ class ArchiveDecoder:
 
     def ids(self) -> list[str]:
         return self.archive.ids()
+
+    def __getattr__(self, name: str):
+        """Everything else an archive reads (rows, failures, fs, root, ...) is the archive's own."""
+        if name == "archive":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.archive, name)
+
+    def __len__(self) -> int:
+        return len(self.archive)
 
     def row(self, image_id: str, columns: list[str] | None = None, version: int | None = None) -> dict:
         return self.archive.row(image_id, columns, version)
@@ -91,6 +100,7 @@ class Output:
     target: str  # where it was written
     shape: tuple | None  # None for DICOM files (several frames)
     dtype: str | None
+    note: str = ""  # DICOM: whether the file came back byte-identical, and if not why
 
 
 def check_request(fmt: str, preview: bool) -> None:
@@ -108,17 +118,17 @@ def output_ids(decoder: ArchiveDecoder, ids: list[str] | None, fmt: str) -> list
 
 
 def decode_outputs(decoder: ArchiveDecoder, ids: list[str], fmt: str, preview: bool = False,
-                   failures: list[dict] | None = None, batch: int = 8) -> Iterator[tuple[str, bytes, np.ndarray | None]]:
-    """(id, file bytes, pixels or None) for each output id, in order. With `failures` given, an id
+                   failures: list[dict] | None = None, batch: int = 8) -> Iterator[tuple[str, bytes, np.ndarray | str]]:
+    """(id, file bytes, pixels - or for DICOM the rebuilt file's note) for each output id, in order. With `failures` given, an id
     that cannot be decoded or written in `fmt` is appended there (id, error, message) and skipped;
     otherwise its error is raised."""
     check_request(fmt, preview)
     if fmt == "dicom":
         all_ids = decoder.ids()
         for file_id in ids:
-            data = _guarded(failures, file_id, lambda: export_dicom(decoder, file_id, all_ids))
-            if data is not None:
-                yield file_id, data, None
+            rebuilt = _guarded(failures, file_id, lambda: export_dicom_file(decoder, file_id, all_ids))
+            if rebuilt is not None:
+                yield file_id, rebuilt.data, rebuilt.note
         return
     for start in range(0, len(ids), batch):
         chunk = ids[start : start + batch]
@@ -178,5 +188,7 @@ def write_outputs(decoder: ArchiveDecoder, ids: list[str] | None, out: str, fmt:
                 raise
             failures.append({"image_id": image_id, "error": type(exc).__name__, "message": str(exc)[:500]})
             continue
-        yield Output(image_id, target, None if array is None else tuple(array.shape),
-                     None if array is None else array.dtype.name)
+        if isinstance(array, str):  # a DICOM file
+            yield Output(image_id, target, None, None, array)
+        else:
+            yield Output(image_id, target, tuple(array.shape), array.dtype.name)

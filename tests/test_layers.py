@@ -16,12 +16,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "lowrank_batch"
 # package (or top-level module) -> what it must never import, at any depth, even inside functions
 FORBIDDEN = {
     "codec": {"weights", "pipeline", "archive", "report", "images", "training", "api", "decode", "cli",
-              "cli_archive", "cli_weights", "demo", "storage", "ray_session"},
-    "archive": {"codec", "weights", "pipeline", "report", "training", "api", "decode", "cli", "demo"},
-    "images": {"codec", "weights", "pipeline", "archive", "report", "training", "api", "decode"},
-    "weights": {"pipeline", "archive", "report", "training", "decode", "cli", "demo"},
-    "pipeline": {"report", "training", "cli", "demo"},
-    "report": {"training", "cli", "demo"},
+              "cli_archive", "cli_weights", "cli_serve", "demo", "storage", "ray_session", "serve", "sources"},
+    "archive": {"codec", "weights", "pipeline", "report", "training", "api", "decode", "cli", "demo", "serve"},
+    "images": {"codec", "weights", "pipeline", "archive", "report", "training", "api", "decode", "serve"},
+    "weights": {"pipeline", "archive", "report", "training", "decode", "cli", "demo", "serve", "sources"},
+    "sources": {"codec", "weights", "pipeline", "archive", "report", "training", "decode", "serve"},
+    "pipeline": {"report", "training", "cli", "demo", "serve"},
+    "report": {"training", "cli", "demo", "serve"},
 }
 FORBIDDEN_EXTERNAL = {"archive": {"torch", "numba"}, "images": {"torch", "numba"}}
 

@@ -100,6 +100,8 @@ class ArchiveRow(_Keyed):
     metadata_json: str
     run_id: str
     unit_id: str = ""
+    dicom_header: bytes | None = None  # a DICOM file's own bytes less its pixels, on its first frame's row
+    dicom_sha256: str | None = None  # of the whole DICOM file as received
 
     def __post_init__(self) -> None:
         if self.mode not in ("lossless", "near-lossless", "lossy"):

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..errors import ChecksumMismatchError, CorruptStreamError, InvalidParameterError, WeightsError
 from . import lora, lowrank, metrics, pixels
@@ -55,12 +56,16 @@ class Codec:
     """Encoder/decoder bound to one model (and optionally one adapter)."""
 
     def __init__(self, model: LowRankModel, config: CodecConfig | None = None, device: str = "cpu"):
+        if next(model.refiner.parameters()).device != torch.device(device):
+            # models are cached and shared per process: a codec on another device gets its own
+            # copy of the learned layers, or moving them would break every other codec (seen on
+            # an H200: a CPU codec's refiner moved to CUDA by a GPU codec built after it)
+            model = LowRankModel(model.core, copy.deepcopy(model.refiner).to(device), model.sha256, model.metadata)
         self.model = model
         self.config = config or CodecConfig()
         self.device = device
         self.adapter_sha256: str | None = None
         self.adapter_provenance: dict = {}  # the adapter's training metadata (set by whoever loads it)
-        model.refiner.to(device)
 
     def apply_adapter(self, layers: dict, name: str, weight: float = 1.0) -> None:
         """Attach LoRA weights (module path -> LoraWeights) under `name` and make them the active

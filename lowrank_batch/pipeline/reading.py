@@ -53,6 +53,10 @@ def read_unit(unit: Unit, retrier: Retrier | None = None) -> ReadUnit:
 
 
 def read_bytes(uri: str) -> bytes:
+    if uri.startswith(("dicomweb+http://", "dicomweb+https://")):  # an instance in a PACS
+        from ..sources.dicomweb import fetch_instance
+
+        return fetch_instance(uri)
     with fsspec.open(uri, "rb") as f:
         return f.read()
 

@@ -7,20 +7,9 @@ from dataclasses import dataclass
 
 import fsspec
 
+from ..sources.files import SourceFile, printable
 
-@dataclass(frozen=True)
-class SourceFile:
-    uri: str  # full URI (protocol included)
-    rel: str  # path relative to SRC: the image id (plus "#frame" for multi-frame files)
-    size: int
-    etag: str  # the store's ETag, else "<mtime>-<size>"
-    open_uri: str = ""  # the URI to read when `uri` had to be made printable (non-UTF-8 names)
-
-
-def printable(name: str) -> str:
-    """A file name as valid Unicode: bytes that are not UTF-8 (undecodable local names arrive as
-    surrogates) become \\xNN escapes, so ids and records can always be written."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+__all__ = ["SourceFile", "Unit", "list_sources", "make_units", "printable"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +20,10 @@ class Unit:
 
 def list_sources(src: str) -> list[SourceFile]:
     """Every file under SRC (a folder/prefix, local or any fsspec URL), sorted by id."""
+    if src.startswith(("dicomweb+http://", "dicomweb+https://")):  # a PACS (sources/dicomweb.py)
+        from ..sources.dicomweb import list_instances
+
+        return list_instances(src)
     fs, root = fsspec.core.url_to_fs(src)
     root = root.rstrip("/")
     fs.invalidate_cache()  # a long-lived driver must see tonight's files, not cached listings

@@ -161,4 +161,5 @@ class EncodeWorker:
             mode=enc.mode, max_error=enc.max_error, latent=latent, residual=residual,
             pixel_sha256=enc.pixel_sha256, model_sha256=enc.model_sha256, adapter_sha256=enc.adapter_sha256,
             psnr=None if enc.psnr == float("inf") else enc.psnr, encoded_bytes=len(latent) + len(residual or b""),
-            codec_version=__version__, metadata_json=metadata_json(image.metadata), run_id=self.run_id)
+            codec_version=__version__, metadata_json=metadata_json(image.metadata), run_id=self.run_id,
+            dicom_header=image.columns.get("dicom_header"), dicom_sha256=image.columns.get("dicom_sha256"))

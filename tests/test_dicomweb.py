@@ -25,6 +25,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from lowrank_batch.archive import Archive
+from lowrank_batch.decode import ArchiveDecoder
 from lowrank_batch.pipeline.job import JobOptions, run_encode
 from lowrank_batch.pipeline.worker import EncodeSettings
 
@@ -123,7 +124,7 @@ def test_encoding_from_the_pacs_archives_every_instance_once(archive, originals)
     assert runs["first"]["encoded"] == len(first_ids)
     assert runs["rerun"]["encoded"] == 0 and runs["rerun"]["skipped"] == len(FIRST)  # nothing new: nothing fetched
     assert runs["added"]["encoded"] == 1 and runs["added"]["skipped"] == len(FIRST)
-    opened = Archive.open(str(archive.path))
+    opened = ArchiveDecoder.open(str(archive.path))  # decodes too
     assert set(opened.ids()) == _expected_ids(originals)
     for data in originals.values():  # pixels bit for bit, from the PACS's bytes
         ds = pydicom.dcmread(io.BytesIO(data))

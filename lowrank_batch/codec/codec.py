@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import ChecksumMismatchError, CorruptStreamError, InvalidParameterError, WeightsError
 from . import lowrank, metrics, pixels
-from .format import MODES, EncodedImage, PlaneInfo
+from .format import FORMAT_VERSION, MODES, READABLE_VERSIONS, EncodedImage, PlaneInfo
 from .model import LowRankModel, load_model
 from .planes import coded_planes, decoder_side_information, stack_latents
 from .refine import refine_planes
@@ -129,7 +129,12 @@ class Codec:
 
     # ---------------------------------------------------------------- encode
     def encode(self, array: np.ndarray, bits_stored: int, mode: str = "lossless", max_error: int | None = None,
-               quality: float | None = None, rank: int | None = None) -> EncodedImage:
+               quality: float | None = None, rank: int | None = None,
+               format_version: int | None = None) -> EncodedImage:
+        """`format_version` (default: the current one) writes an older released version's bytes."""
+        version = FORMAT_VERSION if format_version is None else format_version
+        if version not in READABLE_VERSIONS:
+            raise InvalidParameterError(f"format_version must be one of {READABLE_VERSIONS}, got {format_version!r}")
         layout = pixels.validate(array, bits_stored)
         mode, delta, quality = self._check_mode(mode, max_error, quality, layout)
         core = self.model.core
@@ -177,6 +182,7 @@ class Codec:
             colour_transform=colour, planes=infos, latent_range=latent_range, latent_stream=latent_stream,
             residual_streams=residuals, pixel_sha256=pixels.pixel_sha256(array), decoded_sha256=decoded_sha,
             model_sha256=self.model.sha256, adapter_sha256=self.adapter_sha256, psnr=psnr, preview_psnr=preview_psnr,
+            version=version,
         )
 
     def _latents(self, planes: np.ndarray, layout: pixels.PixelLayout, mode: str, quality: float,

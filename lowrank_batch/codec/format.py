@@ -29,7 +29,8 @@ from .pixels import SUPPORTED_DTYPES, PixelLayout
 from .varint import read_varint, write_varint
 
 MAGIC = b"LRBI"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # what encode writes by default
+READABLE_VERSIONS = (1,)  # every version ever released: archives outlive the code
 MODES = ("lossless", "near-lossless", "lossy")
 COLOUR_TRANSFORMS = ("none", "rct", "ycocg")  # rct: lossless residual planes; ycocg: lossy latents
 
@@ -62,6 +63,7 @@ class EncodedImage:
     psnr: float = float("inf")  # of the full decode (lossy: of the latents-only decode); float32 in bytes
     preview_psnr: float = float("nan")  # float32 in bytes
     extra: dict = field(default_factory=dict)
+    version: int = FORMAT_VERSION  # the format version byte: it selects the decoder
 
     @property
     def num_pixels(self) -> int:
@@ -78,7 +80,9 @@ class EncodedImage:
     def to_bytes(self) -> bytes:
         header = _pack_header(self)
         out = bytearray(MAGIC)
-        out.append(FORMAT_VERSION)
+        if self.version not in READABLE_VERSIONS:
+            raise CorruptStreamError(f"format version {self.version} is unknown to this build")
+        out.append(self.version)
         write_varint(out, len(header))
         out += header
         write_varint(out, len(self.latent_stream))
@@ -125,9 +129,10 @@ class EncodedImage:
         blob = bytes(blob)
         if len(blob) < len(MAGIC) + 5 or blob[:4] != MAGIC:
             raise CorruptStreamError("not a lowrank_batch encoded image (bad magic bytes)")
-        if blob[4] != FORMAT_VERSION:
+        if blob[4] not in READABLE_VERSIONS:
             raise CorruptStreamError(
-                f"encoded image has format version {blob[4]}; this build reads version {FORMAT_VERSION}"
+                f"encoded image has format version {blob[4]}; this build reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}"
             )
         (crc,) = struct.unpack("<I", blob[-4:])
         if zlib.crc32(blob[:-4]) != crc:
@@ -151,6 +156,7 @@ class EncodedImage:
         if pos != len(body):
             raise CorruptStreamError("encoded image has trailing bytes")
         enc = _unpack_header(header)
+        enc.version = blob[4]
         enc.latent_stream = latent
         enc.residual_streams = residuals
         if len(residuals) not in (0, len(enc.planes)):

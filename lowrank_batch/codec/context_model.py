@@ -65,6 +65,7 @@ def prior_counts() -> np.ndarray:
 
 
 _PRIOR = prior_counts()
+V1_LUT = np.arange(NUM_BUCKETS, dtype=np.int64)  # format 1: the bucket is the activity context itself
 
 
 _DIV_LOOKUP = np.array([(1 << 24) // d if d else 0 for d in range(256)], dtype=np.int64)
@@ -149,7 +150,7 @@ def _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, 
 
 
 @njit(cache=True, inline="always")
-def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights, step):
+def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights, step, lut, nx):
     """Prediction (with EXTRA_BITS fractional bits) and context activity of pixel (i, j) on
     wavefront t = 2i + j.
 
@@ -214,7 +215,40 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         pred = max(lo, min(hi, pred))
 
     bucket, lean = _context(pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step)
-    return pred, bucket, lean
+    if nx > 1:  # format 2: a finer context, mapped to a bucket by the trained table
+        bucket = bucket * nx + _extra_context(sub, num_pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step)
+    return pred, lut[bucket], lean
+
+
+NUM_EXTRA = 36  # classes of _extra_context
+
+
+@njit(cache=True, inline="always")
+def _extra_context(sub, num_pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step):
+    """Context beyond the activity bucket (format 2): how much the sub-predictors disagree,
+    the local edge direction and how strongly the neighbours' errors lean one way, each
+    relative to the local activity (so the classes mean the same at any bit depth)."""
+    lo = sub[0]
+    hi = sub[0]
+    for k in range(1, num_pred):
+        lo = min(lo, sub[k])
+        hi = max(hi, sub[k])
+    spread = hi - lo
+    act = abs(te_w) + abs(te_n) + abs(te_nw) + abs(te_ne) + 8 * step
+    if 4 * spread <= act:
+        c_spread = 0
+    elif 2 * spread <= act:
+        c_spread = 1
+    elif spread <= act:
+        c_spread = 2
+    else:
+        c_spread = 3
+    dv = abs(w - nw) + abs(n - ne)  # ~ horizontal edge strength (change along columns)
+    dh = abs(n - nw) + abs(w - nw)
+    c_edge = 0 if 2 * dh < dv else (2 if 2 * dv < dh else 1)
+    bias = abs(te_w + te_n + te_nw + te_ne)
+    c_bias = 0 if 4 * bias <= act else (1 if bias <= act else 2)
+    return (c_spread * 3 + c_edge) * 3 + c_bias
 
 
 @njit(cache=True, inline="always")
@@ -286,7 +320,8 @@ def _update(slot, i, has_w, value, pred8, sub, num_pred, xr, te, perr, counts, t
 class ModelState:
     """What the encoder and the decoder evolve identically, pixel by pixel."""
 
-    def __init__(self, height: int, width: int, side: np.ndarray | None, patch: int = 8):
+    def __init__(self, height: int, width: int, side: np.ndarray | None, patch: int = 8,
+                 prior: np.ndarray | None = None):
         self.height, self.width = height, width
         self.patch_mask = patch - 1
         self.xr = np.zeros((RING, height), dtype=np.int64)
@@ -297,10 +332,12 @@ class ModelState:
             self.side = np.ascontiguousarray(side, dtype=np.int64)
         else:
             self.side = np.zeros((1, 1), dtype=np.int64)
-        self.counts = _PRIOR.copy()
-        self.totals = _PRIOR.sum(axis=1)
-        self.snap = _PRIOR.copy()
-        self.since = np.zeros(NUM_BUCKETS, dtype=np.int64)
-        self.coded = np.zeros(NUM_BUCKETS, dtype=np.int64)
-        self.epoch = np.zeros(NUM_BUCKETS, dtype=np.int64)
-        self.refreshed = np.zeros(NUM_BUCKETS, dtype=np.bool_)
+        prior = _PRIOR if prior is None else prior  # format 2: the trained initial histograms
+        buckets = prior.shape[0]
+        self.counts = prior.astype(np.int64).copy()
+        self.totals = self.counts.sum(axis=1)
+        self.snap = self.counts.copy()
+        self.since = np.zeros(buckets, dtype=np.int64)
+        self.coded = np.zeros(buckets, dtype=np.int64)
+        self.epoch = np.zeros(buckets, dtype=np.int64)
+        self.refreshed = np.zeros(buckets, dtype=np.bool_)

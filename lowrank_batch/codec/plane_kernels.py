@@ -9,7 +9,6 @@ from numba import njit
 
 from .context_model import (
     EXTRA_BITS,
-    NUM_BUCKETS,
     NUM_PREDICTORS,
     PLAIN_PREDICTORS,
     RING,
@@ -25,7 +24,7 @@ from .context_model import (
 
 @njit(cache=True)
 def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
-                  refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values):
+                  refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx):
     """Run the model over a whole plane in wavefront order (encoder side).
 
     Fills, per pixel in coding order: bucket, token and the index of the histogram snapshot
@@ -37,9 +36,10 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
     sub = np.zeros(NUM_PREDICTORS, dtype=np.int64)
     weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
     num_pred = NUM_PREDICTORS if has_side else PLAIN_PREDICTORS
-    snap_index = np.zeros(NUM_BUCKETS, dtype=np.int64)
+    num_buckets = counts.shape[0]
+    snap_index = np.zeros(num_buckets, dtype=np.int64)
     num_snap = 0
-    for b in range(NUM_BUCKETS):
+    for b in range(num_buckets):
         snapshots[num_snap, :] = snap[b, :]
         snap_index[b] = num_snap
         num_snap += 1
@@ -47,7 +47,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
     pos = 0
     for t in range(2 * (height - 1) + width):
         if _refresh(counts, snap, since, coded, epoch, refreshed):
-            for b in range(NUM_BUCKETS):
+            for b in range(num_buckets):
                 if refreshed[b]:
                     snapshots[num_snap, :] = snap[b, :]
                     snap_index[b] = num_snap
@@ -57,7 +57,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
             pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights,
-                                             step)
+                                             step, lut, nx)
             pred = (pred8 + 3) >> EXTRA_BITS
             pred = min(max(pred, lo), hi)
             e = _quantise(x[i, j] - pred, delta)
@@ -86,7 +86,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
 
 @njit(cache=True)
 def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, out_pred8, out_pred,
-                       out_bucket, out_lean, subs, height, width):
+                       out_bucket, out_lean, subs, height, width, lut, nx):
     """Decoder side: predictions and buckets of every pixel on wavefront t."""
     step = 2 * delta + 1
     weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
@@ -95,7 +95,7 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
     for i in range(i_start, i_end + 1):
         j = t - 2 * i
         pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, subs[k], weights, max_weights,
-                                         step)
+                                         step, lut, nx)
         pred = (pred8 + 3) >> EXTRA_BITS
         out_pred8[k] = pred8
         out_lean[k] = lean
@@ -145,20 +145,21 @@ def _finish_wavefront(t, grouped_tokens, order, tokens, lo, hi, delta, raw_words
 
 @njit(cache=True)
 def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts, snap, since,
-                       coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width):
+                       coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width, lut, nx):
     """Decoder side, one call per wavefront: refresh histograms, predict every pixel, and group
     the pixels by bucket. `order` gets pixel positions grouped by bucket; `active` rows are
     (bucket, count) in bucket order. Returns (pixels, active buckets, any histogram refreshed)."""
     any_refreshed = _refresh(counts, snap, since, coded, epoch, refreshed)
     k = _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, pred8s, preds,
-                           buckets, leans, subs, height, width)
-    sizes = np.zeros(NUM_BUCKETS, dtype=np.int64)
+                           buckets, leans, subs, height, width, lut, nx)
+    num_buckets = counts.shape[0]
+    sizes = np.zeros(num_buckets, dtype=np.int64)
     for j in range(k):
         sizes[buckets[j]] += 1
-    start = np.zeros(NUM_BUCKETS, dtype=np.int64)
+    start = np.zeros(num_buckets, dtype=np.int64)
     num_active = 0
     pos = 0
-    for b in range(NUM_BUCKETS):
+    for b in range(num_buckets):
         if sizes[b]:
             start[b] = pos
             pos += sizes[b]

@@ -23,7 +23,7 @@ from .format import FORMAT_VERSION, MODES, READABLE_VERSIONS, EncodedImage, Plan
 from .model import LowRankModel, load_model
 from .planes import coded_planes, decoder_side_information, stack_latents
 from .refine import refine_planes
-from .residual_coder import decode_plane, encode_plane
+from .residual_coder import V1_TABLES, ContextTables, decode_plane, encode_plane
 
 LATENT_LIMIT = 1 << 20  # |latent| bound; a corrupt stream claiming more is refused
 
@@ -32,8 +32,12 @@ LATENT_LIMIT = 1 << 20  # |latent| bound; a corrupt stream claiming more is refu
 class CodecConfig:
     """Tunable choices of the codec (saved with each run by the jobs that use it)."""
 
-    preview_rank: int = 4  # latents kept in lossless / near-lossless modes
-    preview_step: float = 1 / 8  # their quantisation step, as a fraction of the image's value span
+    # latents kept in lossless / near-lossless modes and their step (a fraction of the image's
+    # value span). Measured on the dev corpus: rank 4, step 1/8 (before Dec 2026) cost 1.5-6% of
+    # a lossless file; rank 2, step 1/4 saves 1.7% on CT, 0.9% on MR, 0.2% on CR, for previews
+    # 2-3 dB lower (benchmarks/coder_experiments.py)
+    preview_rank: int = 2
+    preview_step: float = 1 / 4
     remap_max_density: float = 0.2  # code sparse-valued planes as indices when used/span is below this
     lossy_deadzone: float = 0.15  # measured: -16% bits at 45 dB on MR, +1% on natural images
     guidance_trial_size: int = 128  # side of the crop that decides whether guided prediction pays
@@ -137,6 +141,8 @@ class Codec:
             raise InvalidParameterError(f"format_version must be one of {READABLE_VERSIONS}, got {format_version!r}")
         layout = pixels.validate(array, bits_stored)
         mode, delta, quality = self._check_mode(mode, max_error, quality, layout)
+        tables_sha = self.tables_sha256() if version >= 2 else None
+        tables = self.context_tables(tables_sha)
         core = self.model.core
         if layout.channels % core.channels:
             raise InvalidParameterError(
@@ -164,9 +170,9 @@ class Codec:
             decoded = np.empty_like(coded) if mode == "near-lossless" else None  # lossless: equals coded
             patch = self.model.core.patch
             for c, info in enumerate(infos):
-                info.guided = self._guidance_helps(coded[c], side[c], info, delta)
+                info.guided = self._guidance_helps(coded[c], side[c], info, delta, tables)
                 guide = side[c] if info.guided else None
-                stream, values = encode_plane(coded[c], info.lo, info.hi, delta, guide, patch)
+                stream, values = encode_plane(coded[c], info.lo, info.hi, delta, guide, patch, tables)
                 if decoded is not None:
                     decoded[c] = values
                 residuals.append(stream)
@@ -182,7 +188,7 @@ class Codec:
             colour_transform=colour, planes=infos, latent_range=latent_range, latent_stream=latent_stream,
             residual_streams=residuals, pixel_sha256=pixels.pixel_sha256(array), decoded_sha256=decoded_sha,
             model_sha256=self.model.sha256, adapter_sha256=self.adapter_sha256, psnr=psnr, preview_psnr=preview_psnr,
-            version=version,
+            version=version, tables_sha256=tables_sha,
         )
 
     def _latents(self, planes: np.ndarray, layout: pixels.PixelLayout, mode: str, quality: float,
@@ -246,7 +252,23 @@ class Codec:
         refined = refine_planes(self.model.refiner, recon, maxval, step, fraction, self.device)
         return pixels.ycocg_inverse(refined, maxval) if colour == "ycocg" else refined
 
-    def _guidance_helps(self, plane: np.ndarray, side: np.ndarray, info: PlaneInfo, delta: int) -> bool:
+    def tables_sha256(self) -> str:
+        """The context tables format-2 images are encoded with: the shipped default."""
+        from ..weights.coder_tables import DEFAULT_TABLES_SHA256
+
+        return DEFAULT_TABLES_SHA256
+
+    @staticmethod
+    def context_tables(sha256: str | None) -> ContextTables:
+        """The residual coder's tables: format 1's built-in ones (None) or trained ones by digest."""
+        if sha256 is None:
+            return V1_TABLES
+        from ..weights.coder_tables import tables_by_digest
+
+        return tables_by_digest(sha256)
+
+    def _guidance_helps(self, plane: np.ndarray, side: np.ndarray, info: PlaneInfo, delta: int,
+                        tables: ContextTables = V1_TABLES) -> bool:
         """Whether predictors guided by the reconstruction pay off on this plane.
 
         They help some images (CR, photographs: about +0.6%) and hurt others (CT: -2.6%), so
@@ -258,8 +280,8 @@ class Codec:
         top = (max(0, h - size) // 2) // patch * patch
         left = (max(0, w - size) // 2) // patch * patch
         crop = (slice(top, top + size), slice(left, left + size))
-        guided, _ = encode_plane(plane[crop], info.lo, info.hi, delta, side[crop], patch)
-        plain, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, patch)
+        guided, _ = encode_plane(plane[crop], info.lo, info.hi, delta, side[crop], patch, tables)
+        plain, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, patch, tables)
         return len(guided) < len(plain)
 
     # ---------------------------------------------------------------- decode
@@ -351,11 +373,12 @@ class Codec:
     def _decode_residuals(self, enc: EncodedImage, recon: np.ndarray) -> np.ndarray:
         layout = enc.layout
         side = decoder_side_information(recon, enc.planes, enc.colour_transform)
+        tables = self.context_tables(enc.tables_sha256)
         planes = np.empty((len(enc.planes), layout.height, layout.width), dtype=np.int64)
         for c, (info, stream) in enumerate(zip(enc.planes, enc.residual_streams)):
             guide = side[c] if info.guided else None
             planes[c] = decode_plane(stream, layout.height, layout.width, info.lo, info.hi, enc.max_error, guide,
-                                     self.model.core.patch)
+                                     self.model.core.patch, tables)
             if info.remap is not None:
                 planes[c] = info.remap[planes[c]]
         if enc.colour_transform == "rct":

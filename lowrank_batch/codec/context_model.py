@@ -150,7 +150,7 @@ def _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, 
 
 
 @njit(cache=True, inline="always")
-def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights, step, lut, nx):
+def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights, step, lut, nx, lo):
     """Prediction (with EXTRA_BITS fractional bits) and context activity of pixel (i, j) on
     wavefront t = 2i + j.
 
@@ -216,7 +216,7 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
 
     bucket, lean = _context(pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step)
     if nx > 1:  # format 2: a finer context, mapped to a bucket by the trained table
-        bucket = bucket * nx + _extra_context(sub, num_pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step)
+        bucket = bucket * nx + _extra_context(sub, num_pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step, lo)
     return pred, lut[bucket], lean
 
 
@@ -224,7 +224,7 @@ NUM_EXTRA = 36  # classes of _extra_context
 
 
 @njit(cache=True, inline="always")
-def _extra_context(sub, num_pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step):
+def _extra_context(sub, num_pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step, lo):
     """Context beyond the activity bucket (format 2): how much the sub-predictors disagree,
     the local edge direction and how strongly the neighbours' errors lean one way, each
     relative to the local activity (so the classes mean the same at any bit depth)."""
@@ -243,12 +243,12 @@ def _extra_context(sub, num_pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step):
         c_spread = 2
     else:
         c_spread = 3
-    dv = abs(w - nw) + abs(n - ne)  # ~ horizontal edge strength (change along columns)
-    dh = abs(n - nw) + abs(w - nw)
-    c_edge = 0 if 2 * dh < dv else (2 if 2 * dv < dh else 1)
+    # neighbours at the plane's lowest value: background (air, padding) borders
+    floor = (w == lo) + (n == lo) + (nw == lo) + (ne == lo)
+    c_floor = 0 if floor == 0 else (2 if floor == 4 else 1)
     bias = abs(te_w + te_n + te_nw + te_ne)
     c_bias = 0 if 4 * bias <= act else (1 if bias <= act else 2)
-    return (c_spread * 3 + c_edge) * 3 + c_bias
+    return (c_spread * 3 + c_floor) * 3 + c_bias
 
 
 @njit(cache=True, inline="always")

@@ -57,7 +57,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
             pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights,
-                                             step, lut, nx)
+                                             step, lut, nx, lo)
             pred = (pred8 + 3) >> EXTRA_BITS
             pred = min(max(pred, lo), hi)
             e = _quantise(x[i, j] - pred, delta)
@@ -95,7 +95,7 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
     for i in range(i_start, i_end + 1):
         j = t - 2 * i
         pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, subs[k], weights, max_weights,
-                                         step, lut, nx)
+                                         step, lut, nx, lo)
         pred = (pred8 + 3) >> EXTRA_BITS
         out_pred8[k] = pred8
         out_lean[k] = lean

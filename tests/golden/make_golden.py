@@ -93,7 +93,8 @@ def generate(version: int) -> None:
             "encoded_bytes": len(blob), "model_sha256": enc.model_sha256, "pixel_sha256": enc.pixel_sha256,
             "decoded_sha256": enc.decoded_sha256, "latent_recon_sha256": pixels.pixel_sha256(recon),
         })
-    manifest = {"format_version": version, "model_sha256": codec.model.sha256, "cases": entries}
+    config = {"preview_rank": codec.config.preview_rank, "preview_step": codec.config.preview_step}
+    manifest = {"format_version": version, "model_sha256": codec.model.sha256, "config": config, "cases": entries}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     print(f"wrote {len(entries)} golden cases to {folder}")
 

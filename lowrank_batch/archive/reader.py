@@ -186,11 +186,13 @@ class Archive:
             self._codecs[key] = Codec.for_image(enc)
         return self._codecs[key]
 
-    def get(self, image_id: str, preview: bool = False, version: int | None = None) -> np.ndarray:
+    def get(self, image_id: str, preview: bool = False, version: int | None = None,
+            max_side: int | None = None) -> np.ndarray:
         """The image as it was encoded (bit for bit when lossless); preview: latents only;
-        `version`: an older version of a changed source (see `versions`)."""
-        enc = self.encoded(image_id, preview, version)
-        return self.codec_for(enc).decode(enc, preview=preview)
+        `version`: an older version of a changed source (see `versions`); `max_side`: a preview
+        thumbnail no larger than that, straight from the latents (fast at any image size)."""
+        enc = self.encoded(image_id, preview or max_side is not None, version)
+        return self.codec_for(enc).decode(enc, preview=preview, max_side=max_side)
 
     def rows(self, columns: list[str]) -> Iterator[dict]:
         """Committed rows (latest version of each id), for listings."""

@@ -49,7 +49,7 @@ def test_format2_round_trips(codec, image, mode):
     blob = enc.to_bytes()
     assert blob[4] == 2
     back = EncodedImage.from_bytes(blob)
-    assert back.tables_sha256 == coder_tables.DEFAULT_TABLES_SHA256
+    assert back.tables_sha256 in coder_tables.candidate_tables()
     out = codec.decode(back)
     assert out.dtype == array.dtype and out.shape == array.shape
     if mode == "lossless":
@@ -82,7 +82,7 @@ def test_missing_tables_fail_naming_their_digest(codec, rng):
 
 
 def test_tables_plane_round_trip_and_bound(rng):
-    tables = coder_tables.tables_by_digest(coder_tables.DEFAULT_TABLES_SHA256)
+    tables = coder_tables.tables_by_digest(coder_tables.SHIPPED_TABLES_SHA256["medical"])
     plane = rng.integers(0, 4096, (33, 47))
     blob, _ = encode_plane(plane, 0, 4095, tables=tables)
     assert np.array_equal(decode_plane(blob, 33, 47, 0, 4095, tables=tables), plane)
@@ -93,20 +93,20 @@ def test_tables_plane_round_trip_and_bound(rng):
 
 def _tables_digest_in_subprocess() -> str:
     code = ("import hashlib; from lowrank_batch.weights import coder_tables as c;"
-            "t = c.tables_by_digest(c.DEFAULT_TABLES_SHA256);"
-            "print(hashlib.sha256(t.lut.tobytes() + t.prior.tobytes()).hexdigest())")
+            "t = c.tables_by_digest(c.SHIPPED_TABLES_SHA256['medical']);"
+            "print(hashlib.sha256(t.lut.tobytes() + t.prior.tobytes() + t.lin.tobytes()).hexdigest())")
     return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def test_integer_tables_identical_across_processes():
-    t = coder_tables.tables_by_digest(coder_tables.DEFAULT_TABLES_SHA256)
-    here = hashlib.sha256(t.lut.tobytes() + t.prior.tobytes()).hexdigest()
+    t = coder_tables.tables_by_digest(coder_tables.SHIPPED_TABLES_SHA256["medical"])
+    here = hashlib.sha256(t.lut.tobytes() + t.prior.tobytes() + t.lin.tobytes()).hexdigest()
     assert _tables_digest_in_subprocess() == here
-    assert t.lut.dtype == np.int64 and t.prior.dtype == np.int64
+    assert t.lut.dtype == np.int64 and t.prior.dtype == np.int64 and t.lin.dtype == np.int64
 
 
 def test_shipped_tables_are_pinned():
-    assert coder_tables.DEFAULT_TABLES_SHA256 in coder_tables.shipped_tables()
+    assert set(coder_tables.shipped_tables()) == set(coder_tables.SHIPPED_TABLES_SHA256.values())
 
 
 def test_damaged_tables_file_lists_every_problem(tmp_path):

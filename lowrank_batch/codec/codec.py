@@ -147,8 +147,7 @@ class Codec:
             raise InvalidParameterError(f"format_version must be one of {READABLE_VERSIONS}, got {format_version!r}")
         layout = pixels.validate(array, bits_stored)
         mode, delta, quality = self._check_mode(mode, max_error, quality, layout)
-        tables_sha = self.tables_sha256() if version >= 2 else None
-        tables = self.context_tables(tables_sha)
+        tables_sha = None  # format 1's built-in tables; format 2 picks trained ones per image below
         core = self.model.core
         if layout.channels % core.channels:
             raise InvalidParameterError(
@@ -159,6 +158,8 @@ class Codec:
         _, colour, rank, step, latents, recon = self._latents(planes, layout, mode, quality, rank)
         latent_range = (int(latents.min()), int(latents.max()))
         latent_stream, _ = encode_plane(stack_latents(latents), *latent_range)
+        if mode == "lossy" and version >= 2:  # no residual: the tables only name a valid set
+            tables_sha = self._candidate_tables()[0]
         if mode == "lossy":  # the refined output is the result: its PSNR is the image's
             preview_psnr = metrics.psnr(planes, self._finish_preview(recon, colour, maxval, step, rank),
                                         layout.bits_stored)
@@ -175,6 +176,9 @@ class Codec:
             coded, side, infos, colour = coded_planes(planes, recon, layout, mode, self.config.remap_max_density)
             decoded = np.empty_like(coded) if mode == "near-lossless" else None  # lossless: equals coded
             patch = self.model.core.patch
+            if version >= 2:
+                tables_sha = self._choose_tables(coded[0], infos[0], delta)
+            tables = self.context_tables(tables_sha)
             for c, info in enumerate(infos):
                 info.guided = self._guidance_helps(coded[c], side[c], info, delta, tables)
                 guide = side[c] if info.guided else None
@@ -258,11 +262,33 @@ class Codec:
         refined = refine_planes(self.model.refiner, recon, maxval, step, fraction, self.device)
         return pixels.ycocg_inverse(refined, maxval) if colour == "ycocg" else refined
 
-    def tables_sha256(self) -> str:
-        """The context tables format-2 images are encoded with: the shipped default."""
-        from ..weights.coder_tables import DEFAULT_TABLES_SHA256
+    @staticmethod
+    def _candidate_tables() -> list[str]:
+        from ..weights.coder_tables import candidate_tables
 
-        return DEFAULT_TABLES_SHA256
+        return candidate_tables()
+
+    def _choose_tables(self, plane: np.ndarray, info: PlaneInfo, delta: int) -> str:
+        """Format 2: the shipped table set that codes this image's trial crop smallest (the
+        trained context quantisation helps CT most; MR and radiographs often prefer format 1's
+        activity buckets, with the same trained linear predictor)."""
+        crop = self._trial_crop(plane.shape)
+        best, best_len = None, None
+        for sha in self._candidate_tables():
+            blob, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, self.model.core.patch,
+                                   self.context_tables(sha))
+            if best_len is None or len(blob) < best_len:
+                best, best_len = sha, len(blob)
+        return best
+
+    def _trial_crop(self, shape: tuple[int, int]) -> tuple[slice, slice]:
+        """A central crop of whole patches, guidance_trial_size on a side (at most)."""
+        size = self.config.guidance_trial_size
+        h, w = shape
+        patch = self.model.core.patch
+        top = (max(0, h - size) // 2) // patch * patch
+        left = (max(0, w - size) // 2) // patch * patch
+        return slice(top, top + size), slice(left, left + size)
 
     @staticmethod
     def context_tables(sha256: str | None) -> ContextTables:
@@ -280,12 +306,8 @@ class Codec:
         They help some images (CR, photographs: about +0.6%) and hurt others (CT: -2.6%), so
         try both on a central crop (whole patches) and keep the smaller.
         """
-        size = self.config.guidance_trial_size
-        h, w = plane.shape
         patch = self.model.core.patch
-        top = (max(0, h - size) // 2) // patch * patch
-        left = (max(0, w - size) // 2) // patch * patch
-        crop = (slice(top, top + size), slice(left, left + size))
+        crop = self._trial_crop(plane.shape)
         guided, _ = encode_plane(plane[crop], info.lo, info.hi, delta, side[crop], patch, tables)
         plain, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, patch, tables)
         return len(guided) < len(plain)

@@ -10,12 +10,12 @@ from numba import njit
 from .context_model import (
     EXTRA_BITS,
     NUM_PREDICTORS,
-    PLAIN_PREDICTORS,
     RING,
     _predict,
     _quantise,
     _refresh,
     _update,
+    _num_pred,
     _wave_rows,
     token_base,
     token_of,
@@ -24,7 +24,7 @@ from .context_model import (
 
 @njit(cache=True)
 def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
-                  refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx):
+                  refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx, lin):
     """Run the model over a whole plane in wavefront order (encoder side).
 
     Fills, per pixel in coding order: bucket, token and the index of the histogram snapshot
@@ -35,7 +35,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
     step = 2 * delta + 1
     sub = np.zeros(NUM_PREDICTORS, dtype=np.int64)
     weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
-    num_pred = NUM_PREDICTORS if has_side else PLAIN_PREDICTORS
+    num_pred = _num_pred(has_side, lin)
     num_buckets = counts.shape[0]
     snap_index = np.zeros(num_buckets, dtype=np.int64)
     num_snap = 0
@@ -57,7 +57,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
             pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights,
-                                             step, lut, nx, lo)
+                                             step, lut, nx, lo, lin)
             pred = (pred8 + 3) >> EXTRA_BITS
             pred = min(max(pred, lo), hi)
             e = _quantise(x[i, j] - pred, delta)
@@ -86,7 +86,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
 
 @njit(cache=True)
 def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, out_pred8, out_pred,
-                       out_bucket, out_lean, subs, height, width, lut, nx):
+                       out_bucket, out_lean, subs, height, width, lut, nx, lin):
     """Decoder side: predictions and buckets of every pixel on wavefront t."""
     step = 2 * delta + 1
     weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
@@ -95,7 +95,7 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
     for i in range(i_start, i_end + 1):
         j = t - 2 * i
         pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, subs[k], weights, max_weights,
-                                         step, lut, nx, lo)
+                                         step, lut, nx, lo, lin)
         pred = (pred8 + 3) >> EXTRA_BITS
         out_pred8[k] = pred8
         out_lean[k] = lean
@@ -107,14 +107,14 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
 
 @njit(cache=True)
 def _finish_wavefront(t, grouped_tokens, order, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te, perr, counts,
-                      totals, since, coded, pred8s, preds, buckets, leans, subs, has_side):
+                      totals, since, coded, pred8s, preds, buckets, leans, subs, has_side, lin):
     """Decoder side: put the wavefront's tokens (decoded grouped by bucket) back in pixel order,
     turn them (+ raw bits) into pixel values, update state."""
     for j in range(grouped_tokens.size):
         tokens[order[j]] = grouped_tokens[j]
     height, width = out.shape
     step = 2 * delta + 1
-    num_pred = NUM_PREDICTORS if has_side else PLAIN_PREDICTORS
+    num_pred = _num_pred(has_side, lin)
     slot = t & (RING - 1)
     i_start, i_end = _wave_rows(t, height, width)
     k = 0
@@ -145,13 +145,13 @@ def _finish_wavefront(t, grouped_tokens, order, tokens, lo, hi, delta, raw_words
 
 @njit(cache=True)
 def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts, snap, since,
-                       coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width, lut, nx):
+                       coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width, lut, nx, lin):
     """Decoder side, one call per wavefront: refresh histograms, predict every pixel, and group
     the pixels by bucket. `order` gets pixel positions grouped by bucket; `active` rows are
     (bucket, count) in bucket order. Returns (pixels, active buckets, any histogram refreshed)."""
     any_refreshed = _refresh(counts, snap, since, coded, epoch, refreshed)
     k = _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, pred8s, preds,
-                           buckets, leans, subs, height, width, lut, nx)
+                           buckets, leans, subs, height, width, lut, nx, lin)
     num_buckets = counts.shape[0]
     sizes = np.zeros(num_buckets, dtype=np.int64)
     for j in range(k):

@@ -22,7 +22,7 @@ one call per (wavefront, bucket) run is cheap there and saves those flushes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import constriction
 import numpy as np
@@ -49,6 +49,7 @@ class ContextTables:
     lut: np.ndarray  # int64 (fine contexts,) -> bucket
     nx: int  # extra classes per activity bucket (1: none)
     prior: np.ndarray  # int64 (buckets, NUM_TOKENS), every count >= 1
+    lin: np.ndarray = field(default_factory=lambda: cm.NO_LINEAR)  # int64 (LIN_CLASSES, taps): the trained linear predictor; none: (0, taps)
 
     @property
     def num_buckets(self) -> int:
@@ -94,7 +95,7 @@ def encode_plane(
     _, num_bits = pk._encode_plane(
         x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
         st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
-        out_bucket, out_token, out_snap, snapshots, raw_words, values, tables.lut, tables.nx,
+        out_bucket, out_token, out_snap, snapshots, raw_words, values, tables.lut, tables.nx, tables.lin,
     )
     models: dict[int, object] = {}
 
@@ -226,7 +227,7 @@ def decode_plane(
         k, num_active, any_refreshed = pk._prepare_wavefront(
             t, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, cm.PREDICTOR_MAX_WEIGHTS,
             st.counts, st.snap, st.since, st.coded, st.epoch, st.refreshed, pred8s, preds, buckets, leans, subs,
-            order, active, height, width, tables.lut, tables.nx,
+            order, active, height, width, tables.lut, tables.nx, tables.lin,
         )
         if any_refreshed:
             for b in np.flatnonzero(st.refreshed).tolist():
@@ -246,7 +247,7 @@ def decode_plane(
             grouped = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
         bitpos = pk._finish_wavefront(
             t, grouped, order, tokens, lo, hi, delta, raw_words, bitpos, out, st.xr, st.te, st.perr, st.counts,
-            st.totals, st.since, st.coded, pred8s, preds, buckets, leans, subs, st.has_side,
+            st.totals, st.since, st.coded, pred8s, preds, buckets, leans, subs, st.has_side, tables.lin,
         )
         if bitpos > num_bits:
             raise CorruptStreamError("residual stream is corrupt (raw bits overrun)")

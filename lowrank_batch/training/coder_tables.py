@@ -17,6 +17,7 @@ follows the coder's own count updates (without its snapshot delay).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from numba import njit
@@ -44,7 +45,7 @@ def _dump(x, lo, hi, xr, side, has_side, patch_mask, te, perr, lut, nx, out_ctx,
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
             pred8, fine, lean = cm._predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights,
-                                            cm.PREDICTOR_MAX_WEIGHTS, 1, lut, nx, lo)
+                                            cm.PREDICTOR_MAX_WEIGHTS, 1, lut, nx, lo, cm.NO_LINEAR)
             pred = min(max((pred8 + 3) >> cm.EXTRA_BITS, lo), hi)
             e = x[i, j] - pred
             if lean > 0:
@@ -60,6 +61,86 @@ def _dump(x, lo, hi, xr, side, has_side, patch_mask, te, perr, lut, nx, out_ctx,
                        coded)
             counts[0, tok] = 1
             totals[0] = NUM_TOKENS
+
+
+@njit(cache=True)
+def _dump_linear(x, xr, te, perr, out_taps, out_target, out_class, out_col):
+    """Per pixel: the linear predictor's tap differences to W, x - W, its weight class, column."""
+    height, width = x.shape
+    sub = np.zeros(cm.NUM_PREDICTORS, dtype=np.int64)
+    weights = np.zeros(cm.NUM_PREDICTORS, dtype=np.int64)
+    side = np.zeros((1, 1), dtype=np.int64)
+    counts = np.ones((1, NUM_TOKENS), dtype=np.int64)
+    totals = np.full(1, NUM_TOKENS, dtype=np.int64)
+    since = np.zeros(1, dtype=np.int64)
+    coded = np.zeros(1, dtype=np.int64)
+    lut = np.zeros(cm.NUM_BUCKETS, dtype=np.int64)
+    pos = 0
+    for t in range(2 * (height - 1) + width):
+        slot = t & (cm.RING - 1)
+        i_start, i_end = cm._wave_rows(t, height, width)
+        for i in range(i_start, i_end + 1):
+            j = t - 2 * i
+            s1 = (t - 1) & (cm.RING - 1)
+            s2 = (t - 2) & (cm.RING - 1)
+            s3 = (t - 3) & (cm.RING - 1)
+            has_w = j > 0
+            has_n = i > 0
+            has_ne = has_n and j + 1 < width
+            w = xr[s1, i] if has_w else (xr[s2, i - 1] if has_n else 0)
+            te_w = te[s1, i] if has_w else 0
+            te_n = te[s2, i - 1] if has_n else 0
+            te_nw = te[s3, i - 1] if (has_n and has_w) else te_n
+            te_ne = te[s1, i - 1] if has_ne else te_n
+            for k in range(cm.LIN_TAPS.shape[0]):
+                out_taps[pos, k] = cm._tap(t, i, j, cm.LIN_TAPS[k, 0], cm.LIN_TAPS[k, 1], width, xr, w) - w
+            out_target[pos] = x[i, j] - w
+            out_class[pos] = cm._lin_class(abs(te_w) + abs(te_n) + abs(te_nw) + abs(te_ne))
+            out_col[pos] = j
+            pos += 1
+            pred8, _, _ = cm._predict(t, i, j, width, xr, side, False, 7, te, perr, sub, weights,
+                                      cm.PREDICTOR_MAX_WEIGHTS, 1, lut, 1, 0, cm.NO_LINEAR)
+            cm._update(slot, i, j > 0, x[i, j], pred8, sub, cm.PLAIN_PREDICTORS, xr, te, perr, counts, totals, 0, 0,
+                       since, coded)
+            counts[0, 0] = 1
+            totals[0] = NUM_TOKENS
+
+
+def linear_samples(plane: np.ndarray):
+    """(taps, target, class, column) of every pixel of a plane, for fitting the linear predictor."""
+    x = np.ascontiguousarray(plane, dtype=np.int64)
+    st = cm.ModelState(*x.shape, None, 8)
+    n = x.size
+    out = (np.empty((n, len(cm.LIN_TAPS)), np.int32), np.empty(n, np.int32), np.empty(n, np.int8),
+           np.empty(n, np.int32))
+    _dump_linear(x, st.xr, st.te, st.perr, *out)
+    return out
+
+
+def fit_linear(samples, iterations: int = 6, max_per_class: int = 400_000) -> np.ndarray:
+    """Integer weights (LIN_CLASSES, taps) in units of 2**-LIN_SHIFT minimising the summed
+    absolute error (IRLS) per class: the code length of a Laplacian residual grows with it."""
+    rng = np.random.default_rng(0)
+    taps = np.concatenate([s[0] for s in samples]).astype(np.float64)
+    target = np.concatenate([s[1] for s in samples]).astype(np.float64)
+    cls = np.concatenate([s[2] for s in samples])
+    out = np.zeros((cm.LIN_CLASSES, len(cm.LIN_TAPS)), dtype=np.int64)
+    default = np.zeros(len(cm.LIN_TAPS))
+    for c in range(cm.LIN_CLASSES):
+        idx = np.flatnonzero(cls == c)
+        if len(idx) > max_per_class:
+            idx = rng.choice(idx, max_per_class, replace=False)
+        if len(idx) < 200:
+            coef = default
+        else:
+            a, y = taps[idx], target[idx]
+            wts = np.ones(len(idx))
+            for _ in range(iterations):
+                sw = np.sqrt(wts)
+                coef, *_ = np.linalg.lstsq(a * sw[:, None], y * sw, rcond=None)
+                wts = 1.0 / np.maximum(np.abs(y - a @ coef), 0.5)
+        out[c] = np.round(coef * (1 << cm.LIN_SHIFT))
+    return out
 
 
 def dump_plane(plane: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -254,16 +335,43 @@ def validation_bits(dumps, tables: ContextTables) -> dict[str, float]:
 
 
 def train(folder, modalities: tuple[str, ...] = ("ct", "mr", "xray"), num_buckets: int = 128,
-          prior_weight: int = 2048, min_count: int = 20) -> tuple[ContextTables, dict]:
-    """Trained tables and their validation figures against format 1's (percent change per modality)."""
+          prior_weight: int = 2048, min_count: int = 20) -> tuple[dict[str, ContextTables], dict]:
+    """Trained table sets and their validation figures against format 1's (percent per modality).
+
+    Two sets share one trained linear predictor: "medical" (trained context quantisation and
+    priors) and "activity" (format 1's activity buckets and prior); the encoder keeps the one
+    that codes a trial crop of each image smaller.
+    """
     dumps = corpus_dumps(folder, modalities)
     hist = histograms([(d, v) for d, v, _ in dumps], cm.NUM_BUCKETS * cm.NUM_EXTRA)
-    tables = fit_tables(hist, num_buckets, prior_weight, min_count)
+    trained = fit_tables(hist, num_buckets, prior_weight, min_count)
+    lin = fit_linear(linear_training_samples(folder, modalities))
     v1 = ContextTables(np.repeat(cm.V1_LUT, cm.NUM_EXTRA), cm.NUM_EXTRA, cm._PRIOR)
-    before, after = validation_bits(dumps, v1), validation_bits(dumps, tables)
-    report = {m: {"format1_bytes": before[m] / 8, "trained_bytes": after[m] / 8,
+    sets = {"medical": ContextTables(trained.lut, trained.nx, trained.prior, lin),
+            "activity": ContextTables(v1.lut, v1.nx, v1.prior, lin)}
+    before, after = validation_bits(dumps, v1), validation_bits(dumps, trained)
+    report = {m: {"format1_bytes": before[m] / 8, "trained_context_bytes": after[m] / 8,
                   "change_percent": 100 * (after[m] / before[m] - 1)} for m in before}
-    return tables, report
+    return sets, report
+
+
+def linear_training_samples(folder, modalities: tuple[str, ...]) -> list:
+    from ..codec import pixels
+    from ..codec.planes import coded_planes
+    from .corpus import load_images
+
+    out = []
+    for entry, arr in load_images(folder):
+        if entry.modality not in modalities:
+            continue
+        layout = pixels.validate(arr, entry.bits_stored)
+        planes = pixels.to_planes(arr, layout)
+        coded, _, _, _ = coded_planes(planes, planes, layout, "lossless", 0.2)
+        for plane in coded:
+            taps, target, cls, col = linear_samples(plane)
+            keep = col < entry.val_from_col
+            out.append((taps[keep], target[keep], cls[keep]))
+    return out
 
 
 def main() -> None:
@@ -275,15 +383,19 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description="train the residual coder's context tables (format 2)")
     parser.add_argument("--corpus", required=True, help="folder written by jobs/build_corpus.py")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, help="folder for the tables files")
     parser.add_argument("--modalities", default="ct,mr,xray")
     parser.add_argument("--buckets", type=int, default=128)
     parser.add_argument("--prior-weight", type=int, default=2048)
     args = parser.parse_args()
     start = time.perf_counter()
-    tables, report = train(args.corpus, tuple(args.modalities.split(",")), args.buckets, args.prior_weight)
-    digest = save_tables(args.out, tables, {"training": {"modalities": args.modalities, "validation": report}})
-    print(json.dumps({"sha256": digest, "seconds": round(time.perf_counter() - start, 1), "validation": report},
+    sets, report = train(args.corpus, tuple(args.modalities.split(",")), args.buckets, args.prior_weight)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    digests = {name: save_tables(out / f"{name}.safetensors", tables,
+                                 {"training": {"modalities": args.modalities, "validation": report}})
+               for name, tables in sets.items()}
+    print(json.dumps({"sha256": digests, "seconds": round(time.perf_counter() - start, 1), "validation": report},
                      indent=1))
 
 

@@ -1,6 +1,7 @@
 """The residual coder's trained context tables (format 2): a small safetensors file each.
 
-Tensors: `lut` (int32, fine contexts -> bucket), `prior` (int32, buckets x tokens, >= 1).
+Tensors: `lut` (int32, fine contexts -> bucket), `prior` (int32, buckets x tokens, >= 1),
+`lin` (int32, LIN_CLASSES x taps: the trained linear predictor's weights, units of 2**-LIN_SHIFT).
 Metadata: architecture, `nx` (extra classes per activity bucket), training figures.
 An encoded image names its tables by SHA-256; decoding looks them up among the shipped files
 and fails naming the digest when they are not there.
@@ -25,8 +26,11 @@ from ..errors import WeightsError
 
 ARCHITECTURE = "lrbi-context-tables-v1"
 SHIPPED = Path(__file__).resolve().parent / "default" / "coder"
-# Pinned: `python -m lowrank_batch.training.coder_tables` prints a new file's digest.
-DEFAULT_TABLES_SHA256 = "d8e35171291c5a551adfdfca616809684e7772a31329b5e2a4c2b64f1566db24"
+# Pinned: `python -m lowrank_batch.training.coder_tables --out DIR` prints new files' digests.
+SHIPPED_TABLES_SHA256 = {
+    "activity": "07668c2030205a9773ac5f86c51af492cb0b72f988f9fdcef0036430905024f7",
+    "medical": "b5f4f7c8c56145b6d1fdaf7ebc36f2bd986cb6ad09970d1140f664499d1de328",
+}
 
 
 def save_tables(path: str | Path, tables: ContextTables, metadata: dict | None = None) -> str:
@@ -34,7 +38,8 @@ def save_tables(path: str | Path, tables: ContextTables, metadata: dict | None =
     meta = {"architecture": ARCHITECTURE, "nx": str(tables.nx)}
     meta |= {k: json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
     save_file({"lut": torch.from_numpy(tables.lut.astype(np.int32)),
-               "prior": torch.from_numpy(tables.prior.astype(np.int32))}, str(path), metadata=meta)
+               "prior": torch.from_numpy(tables.prior.astype(np.int32)),
+               "lin": torch.from_numpy(tables.lin.astype(np.int32))}, str(path), metadata=meta)
     canonicalise_header(Path(path))
     return file_sha256(path)
 
@@ -51,8 +56,11 @@ def load_tables(path: str | Path) -> ContextTables:
     problems = []
     if meta.get("architecture") != ARCHITECTURE:
         problems.append(f"architecture {meta.get('architecture')!r}, expected {ARCHITECTURE!r}")
-    if set(tensors) != {"lut", "prior"}:
-        problems.append(f"tensors {sorted(tensors)}, expected ['lut', 'prior']")
+    if set(tensors) != {"lin", "lut", "prior"}:
+        problems.append(f"tensors {sorted(tensors)}, expected ['lin', 'lut', 'prior']")
+    lin = tensors.get("lin")
+    if lin is not None and (lin.shape != (cm.LIN_CLASSES, len(cm.LIN_TAPS)) or np.abs(lin).max() >= 1 << 20):
+        problems.append(f"lin shape {lin.shape} or weights out of range")
     nx = int(meta.get("nx", "0")) if meta.get("nx", "").isdigit() else 0
     if nx != cm.NUM_EXTRA:
         problems.append(f"nx {meta.get('nx')!r}, expected {cm.NUM_EXTRA}")
@@ -66,13 +74,21 @@ def load_tables(path: str | Path) -> ContextTables:
             problems.append("values out of range (lut index, prior count)")
     if problems:
         raise WeightsError(f"context tables {path}: " + "; ".join(problems))
-    return ContextTables(np.ascontiguousarray(lut), nx, np.ascontiguousarray(prior))
+    return ContextTables(np.ascontiguousarray(lut), nx, np.ascontiguousarray(prior), np.ascontiguousarray(lin))
 
 
 @functools.lru_cache(maxsize=None)
 def shipped_tables() -> dict[str, Path]:
-    """SHA-256 -> file, for every shipped tables file."""
-    return {file_sha256(p): p for p in sorted(SHIPPED.glob("*.safetensors"))}
+    """SHA-256 -> file, for every shipped tables file (in file-name order), checked against the pins."""
+    found = {file_sha256(p): p for p in sorted(SHIPPED.glob("*.safetensors"))}
+    if set(found) != set(SHIPPED_TABLES_SHA256.values()):
+        raise WeightsError(f"shipped context tables in {SHIPPED} do not match their pinned digests")
+    return found
+
+
+def candidate_tables() -> list[str]:
+    """Digests the encoder tries per image (format 2): every shipped tables file, by name."""
+    return list(shipped_tables())
 
 
 @functools.lru_cache(maxsize=8)

@@ -16,7 +16,6 @@ Runs in well under 3 minutes on one GPU; the dev corpus images only (no held-out
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
@@ -25,7 +24,6 @@ import numpy as np
 import torch
 
 from lowrank_batch import Codec, EncodedImage
-from lowrank_batch.codec.model import LowRankModel
 from lowrank_batch.devcorpus import dev_images
 
 
@@ -35,11 +33,7 @@ def _sync(device: str) -> None:
 
 
 def _codec_on(device: str) -> Codec:
-    base = Codec.load()
-    model = base.model
-    if device != "cpu":  # a private copy: moving the shared refiner would move the CPU codec's too
-        model = LowRankModel(model.core, copy.deepcopy(model.refiner), model.sha256, model.metadata)
-    return Codec(model, device=device)
+    return Codec.load(device=device)  # a codec on another device copies the shared refiner
 
 
 def _tiles(images, side: int, count: int) -> list[tuple[np.ndarray, int]]:

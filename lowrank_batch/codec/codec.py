@@ -37,7 +37,7 @@ class CodecConfig:
     # latents kept in lossless / near-lossless modes and their step (a fraction of the image's
     # value span). Measured on the dev corpus: rank 4, step 1/8 (before Dec 2026) cost 1.5-6% of
     # a lossless file; rank 3, step 1/4 saves 1.1% on CT, 0.6% on MR, 0.2% on CR for previews
-    # 1-2 dB lower (rank 2 saved 0.5% more but cost 5 dB on fine texture)
+    # 1-2 dB lower (rank 2 saved 0.5% more but cost 5 dB on fine texture): benchmarks/lossless_options.py
     preview_rank: int = 3
     preview_step: float = 1 / 4
     remap_max_density: float = 0.2  # code sparse-valued planes as indices when used/span is below this

@@ -24,7 +24,8 @@ from .context_model import (
 
 @njit(cache=True)
 def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
-                  refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx, lin):
+                  refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
+                  lin):
     """Run the model over a whole plane in wavefront order (encoder side).
 
     Fills, per pixel in coding order: bucket, token and the index of the histogram snapshot
@@ -145,7 +146,8 @@ def _finish_wavefront(t, grouped_tokens, order, tokens, lo, hi, delta, raw_words
 
 @njit(cache=True)
 def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts, snap, since,
-                       coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width, lut, nx, lin):
+                       coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width,
+                       lut, nx, lin):
     """Decoder side, one call per wavefront: refresh histograms, predict every pixel, and group
     the pixels by bucket. `order` gets pixel positions grouped by bucket; `active` rows are
     (bucket, count) in bucket order. Returns (pixels, active buckets, any histogram refreshed)."""

@@ -70,7 +70,8 @@ def load_tables(path: str | Path) -> ContextTables:
             problems.append(f"lut shape {lut.shape}")
         if prior.ndim != 2 or prior.shape[1] != NUM_TOKENS or not 1 <= prior.shape[0] <= 255:
             problems.append(f"prior shape {prior.shape}")
-        elif lut.min() < 0 or lut.max() >= prior.shape[0] or prior.min() < 1 or prior.sum(axis=1).max() > cm.COUNT_LIMIT:
+        elif (lut.min() < 0 or lut.max() >= prior.shape[0] or prior.min() < 1
+              or prior.sum(axis=1).max() > cm.COUNT_LIMIT):
             problems.append("values out of range (lut index, prior count)")
     if problems:
         raise WeightsError(f"context tables {path}: " + "; ".join(problems))

@@ -180,7 +180,8 @@ def archive_commands(sub) -> None:
     enc_job.add_argument("src", help="folder/prefix of images or tar shards: path or fsspec URL")
     enc_job.add_argument("dst", help="archive folder/prefix: path or fsspec URL")
     mode_args(enc_job)
-    enc_job.add_argument("--address", default=None, help="Ray cluster (auto, ray://host:port); default: local")
+    enc_job.add_argument("--address", default=None, help="Ray cluster (auto, ray://host:port); default: $RAY_ADDRESS when set "
+                         "(as inside `ray job submit`), else a local Ray")
     enc_job.add_argument("--workers", type=int, default=None)
     enc_job.add_argument("--gpus-per-worker", type=float, default=None)
     enc_job.add_argument("--batch-size", type=int, default=16, help="files per work unit")

@@ -22,8 +22,7 @@ from ..archive.writer import put_atomic, write_tombstones
 from ..errors import LowrankError
 from ..storage import Retrier, RetryPolicy, describe, is_storage_error, retrying
 from .units import SourceFile, list_sources, make_units
-from ..codec.codec import Codec
-from .adapter_choice import AUTO
+from .archive_weights import ArchiveWeights, resolve_weights, ship_weights
 from .worker import EncodeSettings, EncodeWorker, UnitResult, decode_unit
 
 
@@ -207,16 +206,23 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
 def _encode_units(units, dst: str, run_id: str, settings: EncodeSettings, options: JobOptions, summary: dict,
                   log, start: float) -> None:
     """Run the units on Ray's encode workers, adding each unit's result to the summary."""
-    # the weights every worker will load, checked here first: a bad name or pin is one clear
-    # error now, not every worker dying in the cluster with the reason in its logs
-    Codec.load(settings.model, None if settings.adapter == AUTO else settings.adapter)
+    # names -> digests once, here; the weights go into the archive before any unit commits, and
+    # every worker loads them from there by digest (a node's own store may lack or differ)
+    weights, files = resolve_weights(settings.model, settings.adapter, settings.adapter_rules)
+    fs, root = fsspec.core.url_to_fs(dst)
+    summary["weights"] = {"model_sha256": weights.model_sha256, "adapter_sha256": weights.adapter_sha256,
+                          **_storage_step(f"copy the weights into {dst}", lambda: ship_weights(fs, root, files),
+                                          options.retry)}
+    # loaded here from the archive's copy first: a bad file is one clear error now, not every
+    # worker dying in the cluster with the reason in its logs
+    ArchiveWeights(fs, root).codec(weights.model_sha256, weights.adapter_sha256)
     ray = start_ray(options.address)
     resources = ray.cluster_resources()
     workers, gpus, cpus = plan_workers(resources, options)
     # a killed worker restarts and its unit is retried (bounded); then the unit is recorded failed
     actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RETRIES,
                        max_task_retries=MAX_RETRIES)(EncodeWorker)
-    actors = [actor.remote(dst, run_id, settings, options.retry) for _ in range(min(workers, len(units)))]
+    actors = [actor.remote(dst, run_id, settings, options.retry, weights) for _ in range(min(workers, len(units)))]
     read_ahead = None
     if gpus:  # GPU workers: decode image bytes in CPU tasks on the CPUs the workers leave free
         spare = float(resources.get("CPU", 0)) - len(actors) * cpus

@@ -71,7 +71,7 @@ class EncodeWorker:
 
     def info(self) -> dict:
         return {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "loads": EncodeWorker.loads, "device": self.device, "model_sha256": self.codec.model.sha256,
+                "loads": EncodeWorker.loads, "device": self.device, "gpu_ids": _gpu_ids(), "model_sha256": self.codec.model.sha256,
                 "weights_fetched_bytes": self.store.fetched_bytes}
 
     def encode_unit(self, unit: Unit, decoded: "DecodedUnit | None" = None) -> UnitResult:
@@ -177,6 +177,12 @@ class EncodeWorker:
         })
         result.bytes_in += image.pixels.size * ((image.bits_stored + 7) // 8)
         result.pixels += image.pixels.shape[0] * image.pixels.shape[1]
+
+
+def _gpu_ids() -> list:
+    import ray
+
+    return [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
 
 
 @dataclass

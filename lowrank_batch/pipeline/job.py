@@ -6,6 +6,7 @@ write and commit their own units. Without --address a local Ray is started in-pr
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -23,6 +24,8 @@ from ..errors import LowrankError
 from ..storage import Retrier, RetryPolicy, describe, is_storage_error, retrying
 from .units import SourceFile, list_sources, make_units
 from .archive_weights import ArchiveWeights, resolve_weights, ship_weights
+from .resources import (DEFAULT_WAIT_SECONDS, ResourceWaitError, autoscaler_present, release_request,
+                        request_and_wait)
 from .worker import EncodeSettings, EncodeWorker, UnitResult, decode_unit
 
 
@@ -42,6 +45,9 @@ class JobOptions:
     prune: bool = False  # remove archived images whose source is gone
     orphan_age_seconds: float = 3600.0  # uncommitted data files older than this are leftovers of a crash
     storage_retry_seconds: float = 300.0  # how long an unreachable or failing store is waited for
+    # autoscaling clusters: ask for the workers and wait up to this long for them; None: 900 s
+    # where an autoscaler is detected, else 0 (size from what is up, fail fast)
+    resource_wait_seconds: float | None = None
 
     @property
     def retry(self) -> RetryPolicy:
@@ -87,7 +93,8 @@ def plan_workers(resources: dict, options: JobOptions) -> tuple[int, float, floa
     if per_gpu > 0:
         if gpus < per_gpu:
             raise JobError(f"asked for {per_gpu} GPU per worker but the cluster has {gpus:g} GPUs; "
-                           "use --gpus-per-worker 0 to run on CPUs")
+                           "use --gpus-per-worker 0 to run on CPUs (on an autoscaling cluster, "
+                           "--wait-for-resources SECONDS asks the autoscaler for them)")
         workers = options.workers or int(min(gpus // per_gpu, cpus))
         if workers * per_gpu > gpus + 1e-9:
             raise JobError(f"{workers} workers x {per_gpu} GPU need {workers * per_gpu:g} GPUs; the cluster has {gpus:g}")
@@ -217,7 +224,15 @@ def _encode_units(units, dst: str, run_id: str, settings: EncodeSettings, option
     # worker dying in the cluster with the reason in its logs
     ArchiveWeights(fs, root).codec(weights.model_sha256, weights.adapter_sha256)
     ray = start_ray(options.address)
-    resources = ray.cluster_resources()
+    resources, asked = _wait_for_workers(ray, options, len(units), log)
+    try:
+        _run_actors(ray, resources, units, dst, run_id, settings, weights, asked or options, summary, log, start)
+    finally:
+        if asked:  # the request is sticky: withdraw it, so idle nodes can go
+            release_request()
+
+
+def _run_actors(ray, resources, units, dst, run_id, settings, weights, options, summary, log, start) -> None:
     workers, gpus, cpus = plan_workers(resources, options)
     # a killed worker restarts and its unit is retried (bounded); then the unit is recorded failed
     actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RETRIES,
@@ -239,6 +254,25 @@ def _encode_units(units, dst: str, run_id: str, settings: EncodeSettings, option
             summary["adapters"][name] = summary["adapters"].get(name, 0) + count
         summary["notes"] += [n for n in result.notes if n not in summary["notes"]]
         progress.update(summary)
+
+
+def _wait_for_workers(ray, options: JobOptions, units: int, log) -> tuple[dict, JobOptions | None]:
+    """(the cluster's resources to size the job from, the options with the workers the
+    autoscaler was asked for, or None when it was not): what is up now, or, with an
+    autoscaler, what it was asked for and provided (bounded by a timeout with a clear message)."""
+    resources = ray.cluster_resources()
+    wait = options.resource_wait_seconds
+    if wait is None:
+        wait = DEFAULT_WAIT_SECONDS if autoscaler_present(ray) else 0.0
+    if wait <= 0:
+        return resources, None
+    gpus = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if resources.get("GPU") else 0.0)
+    workers = min(options.workers or max(1, int(resources.get("GPU", 0) // gpus if gpus else 1)), units)
+    try:
+        return (request_and_wait(ray, workers, gpus, 1.0, wait, log),
+                dataclasses.replace(options, workers=workers, gpus_per_worker=gpus))
+    except ResourceWaitError as exc:
+        raise JobError(str(exc)) from None
 
 
 def _write_failure_note(failures: list[dict], dst: str) -> list[str]:

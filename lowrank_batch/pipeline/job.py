@@ -34,6 +34,7 @@ class JobError(LowrankError):
 
 
 MAX_RETRIES = 2  # restarts of a dead worker, and retries of the unit it was running
+MAX_UNIT_ATTEMPTS = 3  # workers a unit is given when the one running it is lost (node loss, OOM kill)
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,7 @@ def _schedule(ray, actors, units, read_ahead, prefetch_per_actor: int = 2):
     the GPU stage is not starved."""
     pending = list(reversed(units))
     ready: list = []  # (unit, decoded-ref or None), in order
+    attempts: dict[str, int] = {}  # unit id -> tries that ended with its worker lost
     idle = list(actors)
     inflight: dict = {}
 
@@ -311,25 +313,34 @@ def _schedule(ray, actors, units, read_ahead, prefetch_per_actor: int = 2):
             result = ray.get(done[0])
             idle.append(a)  # it answered, so it is alive
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as exc:
-            # retries exhausted, or a bug raised: the unit's files are failures on record, the job goes on
+            alive = _alive(ray, a)  # only a failure raises the question
+            if alive:
+                idle.append(a)
+            attempts[unit.unit_id] = attempts.get(unit.unit_id, 0) + 1
+            lost = not isinstance(exc, ray.exceptions.RayTaskError)  # its worker or node died, not the unit
+            if lost and attempts[unit.unit_id] < MAX_UNIT_ATTEMPTS and (idle or inflight):
+                # a node gone mid-run: the unit goes to another worker (its restarts may have
+                # been spent while the node was being declared dead)
+                ready.insert(0, (unit, read_ahead(unit) if read_ahead else None))
+                continue
+            # a bug raised, or the unit killed every worker it was given: its files are
+            # failures on record, the job goes on
             result = UnitResult(unit.unit_id, failures=[
                 {"image_id": f.rel, "source_uri": f.uri, "stage": "worker", "error": type(exc).__name__,
-                 "message": _unit_failure(ray, exc)} for f in unit.files])
+                 "message": _unit_failure(ray, exc, attempts[unit.unit_id])} for f in unit.files])
             result.failed = len(result.failures)
-            if _alive(ray, a):  # only a failure raises the question
-                idle.append(a)
-            elif not idle and not inflight:
+            if not idle and not inflight:
                 raise JobError("every encode worker died; see the Ray logs")
         yield result
 
 
-def _unit_failure(ray, exc: Exception) -> str:
+def _unit_failure(ray, exc: Exception, attempts: int) -> str:
     """Why a unit produced no result. Only the type of an exception the unit raised is kept:
     its text may quote a file's contents."""
     if isinstance(exc, ray.exceptions.RayTaskError):
         cause = getattr(exc, "cause", None)
         return f"the unit's encode raised {type(cause).__name__ if cause else 'an error'}; see the worker's log"
-    return f"worker failed {MAX_RETRIES + 1} times on this unit"
+    return f"its worker died on it {attempts} times ({MAX_RETRIES + 1} tries each)"
 
 
 def _alive(ray, actor) -> bool:

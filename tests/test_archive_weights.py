@@ -18,6 +18,7 @@ from lowrank_batch.images import write_image
 from lowrank_batch.pipeline.archive_weights import ArchiveWeights, resolve_weights, ship_weights
 from lowrank_batch.pipeline.units import list_sources, make_units
 from lowrank_batch.pipeline.worker import EncodeSettings, EncodeWorker
+from lowrank_batch.weights.adapters import read_canonical, save_canonical
 from lowrank_batch.weights.defaults import DEFAULT_MODEL_SHA256, default_model_file
 from lowrank_batch.weights.install import ensure_default_adapter, install_adapter, install_model
 from lowrank_batch.weights.store import WeightStore
@@ -45,25 +46,27 @@ def test_blobs_are_checked_against_their_names_on_write_and_read(tmp_path):
         read_blob(fs, root, "../../etc/passwd")
 
 
+def install_custom_weights(store: WeightStore, scratch) -> WeightStore:
+    """A model ("custom") and an adapter for it ("ct-custom") installed in `store` only."""
+    model = load_model(default_model_file())
+    model.refiner.body[0].bias.data += 0.01  # another model: another digest
+    save_model(scratch / "custom.safetensors", model.core, model.refiner)
+    install_model(store, str(scratch / "custom.safetensors"), "custom")
+    shipped = WeightStore(scratch / "scratch-home")
+    adapter_src = shipped.blob_path(ensure_default_adapter(shipped, "ct").sha256)
+    with pytest.raises(WeightsError, match="made for base model"):  # the shipped ct is bound to the shipped base
+        install_adapter(store, str(adapter_src), "custom", "ct-custom")
+    adapter = read_canonical(adapter_src, "ct")
+    adapter.base_sha256 = None
+    save_canonical(scratch / "ct-custom.safetensors", adapter)
+    install_adapter(store, str(scratch / "ct-custom.safetensors"), "custom", "ct-custom")
+    return store
+
+
 @pytest.fixture
 def custom_weights(tmp_path):
     """A model and an adapter installed in one store only (the driver's node)."""
-    store = WeightStore(tmp_path / "driver-home")
-    model = load_model(default_model_file())
-    model.refiner.body[0].bias.data += 0.01  # another model: another digest
-    save_model(tmp_path / "custom.safetensors", model.core, model.refiner)
-    install_model(store, str(tmp_path / "custom.safetensors"), "custom")
-    scratch = WeightStore(tmp_path / "scratch")
-    adapter_src = scratch.blob_path(ensure_default_adapter(scratch, "ct").sha256)
-    with pytest.raises(WeightsError, match="made for base model"):  # the shipped ct is bound to the shipped base
-        install_adapter(store, str(adapter_src), "custom", "ct-custom")
-    from lowrank_batch.weights.adapters import read_canonical, save_canonical
-
-    adapter = read_canonical(adapter_src, "ct")
-    adapter.base_sha256 = None
-    save_canonical(tmp_path / "ct-custom.safetensors", adapter)
-    install_adapter(store, str(tmp_path / "ct-custom.safetensors"), "custom", "ct-custom")
-    return store
+    return install_custom_weights(WeightStore(tmp_path / "driver-home"), tmp_path)
 
 
 def test_archive_weights_load_by_digest_with_an_empty_store(custom_weights, tmp_path):

@@ -125,3 +125,15 @@ def test_real_images_from_the_dev_corpus(codec):
         near = codec.encode(array, im.bits_stored, mode="near-lossless", max_error=2)
         assert metrics.max_abs_error(array, codec.decode(near)) <= 2
         assert near.encoded_bytes < enc.encoded_bytes
+
+
+def test_a_codec_on_another_device_leaves_the_shared_model_alone(codec):
+    """Models are cached per process; building a codec for another device (CUDA in production,
+    torch's 'meta' device here) must not move the refiner of every codec sharing the model."""
+    from lowrank_batch import Codec
+
+    other = Codec(codec.model, device="meta")
+    assert next(codec.model.refiner.parameters()).device.type == "cpu"
+    assert next(other.model.refiner.parameters()).device.type == "meta"
+    a = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 4096
+    assert np.array_equal(codec.decode(codec.encode(a, 12), preview=False), a)

@@ -26,12 +26,27 @@ def test_lossless_and_near_lossless_are_bit_exact_with_the_cpu(cuda):
     rng = np.random.default_rng(3)
     for shape, bits in [((300, 257), 16), ((512, 512), 12), ((64, 80, 3), 8)]:
         a = smooth_image(rng, shape, bits)
-        for mode, kw in [("lossless", {}), ("near-lossless", {"max_error": 2}), ("lossy", {})]:
+        for mode, kw in [("lossless", {}), ("near-lossless", {"max_error": 2})]:
             blob_cpu = cpu.encode(a, bits, mode=mode, **kw).to_bytes()
             blob_gpu = gpu.encode(a, bits, mode=mode, **kw).to_bytes()
             assert blob_cpu == blob_gpu
             assert np.array_equal(cpu.decode(EncodedImage.from_bytes(blob_gpu)),
                                   gpu.decode(EncodedImage.from_bytes(blob_cpu)))
+
+
+def test_lossy_latents_are_bit_exact_and_outputs_within_one_level(cuda):
+    """Lossy latents and their integer reconstruction are the same bits on both devices; the
+    recorded PSNR and the refined output come from float layers, so they may differ slightly
+    (seen on an H200: the lossy blobs differed, the latents did not)."""
+    cpu = Codec.load()
+    gpu = Codec.load(device=cuda)
+    a = smooth_image(np.random.default_rng(5), (256, 300), 12)
+    enc_cpu, enc_gpu = cpu.encode(a, 12, mode="lossy"), gpu.encode(a, 12, mode="lossy")
+    assert enc_cpu.latent_stream == enc_gpu.latent_stream
+    assert enc_cpu.decoded_sha256 == enc_gpu.decoded_sha256
+    assert abs(enc_cpu.psnr - enc_gpu.psnr) < 0.05
+    diff = np.abs(cpu.decode(enc_gpu).astype(int) - gpu.decode(enc_cpu).astype(int))
+    assert diff.max() <= 1
 
 
 def test_refined_previews_agree_within_one_level(cuda):

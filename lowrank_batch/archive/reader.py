@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from ..codec.codec import Codec
 from ..codec.format import EncodedImage
 from ..errors import LowrankError
-from .schema import COMMITS_DIR, DATA_DIR, FAILURES_DIR
+from .schema import COMMITS_DIR, DATA_DIR, FAILURES_DIR, LATER_COLUMNS
 
 ROW_COLUMNS = ["image_id", "latent", "residual"]
 
@@ -61,6 +61,8 @@ def _valid_record(r) -> bool:
 
 
 class Archive:
+    device = "cpu"  # where codec_for's codecs run (a serving replica sets its GPU)
+
     def __init__(self, fs, root: str, index: dict[str, Location], sources: dict[str, list],
                  failures: list[dict] | None = None, files: set[str] | None = None,
                  versions: dict[str, list[Location]] | None = None):
@@ -168,10 +170,11 @@ class Archive:
         try:
             # no readahead: fetch exactly the footer and the row group's column chunks
             with self.fs.open(path, "rb", cache_type="none") as f:
-                table = pq.ParquetFile(f).read_row_group(loc.row_group, columns=columns)
+                parquet = pq.ParquetFile(f)
+                table = parquet.read_row_group(loc.row_group, columns=_present(columns, parquet.schema_arrow.names))
         except Exception as exc:  # pyarrow on a damaged file: OSError, ArrowInvalid, and others
             raise ArchiveError(f"image {image_id!r}: cannot read {loc.file} ({type(exc).__name__}: {exc})") from None
-        row = table.slice(loc.row, 1).to_pylist()[0]
+        row = _with_later_columns(table.slice(loc.row, 1).to_pylist()[0], columns)
         if row["image_id"] != image_id:
             raise ArchiveError(f"image {image_id!r}: index points at {row['image_id']!r} in {loc.file}")
         return row
@@ -187,7 +190,8 @@ class Archive:
 
         key = (enc.model_sha256, enc.adapter_sha256)
         if key not in self._codecs:
-            self._codecs[key] = ArchiveWeights(self.fs, self.root).codec(enc.model_sha256, enc.adapter_sha256)
+            self._codecs[key] = ArchiveWeights(self.fs, self.root).codec(enc.model_sha256, enc.adapter_sha256,
+                                                                         self.device)
         return self._codecs[key]
 
     def get(self, image_id: str, preview: bool = False, version: int | None = None) -> np.ndarray:
@@ -202,9 +206,26 @@ class Archive:
         for image_id, loc in self._index.items():
             by_file.setdefault(loc.file, []).append(image_id)
         for file, wanted in sorted(by_file.items()):
+            wanted_columns = sorted(set(columns) | {"image_id"})
             with self.fs.open(f"{self.root}/{file}", "rb") as f:
-                table = pq.read_table(f, columns=sorted(set(columns) | {"image_id"}))
+                parquet = pq.ParquetFile(f)
+                table = parquet.read(columns=_present(wanted_columns, parquet.schema_arrow.names))
             keep = set(wanted)
             for row in table.to_pylist():
                 if row["image_id"] in keep:
-                    yield row
+                    yield _with_later_columns(row, wanted_columns)
+
+
+def _present(columns: list[str] | None, names: list[str]) -> list[str] | None:
+    """The requested columns this data file has: files written before a LATER_COLUMNS column
+    existed lack it (and read as None there)."""
+    if columns is None:
+        return None
+    return [c for c in columns if c in names or c not in LATER_COLUMNS]
+
+
+def _with_later_columns(row: dict, columns: list[str] | None) -> dict:
+    for column in LATER_COLUMNS:
+        if columns is None or column in columns:
+            row.setdefault(column, None)
+    return row

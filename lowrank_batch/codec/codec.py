@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import ChecksumMismatchError, CorruptStreamError, InvalidParameterError, WeightsError
 from . import lowrank, metrics, pixels
@@ -55,12 +56,16 @@ class Codec:
     """Encoder/decoder bound to one model (and optionally one adapter)."""
 
     def __init__(self, model: LowRankModel, config: CodecConfig | None = None, device: str = "cpu"):
+        if next(model.refiner.parameters()).device != torch.device(device):
+            # models are cached and shared per process: a codec on another device gets its own
+            # copy of the learned layers, or moving them would break every other codec (seen on
+            # an H200: a CPU codec's refiner moved to CUDA by a GPU codec built after it)
+            model = LowRankModel(model.core, copy.deepcopy(model.refiner).to(device), model.sha256, model.metadata)
         self.model = model
         self.config = config or CodecConfig()
         self.device = device
         self.adapter_sha256: str | None = None
         self.adapter_provenance: dict = {}
-        model.refiner.to(device)
 
     @classmethod
     def load(cls, model: str | Path | None = None, adapter: str | None = None, config: CodecConfig | None = None,

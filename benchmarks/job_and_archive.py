@@ -92,7 +92,7 @@ def decode_latency(archive_size: int) -> dict:
 
     sys.path.insert(0, str(ROOT))
     from lowrank_batch.archive import Archive, UnitWriter
-    from lowrank_batch.decode import ArchiveDecoder
+    from lowrank_batch.pipeline.decoding import ArchiveDecoder
     from tests.s3server import seaweedfs
 
     codec = Codec.load()

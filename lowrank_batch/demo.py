@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .decode import ArchiveDecoder
+from .pipeline.decoding import ArchiveDecoder
 from .codec import metrics
 from .images import write_image
 from .images.read import read_image_bytes

@@ -10,6 +10,9 @@ import os
 
 
 def start_ray(address: str | None):
+    """Join `address`; else the cluster named by RAY_ADDRESS (set inside `ray job submit`, where
+    `ray.init(num_cpus=...)` is refused); else start a local Ray in this process."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
     # before `import ray`: Ray reads these when it is imported
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not address:  # a local Ray in this process: loopback only (else it listens on every interface);

@@ -45,7 +45,7 @@ def fill(mount: Path) -> Path:
 
 def archive_state(dst: Path) -> dict:
     from lowrank_batch.archive import Archive
-    from lowrank_batch.decode import ArchiveDecoder
+    from lowrank_batch.pipeline.decoding import ArchiveDecoder
 
     names = {d: sorted(p.name for p in (dst / d).glob("*")) if (dst / d).exists() else []
              for d in ("data", "failures", "_commits", "runs")}
@@ -75,7 +75,7 @@ def main(mount: Path, src: Path, report: Path) -> None:
     result["after_second"] = archive_state(dst)
     result["verify_second"] = cli("verify", str(dst), env=env)
     from lowrank_batch.archive import Archive
-    from lowrank_batch.decode import ArchiveDecoder
+    from lowrank_batch.pipeline.decoding import ArchiveDecoder
 
     archive = Archive.open(str(dst))
     result["mismatched"] = [p.name for p in sorted(src.glob("*.png"))

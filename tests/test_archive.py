@@ -9,7 +9,7 @@ import pytest
 
 from lowrank_batch.archive import Archive, UnitWriter
 
-from lowrank_batch.decode import ArchiveDecoder
+from lowrank_batch.pipeline.decoding import ArchiveDecoder
 from lowrank_batch.archive.reader import ArchiveError
 from lowrank_batch.archive.schema import SCHEMA
 

@@ -9,7 +9,7 @@ import pytest
 
 from lowrank_batch.archive import Archive
 
-from lowrank_batch.decode import ArchiveDecoder
+from lowrank_batch.pipeline.decoding import ArchiveDecoder
 from lowrank_batch.cli import main
 from lowrank_batch.errors import LowrankError
 from lowrank_batch.pipeline.job import JobOptions, run_encode

@@ -25,7 +25,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from lowrank_batch.archive import Archive
-from lowrank_batch.decode import ArchiveDecoder
+from lowrank_batch.pipeline.decoding import ArchiveDecoder
 from lowrank_batch.pipeline.job import JobOptions, run_encode
 from lowrank_batch.pipeline.worker import EncodeSettings
 

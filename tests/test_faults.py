@@ -18,7 +18,7 @@ from PIL import Image
 
 from lowrank_batch.archive import Archive
 
-from lowrank_batch.decode import ArchiveDecoder
+from lowrank_batch.pipeline.decoding import ArchiveDecoder
 
 from .conftest import smooth_image
 from .s3server import seaweedfs_server

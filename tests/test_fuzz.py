@@ -95,7 +95,7 @@ def test_safetensors_headers_raise_only_weights_errors(tmp_path, header, body, l
     lambda d: json.dumps(d).encode())), data=st.binary(max_size=300))
 def test_archive_reader_raises_only_our_errors(tmp_path_factory, record, data):
     from lowrank_batch.archive import Archive
-    from lowrank_batch.decode import ArchiveDecoder
+    from lowrank_batch.pipeline.decoding import ArchiveDecoder
 
     root = tmp_path_factory.mktemp("fuzzarchive")
     (root / "_commits").mkdir()
@@ -114,7 +114,7 @@ def test_archive_reader_raises_only_our_errors(tmp_path_factory, record, data):
 @pytest.mark.parametrize("file", ["../outside.parquet", "/etc/passwd", "data/../../x.parquet", "other/x.parquet"])
 def test_a_commit_record_naming_a_file_outside_the_archive_is_refused(tmp_path, file):
     from lowrank_batch.archive import Archive
-    from lowrank_batch.decode import ArchiveDecoder
+    from lowrank_batch.pipeline.decoding import ArchiveDecoder
 
     (tmp_path / "outside.parquet").write_bytes(b"PAR1")
     root = tmp_path / "archive"

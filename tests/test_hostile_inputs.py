@@ -18,7 +18,7 @@ from pydicom.data import get_testdata_file
 
 from lowrank_batch.archive import Archive
 
-from lowrank_batch.decode import ArchiveDecoder
+from lowrank_batch.pipeline.decoding import ArchiveDecoder
 from lowrank_batch.images.files import image_bytes
 from lowrank_batch.pipeline.job import JobOptions, run_encode
 from lowrank_batch.pipeline.worker import EncodeSettings

@@ -11,7 +11,7 @@ from PIL import Image
 
 from lowrank_batch.archive import Archive
 
-from lowrank_batch.decode import ArchiveDecoder
+from lowrank_batch.pipeline.decoding import ArchiveDecoder
 from lowrank_batch.pipeline.job import JobOptions, run_encode
 from lowrank_batch.pipeline.worker import EncodeSettings
 

@@ -194,6 +194,7 @@ class RunSummary(_Keyed):
     dst: str
     settings: dict  # the EncodeSettings, in full
     codec: dict = field(default_factory=dict)  # the codec's config, model and version it ran with
+    weights: dict = field(default_factory=dict)  # the digests shipped into the archive, and what was copied
     options: dict = field(default_factory=dict)  # the JobOptions
     encoded: int = 0
     skipped: int = 0

@@ -5,14 +5,17 @@ falls back to the base, said once in the notes."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..codec.codec import Codec
-from ..weights.loading import use_adapter
 from .adapter_choice import choose_adapter, measured_worse
 
 
 class AdapterCodecs:
-    def __init__(self, base: Codec, rules: tuple[tuple[str, str], ...], notes: list[str]):
-        self.base, self.rules, self.notes = base, rules, notes
+    def __init__(self, base: Codec, rules: tuple[tuple[str, str], ...], notes: list[str],
+                 attach: Callable[[Codec, str], None]):
+        """`attach(codec, name)` puts adapter `name` on a fresh codec of the base model, or raises."""
+        self.base, self.rules, self.notes, self.attach = base, rules, notes, attach
         self._by_adapter: dict[str | None, Codec] = {None: base}
         self.names: dict[str | None, str] = {}  # adapter digest -> the name it was chosen by
 
@@ -25,7 +28,7 @@ class AdapterCodecs:
     def _attach(self, name: str) -> Codec:
         try:
             codec = Codec(self.base.model, self.base.config, self.base.device)
-            use_adapter(codec, name)
+            self.attach(codec, name)
         except Exception as exc:  # not installed, bound to another base, unreadable: the base alone, said once
             self.notes.append(f"--adapter auto: no usable adapter {name!r} for this model ({exc}); "
                               "those images were encoded with the base model")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ..decode import ArchiveDecoder, check_request, output_ids, output_name, write_outputs
+from .decoding import ArchiveDecoder, check_request, output_ids, output_name, write_outputs
 from ..ray_session import start_ray
 from .job import JobOptions, plan_workers
 

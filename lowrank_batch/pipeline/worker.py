@@ -19,9 +19,10 @@ from ..errors import InvalidParameterError, LowrankError
 from ..images.dicom import must_stay_lossless
 from ..images.read import metadata_json
 from ..storage import Retrier, RetryPolicy, is_storage_error
-from ..weights.loading import load_codec
 from .adapter_codecs import AdapterCodecs
 from .adapter_choice import AUTO
+from .archive_weights import ArchiveWeights, ResolvedWeights, attach_adapter, resolve_weights
+from .devices import actor_device
 from .reading import ReadUnit, read_unit
 from .units import SourceFile, Unit
 
@@ -70,20 +71,34 @@ class UnitResult:
 class EncodeWorker:
     loads = 0  # codec loads in this process (a test counts them)
 
-    def __init__(self, dst: str, run_id: str, settings: EncodeSettings, retry: RetryPolicy = RetryPolicy()):
+    def __init__(self, dst: str, run_id: str, settings: EncodeSettings, retry: RetryPolicy = RetryPolicy(),
+                 weights: ResolvedWeights | None = None):
+        self.fs, self.root = fsspec.core.url_to_fs(dst)
+        # by digest, from the archive the driver shipped them into (weights=None: resolved here,
+        # for a worker used on its own machine)
+        self.weights = weights or resolve_weights(settings.model, settings.adapter, settings.adapter_rules)[0]
+        self.store = ArchiveWeights(self.fs, self.root)
+        self.device, device_note = actor_device()
+        self.codec = self.store.codec(self.weights.model_sha256, self.weights.adapter_sha256, self.device)
+        self._notes: list[str] = [device_note] if device_note else []  # said once per unit in its result
         auto = settings.adapter == AUTO
-        self.codec = load_codec(settings.model, None if auto else settings.adapter)
-        self._notes: list[str] = []  # said once per unit in its result
-        self.adapters = AdapterCodecs(self.codec, settings.adapter_rules, self._notes) if auto else None
+        self.adapters = AdapterCodecs(self.codec, settings.adapter_rules, self._notes, self._attach) if auto else None
         EncodeWorker.loads += 1
         self.settings = settings
         self.retrier = Retrier(retry)  # one outage clock for every read and write of this worker
         self.run_id = run_id
-        self.fs, self.root = fsspec.core.url_to_fs(dst)
+
+    def _attach(self, codec, name: str) -> None:
+        """--adapter auto's adapter `name`, by the digest the driver resolved and shipped."""
+        digest, why = self.weights.auto_digest(name)
+        if digest is None:
+            raise LowrankError(why)
+        attach_adapter(codec, self.store.path(digest), digest)
 
     def info(self) -> dict:
         return {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "loads": EncodeWorker.loads}
+                "loads": EncodeWorker.loads, "device": self.device, "gpu_ids": _gpu_ids(), "model_sha256": self.codec.model.sha256,
+                "weights_fetched_bytes": self.store.fetched_bytes}
 
     def encode_unit(self, unit: Unit, read: ReadUnit | None = None) -> UnitResult:
         """Encode a unit and commit it. `read` comes from a CPU task when this worker holds
@@ -163,3 +178,9 @@ class EncodeWorker:
             psnr=None if enc.psnr == float("inf") else enc.psnr, encoded_bytes=len(latent) + len(residual or b""),
             codec_version=__version__, metadata_json=metadata_json(image.metadata), run_id=self.run_id,
             dicom_header=image.columns.get("dicom_header"), dicom_sha256=image.columns.get("dicom_sha256"))
+
+
+def _gpu_ids() -> list:
+    import ray
+
+    return [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []

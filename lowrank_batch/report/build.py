@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..archive.reader import Archive
-from ..decode import ArchiveDecoder
+from ..pipeline.decoding import ArchiveDecoder
 from . import figures, html, rd
 from .baselines import baseline_points, imagecodecs
 from .samples import analyse, pick_sample

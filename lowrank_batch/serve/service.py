@@ -21,7 +21,7 @@ import numpy as np
 
 from ..archive.dicom_export import export_dicom
 from ..archive.reader import Archive
-from ..decode import ArchiveDecoder
+from ..pipeline.decoding import ArchiveDecoder
 from ..sources.multipart import join_parts
 from . import query as qido
 from .index import Instance, build_index

@@ -128,4 +128,6 @@ def load_model(path: str | Path, label: str | None = None) -> LowRankModel:
     refiner.load_state_dict({k.removeprefix("refine."): v for k, v in tensors.items() if k.startswith("refine.")})
     refiner.eval()
     core = LowRankCore(patch, channels, tensors["core.mean"].numpy(), tensors["core.basis"].numpy())
-    return LowRankModel(core, refiner, file_sha256(path), metadata)
+    from .coder_tables import SHIPPED_TABLES  # (that module writes its files with canonicalise_header above)
+
+    return LowRankModel(core, refiner, file_sha256(path), metadata, SHIPPED_TABLES)

@@ -2,7 +2,8 @@
 
     archive (stored rows) --EncodedImage--> codec of the row's model + adapter --> pixels --> files
 
-archive/ only stores and reads rows; this module joins them with the weight store and the codec.
+archive/ only stores and reads rows; this module joins them with the weights the archive carries
+(archive_weights.py: its own copy, a verified local cache, or the store) and the codec.
 `ArchiveDecoder.get` is what `Archive.get` used to be; `write_outputs` names, encodes and writes
 output files for a list of ids (an id per file, or DICOM files rebuilt whole).
 """
@@ -16,29 +17,31 @@ from typing import Iterator
 import fsspec
 import numpy as np
 
-from .archive.dicom_export import export_dicom_file, file_ids
-from .archive.reader import ROW_COLUMNS, Archive
-from .codec.codec import Codec
-from .codec.format import EncodedImage
-from .errors import InvalidParameterError, LowrankError
-from .images.files import image_bytes
-from .weights.loading import codec_for_image
+from ..archive.dicom_export import export_dicom_file, file_ids
+from ..archive.reader import ROW_COLUMNS, Archive
+from ..codec.codec import Codec
+from ..codec.format import EncodedImage
+from ..errors import InvalidParameterError, LowrankError
+from ..images.files import image_bytes
+from .archive_weights import ArchiveWeights
 
 FORMATS = ("png", "tiff", "npy", "dicom")
 
 
 class ArchiveDecoder:
-    """An archive's images as pixels: each row decoded with the codec its digests name (loaded
-    from the weight store once per model and adapter). Also offers the archive's `ids` and
-    `row`, so DICOM export reads rows and frames through one object."""
+    """An archive's images as pixels: each row decoded with the codec its digests name, built
+    once per model and adapter from the weights the archive carries (decoding needs nothing
+    installed on this machine), on `device`. Everything else an archive reads (ids, row, rows,
+    failures, ...) is passed through, so DICOM export and the DICOMweb service read rows and
+    frames through one object."""
 
-    def __init__(self, archive: Archive, store=None, device: str = "cpu"):
-        self.archive, self.store, self.device = archive, store, device
+    def __init__(self, archive: Archive, device: str = "cpu"):
+        self.archive, self.device = archive, device
         self._codecs: dict[tuple, Codec] = {}
 
     @classmethod
-    def open(cls, uri: str, store=None) -> "ArchiveDecoder":
-        return cls(Archive.open(uri), store)
+    def open(cls, uri: str, device: str = "cpu") -> "ArchiveDecoder":
+        return cls(Archive.open(uri), device)
 
     def ids(self) -> list[str]:
         return self.archive.ids()
@@ -62,14 +65,17 @@ class ArchiveDecoder:
     def codec_for(self, enc: EncodedImage) -> Codec:
         key = (enc.model_sha256, enc.adapter_sha256)
         if key not in self._codecs:
-            self._codecs[key] = codec_for_image(enc, self.store, device=self.device)
+            self._codecs[key] = ArchiveWeights(self.archive.fs, self.archive.root).codec(
+                enc.model_sha256, enc.adapter_sha256, self.device)
         return self._codecs[key]
 
-    def get(self, image_id: str, preview: bool = False, version: int | None = None) -> np.ndarray:
+    def get(self, image_id: str, preview: bool = False, version: int | None = None,
+            max_side: int | None = None) -> np.ndarray:
         """The image as it was encoded (bit for bit when lossless); preview: latents only;
-        `version`: an older version of a changed source (see `Archive.versions`)."""
-        enc = self.encoded(image_id, preview, version)
-        return self.codec_for(enc).decode(enc, preview=preview)
+        `version`: an older version of a changed source (see `Archive.versions`); `max_side`: a
+        preview thumbnail no larger than that, straight from the latents (fast at any size)."""
+        enc = self.encoded(image_id, preview or max_side is not None, version)
+        return self.codec_for(enc).decode(enc, preview=preview, max_side=max_side)
 
     def get_many(self, image_ids: list[str], preview: bool = False) -> list[np.ndarray]:
         """Several images, in order; those of one model and adapter through `Codec.decode_many`

@@ -17,6 +17,7 @@ import numpy as np
 # archive's images reach is compiled
 SAMPLES = (((64, 64), np.uint16, 12), ((64, 64), np.uint8, 8), ((64, 64, 3), np.uint8, 8))
 MODES = (("lossless", None), ("near-lossless", 2), ("lossy", None))
+FORMATS = (1, 2)  # format 2 (opt-in) runs the coder with trained tables: other kernel signatures
 
 
 def sample_image(shape, dtype, bits: int) -> np.ndarray:
@@ -42,9 +43,10 @@ def warm_up(model: str | None = None, log=print) -> float:
     for shape, dtype, bits in SAMPLES:
         image = sample_image(shape, dtype, bits)
         for mode, max_error in MODES:
-            enc = codec.encode(image, bits, mode, max_error)
-            codec.decode(enc)
-            codec.decode(enc, preview=True)
+            for version in FORMATS:
+                enc = codec.encode(image, bits, mode, max_error, format_version=version)
+                codec.decode(enc)
+                codec.decode(enc, preview=True)
     seconds = time.perf_counter() - start
     log(f"codec kernels compiled and cached in {seconds:.1f} s")
     return seconds

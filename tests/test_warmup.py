@@ -22,8 +22,9 @@ codec = Codec.load()
 for shape, dtype, bits in (((96, 80), np.uint16, 14), ((40, 56, 3), np.uint8, 8)):
     image = sample_image(shape, dtype, bits)
     for mode, err in (("lossless", None), ("near-lossless", 3), ("lossy", None)):
-        enc = codec.encode(image, bits, mode, err)
-        codec.decode(enc); codec.decode(enc, preview=True)
+        for version in (1, 2):
+            enc = codec.encode(image, bits, mode, err, format_version=version)
+            codec.decode(enc); codec.decode(enc, preview=True)
 hits = misses = 0
 for info in pkgutil.iter_modules(pkg.__path__):
     module = importlib.import_module(f"lowrank_batch.codec.{info.name}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-from dataclasses import dataclass
 from typing import Iterator
 
 import fsspec
@@ -14,7 +13,9 @@ import pyarrow.parquet as pq
 from ..codec.codec import Codec
 from ..codec.format import EncodedImage
 from ..errors import LowrankError
-from .schema import COMMITS_DIR, DATA_DIR, FAILURES_DIR
+from . import checkpoint as ckpt
+from .checkpoint import Location, State
+from .schema import DATA_DIR, FAILURES_DIR
 
 ROW_COLUMNS = ["image_id", "latent", "residual"]
 
@@ -22,13 +23,6 @@ ROW_COLUMNS = ["image_id", "latent", "residual"]
 class ArchiveError(LowrankError):
     """An archive is missing, damaged, or lacks the requested image."""
 
-
-@dataclass(frozen=True)
-class Location:
-    file: str
-    row_group: int
-    row: int
-    committed_at: str
 
 
 def _inside(path, folder: str) -> bool:
@@ -55,9 +49,31 @@ def _valid_record(r) -> bool:
                 and isinstance(r.get("failures", []), list)
                 and all(isinstance(f, dict) and isinstance(f.get("image_id"), str) and isinstance(f.get("time"), str)
                         for f in r.get("failures", []))
-                and (r.get("failures_file") is None or _inside(r["failures_file"], FAILURES_DIR)))
+                and (r.get("failures_file") is None or _inside(r["failures_file"], FAILURES_DIR))
+                and _valid_maintenance(r))
     except (TypeError, AttributeError):
         return False
+
+
+def parse_record(path: str, raw: bytes) -> dict | None:
+    """A commit record's JSON, or None when it is damaged (verify names it; a rerun encodes
+    its sources again, as they are no longer archived)."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return record if _valid_record(record) else None
+
+
+def _valid_maintenance(r: dict) -> bool:
+    """Compaction's moves and vacuum's expired versions (maintenance.py), when present."""
+    moves, expired = r.get("relocated", {}), r.get("expired", [])
+    return (isinstance(moves, dict) and (not moves or _inside(r.get("file"), DATA_DIR))
+            and all(isinstance(k, str) and isinstance(v, list) and len(v) == 6 and isinstance(v[0], str)
+                    and _inside(v[1], DATA_DIR) and all(isinstance(n, int) and n >= 0 for n in v[2:])
+                    for k, v in moves.items())
+            and isinstance(expired, list)
+            and all(isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e) for e in expired))
 
 
 class Archive:
@@ -73,47 +89,21 @@ class Archive:
 
     @classmethod
     def open(cls, uri: str) -> "Archive":
+        """The archive's committed state: its newest checkpoint plus the commit records since
+        (checkpoint.py), so opening costs the same whatever the archive's history."""
         fs, root = fsspec.core.url_to_fs(uri)
         root = root.rstrip("/")
         fs.invalidate_cache()  # s3fs caches listings (children too); workers in other processes commit
-        paths = sorted(fs.glob(f"{root}/{COMMITS_DIR}/*.json"))
-        if not paths and not fs.exists(root):
+        state, _, _, checkpoint, read = ckpt.load(fs, root, parse_record)
+        if checkpoint is None and not read and not fs.exists(root):
             raise ArchiveError(f"no archive at {uri}")
-        records, damaged = [], []
-        for path, raw in (fs.cat(paths) if paths else {}).items():
-            try:
-                record = json.loads(raw)
-                if not _valid_record(record):
-                    raise ValueError("not a commit record")
-                records.append(record)
-            except (ValueError, UnicodeDecodeError):
-                # one damaged record hides its unit's images, never the archive: verify names them,
-                # and a rerun encodes their sources again (they are no longer archived)
-                damaged.append(posixpath.basename(path))
-        index: dict[str, Location] = {}
-        sources: dict[str, list] = {}
-        failures: list[dict] = []
-        versions: dict[str, list[Location]] = {}
-        for record in sorted(records, key=lambda r: r["committed_at"]):  # later commits supersede
-            for image_id in record.get("removed", []):
-                index.pop(image_id, None)
-                sources.pop(image_id, None)
-            for image_id, (group, row) in record["index"].items():
-                index[image_id] = Location(record["file"], group, row, record["committed_at"])
-                sources[image_id] = record["sources"][image_id]
-                versions.setdefault(image_id, []).append(index[image_id])
-            failures += record.get("failures", [])
-        # a failure counts until a later run archives that input; an input that fails every
-        # night is one open failure, with its latest reason
-        latest: dict[str, dict] = {}
-        for f in sorted(failures, key=lambda f: f["time"]):
-            latest[f["image_id"]] = f
-        open_failures = [f for f in latest.values() if f["image_id"] not in index
-                         or index[f["image_id"]].committed_at < f["time"]]
-        files = {r["file"] for r in records if r.get("file")}
-        files |= {r["failures_file"] for r in records if r.get("failures_file")}
-        archive = cls(fs, root, index, sources, open_failures, files, versions)
-        archive.damaged_records = sorted(damaged)
+        return cls.from_state(fs, root, state)
+
+    @classmethod
+    def from_state(cls, fs, root: str, state: State) -> "Archive":
+        archive = cls(fs, root, state.index, state.sources, state.open_failures(), state.files)
+        archive.state = state
+        archive.damaged_records = list(state.damaged)  # one damaged record hides its unit's images only
         return archive
 
     def missing_files(self) -> set[str]:
@@ -128,7 +118,7 @@ class Archive:
         """For each unreadable commit record, the ids in its data file (same name stem), if readable."""
         out = {}
         for name in self.damaged_records:
-            path = f"{self.root}/{DATA_DIR}/{name.removesuffix('.json')}.parquet"
+            path = f"{self.root}/{DATA_DIR}/{ckpt.unit_name(name)}.parquet"
             try:
                 with self.fs.open(path, "rb") as f:
                     out[name] = sorted(pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist())
@@ -138,7 +128,11 @@ class Archive:
 
     def versions(self, image_id: str) -> list[str]:
         """Commit times of every stored version of an image, oldest first (until compaction)."""
-        return [loc.committed_at for loc in self._versions.get(image_id, [])]
+        return [loc.committed_at for loc in self._all_versions(image_id)]
+
+    def _all_versions(self, image_id: str) -> list[Location]:
+        state = getattr(self, "state", None)
+        return state.versions(image_id) if state is not None else self._versions.get(image_id, [])
 
     def failures(self) -> list[dict]:
         """Inputs that failed and have not been archived since: id, source, stage, error, run, time."""
@@ -157,11 +151,11 @@ class Archive:
         if loc is None:
             raise ArchiveError(f"no image {image_id!r} in archive {self.root} ({len(self)} images)")
         if version is not None:
+            versions = self._all_versions(image_id)
             try:
-                loc = self._versions[image_id][version]
+                loc = versions[version]
             except IndexError:
-                raise ArchiveError(f"image {image_id!r} has {len(self._versions[image_id])} versions, "
-                                   f"not {version}") from None
+                raise ArchiveError(f"image {image_id!r} has {len(versions)} versions, not {version}") from None
         path = f"{self.root}/{loc.file}"
         if columns is not None:  # the id is always read: it proves the index points at the right row
             columns = list(dict.fromkeys(["image_id", *columns]))

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 
 import fsspec
 
-from ..archive.reader import Archive, ArchiveError
+from ..archive.checkpoint import checkpoint
+from ..archive.reader import Archive, ArchiveError, parse_record
 from ..archive.schema import RUNS_DIR
 from ..archive.writer import put_atomic, write_tombstones
 from ..errors import LowrankError
@@ -191,6 +192,11 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
     if units:
         _encode_units(units, dst, run_id, settings, options, summary, log, start)
     summary["notes"] += _write_failure_note(summary["failures"], dst)
+    # fold tonight's commits into a checkpoint, so opening the archive reads a bounded number of records
+    written, error = _try_storage(lambda: checkpoint(fs, root.rstrip("/"), parse_record), retry)
+    summary["checkpoint"] = written
+    if error:  # housekeeping: the next run (or compact) writes it
+        summary["notes"].append(f"no checkpoint was written this run ({error})")
     summary["seconds"] = time.perf_counter() - start
     summary["ratio"] = summary["bytes_in"] / summary["bytes_out"] if summary["bytes_out"] else None
     summary["megapixels_per_second"] = summary["pixels"] / 1e6 / summary["seconds"]

@@ -97,7 +97,9 @@ class Archive:
         state, _, _, checkpoint, read = ckpt.load(fs, root, parse_record)
         if checkpoint is None and not read and not fs.exists(root):
             raise ArchiveError(f"no archive at {uri}")
-        return cls.from_state(fs, root, state)
+        archive = cls.from_state(fs, root, state)
+        archive.uri = uri
+        return archive
 
     @classmethod
     def from_state(cls, fs, root: str, state: State) -> "Archive":
@@ -105,6 +107,18 @@ class Archive:
         archive.state = state
         archive.damaged_records = list(state.damaged)  # one damaged record hides its unit's images only
         return archive
+
+    def compact(self, **options):
+        """Merge small data files (maintenance.compact); this object keeps its state, reopen to see it."""
+        from .maintenance import compact
+
+        return compact(self.uri, **options)
+
+    def vacuum(self, **options):
+        """Expire old versions past the retention and delete unreferenced files (maintenance.vacuum)."""
+        from .maintenance import vacuum
+
+        return vacuum(self.uri, **options)
 
     def missing_files(self) -> set[str]:
         """Committed data files that are no longer there (one listing)."""

@@ -120,6 +120,15 @@ class Archive:
 
         return vacuum(self.uri, **options)
 
+    def to_arrow(self, columns: list[str] | None = None):
+        """The live rows as a pyarrow Table: one per live image, sorted by id (table.py)."""
+        from .table import to_arrow
+
+        return to_arrow(self, columns)
+
+    def to_pandas(self, columns: list[str] | None = None):
+        return self.to_arrow(columns).to_pandas()
+
     def missing_files(self) -> set[str]:
         """Committed data files that are no longer there (one listing)."""
         present = {posixpath.relpath(p, self.root) for p in self.fs.glob(f"{self.root}/{DATA_DIR}/*.parquet")}

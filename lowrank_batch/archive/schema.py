@@ -39,7 +39,13 @@ SCHEMA = pa.schema([
     ("metadata_json", pa.string()),
     ("run_id", pa.string()),
     ("unit_id", pa.string()),
+    # DICOM identity as real columns (null for other images and in archives written before them)
+    ("modality", pa.string()),
+    ("study_instance_uid", pa.string()),
+    ("series_instance_uid", pa.string()),
+    ("sop_instance_uid", pa.string()),
 ])
+DICOM_COLUMNS = ("modality", "study_instance_uid", "series_instance_uid", "sop_instance_uid")
 
 FAILURE_SCHEMA = pa.schema([
     ("image_id", pa.string()),

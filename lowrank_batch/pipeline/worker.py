@@ -16,6 +16,7 @@ from ..codec.codec import Codec
 from ..errors import LowrankError
 from ..images.decode import DecodedImage, decode_image_bytes, metadata_json
 from ..images.dicom import must_stay_lossless
+from ..archive.table import dicom_columns
 from ..archive.writer import UnitWriter
 from ..storage import Retrier, RetryPolicy, describe, is_storage_error
 from .adapter_choice import AUTO, choose_adapter, measured_worse
@@ -163,6 +164,7 @@ class EncodeWorker:
             "adapter_sha256": enc.adapter_sha256, "psnr": None if enc.psnr == float("inf") else enc.psnr,
             "encoded_bytes": len(latent) + len(residual or b""), "codec_version": __version__,
             "metadata_json": metadata_json(image.metadata), "run_id": self.run_id, "unit_id": "",
+            **dicom_columns(image.metadata),
         })
         result.bytes_in += image.pixels.size * ((image.bits_stored + 7) // 8)
         result.pixels += image.pixels.shape[0] * image.pixels.shape[1]

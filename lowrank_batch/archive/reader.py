@@ -129,6 +129,18 @@ class Archive:
     def to_pandas(self, columns: list[str] | None = None):
         return self.to_arrow(columns).to_pandas()
 
+    def to_ray_dataset(self, columns: list[str] | None = None, decode: str | None = None, **options):
+        """Live images as a Ray Dataset: latents (+ preview or full pixels), decoded on the cluster."""
+        from .dataset import to_ray_dataset
+
+        return to_ray_dataset(self, columns, decode, **options)
+
+    def torch_dataset(self, columns: list[str] | None = None, decode: str | None = None, **options):
+        """Live images as a torch IterableDataset, sharded over DataLoader workers and ranks."""
+        from .dataset import torch_dataset
+
+        return torch_dataset(self, columns, decode, **options)
+
     def missing_files(self) -> set[str]:
         """Committed data files that are no longer there (one listing)."""
         present = {posixpath.relpath(p, self.root) for p in self.fs.glob(f"{self.root}/{DATA_DIR}/*.parquet")}

@@ -116,10 +116,19 @@ class ArchiveDataset(_torch_base()):
         rank = self.rank if self.rank is not None else rank
         world = self.world_size if self.world_size is not None else world
         mine = set(shard(self.archive.ids(), rank, world, worker, workers))
+        view = _view(self.archive.uri) if info else self.archive  # s3fs clients are not fork-safe
         for file, ids in live_by_file(self.archive).items():
             wanted = [i for i in ids if i in mine]
             if wanted:
-                yield from read_items(self.archive, file, wanted, self.columns, self.decode)
+                yield from read_items(view, file, wanted, self.columns, self.decode)
+
+
+def _view(uri: str):
+    """What read_items needs of an archive (fs, root), with this process's own client."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(uri)
+    return type("View", (), {"fs": fs, "root": root.rstrip("/")})()
 
 
 class _ReadChunk:
@@ -130,11 +139,7 @@ class _ReadChunk:
         self.uri, self.columns, self.decode = uri, columns, decode
 
     def __call__(self, task: dict) -> list[dict]:
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(self.uri)
-        view = type("View", (), {"fs": fs, "root": root.rstrip("/")})()
-        return list(read_items(view, task["file"], list(task["ids"]), self.columns, self.decode))
+        return list(read_items(_view(self.uri), task["file"], list(task["ids"]), self.columns, self.decode))
 
 
 def to_ray_dataset(archive, columns: list[str] | None = None, decode: str | None = None, chunk: int = 64,

@@ -201,7 +201,8 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
 def _maintenance_commands(sub) -> None:
     compact = sub.add_parser("compact", help="merge small data files into bigger ones (safe beside an encode)")
     compact.add_argument("archive")
-    compact.add_argument("--target-rows", type=int, default=4096, help="rows per new data file (default 4096)")
+    compact.add_argument("--target-rows", type=int, default=256,
+                         help="rows per new data file (default 256: each decode by id reads its file's footer)")
     compact.set_defaults(func=cmd_compact)
     vacuum = sub.add_parser("vacuum", help="drop versions superseded longer ago than the retention, "
                                            "delete data files nothing refers to")

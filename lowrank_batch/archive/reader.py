@@ -18,6 +18,7 @@ from .checkpoint import Location, State
 from .schema import DATA_DIR, FAILURES_DIR
 
 ROW_COLUMNS = ["image_id", "latent", "residual"]
+FOOTER_CACHE = 256  # footers kept per open archive (~10 KB for a unit's file, ~120 KB for a compacted one)
 
 
 class ArchiveError(LowrankError):
@@ -85,6 +86,7 @@ class Archive:
         self._failures = failures or []
         self.committed_files = files or set()
         self._codecs: dict[tuple, Codec] = {}
+        self._footers: dict = {}  # data file -> its Parquet footer (FileMetaData), oldest first
         self.damaged_records: list[str] = []  # commit records that could not be read (see open)
 
     @classmethod
@@ -197,7 +199,13 @@ class Archive:
         try:
             # no readahead: fetch exactly the footer and the row group's column chunks
             with self.fs.open(path, "rb", cache_type="none") as f:
-                table = pq.ParquetFile(f).read_row_group(loc.row_group, columns=columns)
+                footer = self._footers.get(loc.file)  # data files never change: a footer read once serves on
+                parquet = pq.ParquetFile(f, metadata=footer)
+                table = parquet.read_row_group(loc.row_group, columns=columns)
+            if footer is None:
+                if len(self._footers) >= FOOTER_CACHE:
+                    self._footers.pop(next(iter(self._footers)))
+                self._footers[loc.file] = parquet.metadata
         except Exception as exc:  # pyarrow on a damaged file: OSError, ArrowInvalid, and others
             raise ArchiveError(f"image {image_id!r}: cannot read {loc.file} ({type(exc).__name__}: {exc})") from None
         row = table.slice(loc.row, 1).to_pylist()[0]

@@ -1,6 +1,6 @@
 """Every benchmark in one run: `python -m benchmarks` (= `make bench`).
 
-    python -m benchmarks [--only codec,heldout,job,nightly,adapters] [--from-results]
+    python -m benchmarks [--only codec,heldout,job,nightly,adapters,dicomweb] [--from-results]
 
 Each benchmark runs in its own process (they start their own Ray / S3 servers) and writes its
 JSON under benchmarks/results/; this runner then prints one Markdown table of the headline
@@ -24,6 +24,7 @@ RUNS = {
     "job": ["benchmarks.job_and_archive"],
     "nightly": ["benchmarks.nightly"],
     "adapters": ["benchmarks.adapters"],
+    "dicomweb": ["benchmarks.dicomweb"],
 }
 
 
@@ -85,6 +86,14 @@ def headline() -> list[tuple[str, str, str]]:
             fmt = lambda v: "n/a" if v is None else f"{v:+.1f}%"  # noqa: E731
             rows.append(("trained layers (lossy BD-rate)", f"{mod}: trained base vs linear; adapter vs base",
                          f"{fmt(r['trained_vs_linear']['bd_rate_percent'])}; {fmt(r['adapter_vs_base']['bd_rate_percent'])}"))
+    web = _load("dicomweb")
+    if web:
+        lat, thr = web["latency"], web["throughput"]
+        rows += [("DICOMweb (Ray Serve)", "median ms: study metadata / first frame 512² CT / rendered preview",
+                  f"{lat['study_metadata']['median_ms']} / {lat['first_frame_512_ct']['median_ms']} / "
+                  f"{lat['rendered_preview_jpeg']['median_ms']}"),
+                 ("DICOMweb (Ray Serve)", "concurrent frame requests/s, 1 / 2 replicas",
+                  f"{thr['1_replicas']['requests_per_second']} / {thr['2_replicas']['requests_per_second']}")]
     return rows
 
 

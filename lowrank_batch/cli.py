@@ -13,6 +13,7 @@ from pathlib import Path
 from . import Codec, EncodedImage, LowrankError
 from .cli_archive import archive_commands
 from .cli_common import encode_kwargs, mode_args
+from .cli_serve import serve_commands
 from .cli_weights import weights_commands
 from .images import read_image, write_image
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     archive_commands(sub)
     weights_commands(sub)
+    serve_commands(sub)
     return parser
 
 

@@ -132,6 +132,8 @@ def test_dicom_archive_round_trip_without_phi_in_any_log(cluster, tmp_path, caps
         assert np.array_equal(rebuilt.pixel_array, source.pixel_array), target
         if not source.file_meta.TransferSyntaxUID.is_compressed:
             assert_same_elements(source, rebuilt)
+            # lossless means the file: the very bytes archived
+            assert (out / target.replace("/", "__")).read_bytes() == (src / target).read_bytes(), target
         assert rebuilt.PatientID == PLANTED["PatientID"]  # clinical data kept in the archive, only there
 
     # --adapter auto picked by the Modality tag and recorded per image

@@ -15,7 +15,7 @@ from ..codec.format import EncodedImage
 from ..errors import LowrankError
 from . import checkpoint as ckpt
 from .checkpoint import Location, State
-from .schema import DATA_DIR, FAILURES_DIR
+from .schema import DATA_DIR, FAILURES_DIR, LATER_COLUMNS
 
 ROW_COLUMNS = ["image_id", "latent", "residual"]
 FOOTER_CACHE = 256  # footers kept per open archive (~10 KB for a unit's file, ~120 KB for a compacted one)
@@ -201,14 +201,14 @@ class Archive:
             with self.fs.open(path, "rb", cache_type="none") as f:
                 footer = self._footers.get(loc.file)  # data files never change: a footer read once serves on
                 parquet = pq.ParquetFile(f, metadata=footer)
-                table = parquet.read_row_group(loc.row_group, columns=columns)
+                table = parquet.read_row_group(loc.row_group, columns=_present(columns, parquet.schema_arrow.names))
             if footer is None:
                 if len(self._footers) >= FOOTER_CACHE:
                     self._footers.pop(next(iter(self._footers)))
                 self._footers[loc.file] = parquet.metadata
         except Exception as exc:  # pyarrow on a damaged file: OSError, ArrowInvalid, and others
             raise ArchiveError(f"image {image_id!r}: cannot read {loc.file} ({type(exc).__name__}: {exc})") from None
-        row = table.slice(loc.row, 1).to_pylist()[0]
+        row = _with_later_columns(table.slice(loc.row, 1).to_pylist()[0], columns)
         if row["image_id"] != image_id:
             raise ArchiveError(f"image {image_id!r}: index points at {row['image_id']!r} in {loc.file}")
         return row
@@ -235,9 +235,26 @@ class Archive:
         for image_id, loc in self._index.items():
             by_file.setdefault(loc.file, []).append(image_id)
         for file, wanted in sorted(by_file.items()):
+            wanted_columns = sorted(set(columns) | {"image_id"})
             with self.fs.open(f"{self.root}/{file}", "rb") as f:
-                table = pq.read_table(f, columns=sorted(set(columns) | {"image_id"}))
+                parquet = pq.ParquetFile(f)
+                table = parquet.read(columns=_present(wanted_columns, parquet.schema_arrow.names))
             keep = set(wanted)
             for row in table.to_pylist():
                 if row["image_id"] in keep:
-                    yield row
+                    yield _with_later_columns(row, wanted_columns)
+
+
+def _present(columns: list[str] | None, names: list[str]) -> list[str] | None:
+    """The requested columns this data file has: files written before a LATER_COLUMNS column
+    existed lack it (and read as None there)."""
+    if columns is None:
+        return None
+    return [c for c in columns if c in names or c not in LATER_COLUMNS]
+
+
+def _with_later_columns(row: dict, columns: list[str] | None) -> dict:
+    for column in LATER_COLUMNS:
+        if columns is None or column in columns:
+            row.setdefault(column, None)
+    return row

@@ -16,7 +16,11 @@ import pyarrow as pa
 
 DATA_DIR, COMMITS_DIR, RUNS_DIR, FAILURES_DIR = "data", "_commits", "runs", "failures"
 ROWS_PER_GROUP = 4  # small row groups: decoding one image reads about one image's bytes
-BLOB_COLUMNS = ("latent", "residual", "metadata_json")
+BLOB_COLUMNS = ("latent", "residual", "metadata_json", "dicom_header")
+# Columns added after archives were first written: nullable, and absent from older data files
+# (readers give None for them there; DuckDB reads mixed files with union_by_name=true)
+DICOM_COLUMNS = ("modality", "study_instance_uid", "series_instance_uid", "sop_instance_uid")
+LATER_COLUMNS = ("dicom_header", "dicom_sha256", *DICOM_COLUMNS)
 
 SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -39,13 +43,17 @@ SCHEMA = pa.schema([
     ("metadata_json", pa.string()),
     ("run_id", pa.string()),
     ("unit_id", pa.string()),
+    # a DICOM file's own bytes, once per file (on its first frame's row, null elsewhere): the
+    # Part 10 file less its Pixel Data value, compressed (images/dicom_bytes.KeptFile), and
+    # the SHA-256 of the whole file as received
+    ("dicom_header", pa.binary()),
+    ("dicom_sha256", pa.string()),
     # DICOM identity as real columns (null for other images and in archives written before them)
     ("modality", pa.string()),
     ("study_instance_uid", pa.string()),
     ("series_instance_uid", pa.string()),
     ("sop_instance_uid", pa.string()),
 ])
-DICOM_COLUMNS = ("modality", "study_instance_uid", "series_instance_uid", "sop_instance_uid")
 
 FAILURE_SCHEMA = pa.schema([
     ("image_id", pa.string()),

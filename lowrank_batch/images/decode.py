@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
 from ..errors import InvalidImageError
-from .dicom import read_dicom
+from .dicom import read_dicom_file
 from .nifti import is_nifti, read_nifti
 
 Image.MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs before allocating
@@ -28,6 +28,7 @@ class DecodedImage:
     pixels: np.ndarray
     bits_stored: int
     metadata: dict
+    columns: dict = field(default_factory=dict)  # archive columns of the source file (DICOM: on frame 0)
 
 
 def is_dicom(data: bytes) -> bool:
@@ -39,7 +40,10 @@ def decode_image_bytes(name: str, data: bytes) -> list[DecodedImage]:
     if not data:
         raise InvalidImageError(f"{name}: file is empty")
     if is_dicom(data) or name.lower().endswith((".dcm", ".dicom")):
-        return [DecodedImage(*frame) for frame in read_dicom(name, data)]
+        dicom = read_dicom_file(name, data)
+        images = [DecodedImage(*frame) for frame in dicom.frames]
+        images[0].columns = {"dicom_header": dicom.header, "dicom_sha256": dicom.sha256}
+        return images
     if is_nifti(name):
         return [DecodedImage(*sl) for sl in read_nifti(name, data)]
     _refuse_wide_colour_png(name, data)

@@ -1,10 +1,12 @@
-"""DICOM in and out: pixels per frame plus every other element, kept as DICOM JSON.
+"""DICOM in and out: pixels per frame, every other element as DICOM JSON, and the file's bytes.
 
 Reading keeps the stored values as they are: BitsStored (not the container) is the codec's
 bit depth, MONOCHROME1 stays inverted, signed stays signed, and RescaleSlope/Intercept and
 window settings are kept as elements, never applied. Every non-pixel element goes into the
-image's metadata as DICOM JSON (PS3.18 F, via pydicom's to_json_dict), so a decode can give
-back a DICOM file with the same elements.
+image's metadata as DICOM JSON (PS3.18 F, via pydicom's to_json_dict), which search and
+DICOMweb metadata read. The file's own bytes less its pixel value are kept too, once per file
+(dicom_file.keep_file), so that a decode gives back the file received (dicom_file.rebuild_dicom);
+build_dicom here rebuilds from the JSON, for archives written before those bytes were kept.
 
 Errors name the file and the problem only: a DICOM file's values (names, IDs, dates) never
 appear in a message, and pydicom's own messages are replaced by ours for the same reason.
@@ -16,10 +18,12 @@ import contextlib
 import hashlib
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InvalidImageError
+from .dicom_file import keep_file
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 LOSSY_METHOD = "LOWRANK_BATCH"  # LossyImageCompressionMethod (CS: <= 16 chars, A-Z 0-9 _)
@@ -50,8 +54,22 @@ def quiet_pydicom():
         config.settings.reading_validation_mode, config.settings.writing_validation_mode = modes
 
 
+@dataclass(frozen=True)
+class DicomFile:
+    """A DICOM file read: its frames, and what the archive keeps of the file itself (once per
+    file, on its first frame's row): the non-pixel bytes and the SHA-256 of the whole file."""
+
+    frames: list[tuple[str, np.ndarray, int, dict]]  # (suffix, pixels, codec bits, metadata)
+    header: bytes | None  # dicom_bytes.KeptFile, packed; None where it cannot be kept exactly
+    sha256: str
+
+
 def read_dicom(name: str, data: bytes) -> list[tuple[str, np.ndarray, int, dict]]:
     """(suffix, pixels, codec bits, metadata) per frame; suffix "" or "#k" for multi-frame files."""
+    return read_dicom_file(name, data).frames
+
+
+def read_dicom_file(name: str, data: bytes) -> DicomFile:
     with quiet_pydicom():
         try:
             return _read_dicom(name, data)
@@ -62,7 +80,7 @@ def read_dicom(name: str, data: bytes) -> list[tuple[str, np.ndarray, int, dict]
                                     "elements)") from None
 
 
-def _read_dicom(name: str, data: bytes) -> list[tuple[str, np.ndarray, int, dict]]:
+def _read_dicom(name: str, data: bytes) -> DicomFile:
     import pydicom
     from pydicom.pixels import get_decoder
 
@@ -94,7 +112,9 @@ def _read_dicom(name: str, data: bytes) -> list[tuple[str, np.ndarray, int, dict
     stack = pixels if frames > 1 else pixels[None]
     bits_stored = int(ds.BitsStored)
     photometric = _decoded_photometric(ds, samples)
+    kept, not_kept = keep_file(data, ds, stack)
     header = _header_json(name, ds)
+    header["source_file"] = "kept" if kept is not None else f"not kept: {not_kept}"
     out = []
     for k, frame in enumerate(stack):
         meta = {"format": "DICOM", "Modality": str(getattr(ds, "Modality", "")),
@@ -103,7 +123,7 @@ def _read_dicom(name: str, data: bytes) -> list[tuple[str, np.ndarray, int, dict
                 "frame": k, "frames": frames, **header}
         out.append((f"#{k}" if frames > 1 else "", np.ascontiguousarray(frame), max(CODEC_MIN_BITS, bits_stored),
                     meta))
-    return out
+    return DicomFile(out, kept.pack() if kept is not None else None, hashlib.sha256(data).hexdigest())
 
 
 def _is_lossy_syntax(syntax) -> bool:
@@ -192,7 +212,8 @@ def must_stay_lossless(meta: dict) -> str | None:
 
 
 def _build_dicom(frames: list[np.ndarray], meta: dict, mode: str, ratio: float | None) -> bytes:
-    """A DICOM file from decoded frames (in order) and one frame's metadata (read_dicom's).
+    """A DICOM file from decoded frames (in order) and one frame's metadata (read_dicom's):
+    the fallback where the file's own bytes were not kept (dicom_file.rebuild_dicom otherwise).
 
     Uncompressed Explicit VR Little Endian. Lossless: the original elements with the decoded
     pixels. Lossy / near-lossless: also LossyImageCompression = 01 with ratio and method, a
@@ -221,7 +242,7 @@ def _build_dicom(frames: list[np.ndarray], meta: dict, mode: str, ratio: float |
         del ds.NumberOfFrames
     if mode != "lossless":
         digest = hashlib.sha256(b"".join(np.ascontiguousarray(f).tobytes() for f in frames)).hexdigest()
-        _declare_lossy(ds, mode, ratio, generate_uid, digest)
+        declare_lossy(ds, mode, ratio, generate_uid, digest)
     elif meta.get("source_lossy_syntax") and "LossyImageCompression" not in ds:
         ds.LossyImageCompression = "01"  # the source itself was lossy-compressed: still true of its pixels
     buf = io.BytesIO()
@@ -241,7 +262,9 @@ def _set_bit_packed(ds, arr: np.ndarray, photometric: str) -> None:
     ds.SamplesPerPixel, ds.PixelRepresentation, ds.PhotometricInterpretation = 1, 0, photometric
 
 
-def _declare_lossy(ds, mode: str, ratio: float | None, generate_uid, pixel_digest: str) -> None:
+def declare_lossy(ds, mode: str, ratio: float | None, generate_uid, pixel_digest: str) -> None:
+    """What a lossy image must say (PS3.3 C.7.6.1.1.5): LossyImageCompression 01, the method and
+    ratio appended to earlier ones, a new SOP Instance UID, ImageType DERIVED."""
     methods = list(_as_list(ds.get("LossyImageCompressionMethod")))
     ratios = list(_as_list(ds.get("LossyImageCompressionRatio")))
     ds.LossyImageCompression = "01"

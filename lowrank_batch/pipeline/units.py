@@ -31,6 +31,10 @@ class Unit:
 
 def list_sources(src: str) -> list[SourceFile]:
     """Every file under SRC (a folder/prefix, local or any fsspec URL), sorted by id."""
+    if src.startswith(("dicomweb+http://", "dicomweb+https://")):  # a PACS (sources/dicomweb.py)
+        from ..sources.dicomweb import list_instances
+
+        return list_instances(src)
     fs, root = fsspec.core.url_to_fs(src)
     root = root.rstrip("/")
     fs.invalidate_cache()  # a long-lived driver must see tonight's files, not cached listings

@@ -164,6 +164,7 @@ class EncodeWorker:
             "adapter_sha256": enc.adapter_sha256, "psnr": None if enc.psnr == float("inf") else enc.psnr,
             "encoded_bytes": len(latent) + len(residual or b""), "codec_version": __version__,
             "metadata_json": metadata_json(image.metadata), "run_id": self.run_id, "unit_id": "",
+            "dicom_header": image.columns.get("dicom_header"), "dicom_sha256": image.columns.get("dicom_sha256"),
             **dicom_columns(image.metadata),
         })
         result.bytes_in += image.pixels.size * ((image.bits_stored + 7) // 8)
@@ -203,6 +204,10 @@ def decode_unit(unit: Unit, retrier: Retrier | None = None) -> DecodedUnit:
 
 
 def _read_bytes(uri: str) -> bytes:
+    if uri.startswith(("dicomweb+http://", "dicomweb+https://")):  # an instance in a PACS
+        from ..sources.dicomweb import fetch_instance
+
+        return fetch_instance(uri)
     with fsspec.open(uri, "rb") as f:
         return f.read()
 

@@ -1,0 +1,1 @@
+"""Sources other than files and buckets (fsspec): a PACS through DICOMweb."""

@@ -64,3 +64,23 @@ def test_dicom_columns_of_metadata():
     assert dicom_columns({"format": "PNG"}) == dict.fromkeys(DICOM_COLUMNS)
     got = dicom_columns({"format": "DICOM", "Modality": "MR", "dicom_json": {"0020000D": {"vr": "UI", "Value": ["9"]}}})
     assert got == {"modality": "MR", "study_instance_uid": "9", "series_instance_uid": None, "sop_instance_uid": None}
+
+
+def test_an_encode_worker_fills_the_dicom_columns(tmp_path):
+    import shutil
+
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    from lowrank_batch.pipeline.units import list_sources, make_units
+    from lowrank_batch.pipeline.worker import EncodeSettings, EncodeWorker
+
+    path = get_testdata_file("CT_small.dcm")
+    (tmp_path / "src").mkdir()
+    shutil.copy(path, tmp_path / "src" / "ct.dcm")
+    (unit,) = make_units(list_sources(str(tmp_path / "src")), 4)
+    EncodeWorker(str(tmp_path / "dst"), "r1", EncodeSettings()).encode_unit(unit)
+    row = Archive.open(str(tmp_path / "dst")).to_arrow(list(DICOM_COLUMNS)).to_pylist()[0]
+    ds = dcmread(path)
+    assert row == {"image_id": "ct.dcm", "modality": ds.Modality, "study_instance_uid": ds.StudyInstanceUID,
+                   "series_instance_uid": ds.SeriesInstanceUID, "sop_instance_uid": ds.SOPInstanceUID}

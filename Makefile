@@ -6,13 +6,14 @@ export RAY_USAGE_STATS_ENABLED = 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = 0
 export AWS_EC2_METADATA_DISABLED = true
 
-$(VENV)/.installed: pyproject.toml
+# pyproject.toml holds compatible ranges; constraints.txt the exact known-good set we test
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	# torch first and pinned: this machine holds the CPU wheel; an unpinned torch pulls CUDA
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	# TotalSegmentator only for its bundled CT atlas (dev corpus): its own deps are not needed
-	$(PY) -m pip install -q --no-deps TotalSegmentator==2.18.0
+	$(PY) -m pip install -q --no-deps -c constraints.txt TotalSegmentator==2.18.0
 	touch $@
 
 venv: $(VENV)/.installed

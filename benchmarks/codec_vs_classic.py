@@ -37,6 +37,8 @@ from lowrank_batch.devcorpus import CorpusImage, dev_images, heldout_images, raw
 LOSSLESS = ("ours", "jpegls", "j2k", "htj2k", "jxl", "png")
 NEAR_DELTAS = (1, 2, 4)
 PSNR_TARGETS = (40.0, 45.0, 50.0)
+PREVIEW_SIDE = 512  # thumbnail/viewport size of the preview latency figure
+FORMAT = {"version": None}  # --format-version (None: the codec's default)
 
 
 def as_unsigned(im: CorpusImage) -> np.ndarray:
@@ -47,11 +49,16 @@ def lossless_row(codec: Codec, im: CorpusImage) -> dict:
     a = as_unsigned(im)
     row = {"name": im.name, "modality": im.modality, "raw": raw_bytes(im), "pixels": im.pixels.size}
     t0 = time.perf_counter()
-    enc = codec.encode(im.pixels, im.bits_stored)
+    enc = codec.encode(im.pixels, im.bits_stored, format_version=FORMAT["version"])
     blob = enc.to_bytes()
     t1 = time.perf_counter()
     out = codec.decode(EncodedImage.from_bytes(blob))
     t2 = time.perf_counter()
+    latents = EncodedImage.join(*EncodedImage.from_bytes(blob).split()[:1], None)  # what a preview reads
+    codec.decode(latents, preview=True)
+    t3 = time.perf_counter()
+    codec.decode(latents, max_side=PREVIEW_SIDE)
+    row["preview_s"], row["thumbnail_s"] = t3 - t2, time.perf_counter() - t3
     row["exact"] = bool(np.array_equal(out, im.pixels))
     row["ours"] = len(blob)
     row["ours_enc_s"], row["ours_dec_s"] = t1 - t0, t2 - t1
@@ -71,7 +78,8 @@ def near_row(codec: Codec, im: CorpusImage) -> dict:
     a = as_unsigned(im)
     row = {"name": im.name, "modality": im.modality, "pixels": im.pixels.shape[0] * im.pixels.shape[1]}
     for d in NEAR_DELTAS:
-        enc = codec.encode(im.pixels, im.bits_stored, mode="near-lossless", max_error=d)
+        enc = codec.encode(im.pixels, im.bits_stored, mode="near-lossless", max_error=d,
+                           format_version=FORMAT["version"])
         out = codec.decode(EncodedImage.from_bytes(enc.to_bytes()))
         row[f"ours_{d}"] = enc.encoded_bytes
         row[f"ours_{d}_maxerr"] = metrics.max_abs_error(im.pixels, out)
@@ -149,6 +157,8 @@ def summarise(rows_lossless, rows_near, rows_lossy) -> dict:
         "ours_decode_MPps": px / sum(r["ours_dec_s"] for r in rows_lossless),
         "j2k_encode_MPps": px / sum(r["j2k_enc_s"] for r in rows_lossless),
         "j2k_decode_MPps": px / sum(r["j2k_dec_s"] for r in rows_lossless),
+        "preview_ms_max": 1000 * max(r["preview_s"] for r in rows_lossless),
+        "thumbnail_ms_max": 1000 * max(r["thumbnail_s"] for r in rows_lossless),
     }
     for mod, rows in by_modality(rows_near).items():
         pixels = sum(r["pixels"] for r in rows)
@@ -193,7 +203,9 @@ def markdown(summary: dict) -> str:
     sp = summary["speed"]
     lines += ["", "### Lossless speed, one core (MP/s)", "", "| | encode | decode |", "|---|---|---|",
               f"| ours | {sp['ours_encode_MPps']:.2f} | {sp['ours_decode_MPps']:.2f} |",
-              f"| OpenJPEG (imagecodecs jpeg2k) | {sp['j2k_encode_MPps']:.2f} | {sp['j2k_decode_MPps']:.2f} |"]
+              f"| OpenJPEG (imagecodecs jpeg2k) | {sp['j2k_encode_MPps']:.2f} | {sp['j2k_decode_MPps']:.2f} |",
+              "", f"Slowest preview: full size {sp['preview_ms_max']:.0f} ms, "
+              f"thumbnail (max side {PREVIEW_SIDE}) {sp['thumbnail_ms_max']:.0f} ms"]
     return "\n".join(lines)
 
 
@@ -202,9 +214,11 @@ def main() -> None:
     parser.add_argument("--modalities", default="ct,mr,cr,natural")
     parser.add_argument("--heldout", action="store_true", help="the held-out RG1/MR2 images instead")
     parser.add_argument("--skip-lossy", action="store_true")
+    parser.add_argument("--format-version", type=int, default=None, help="encode this format version")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/codec_vs_classic.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    FORMAT["version"] = args.format_version
     codec = Codec.load()
     images = heldout_images() if args.heldout else dev_images(tuple(args.modalities.split(",")))
     codec.encode(images[0].pixels[:64, :64], images[0].bits_stored)  # compile numba kernels first

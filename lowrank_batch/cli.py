@@ -39,7 +39,10 @@ def cmd_codec_encode(args: argparse.Namespace) -> int:
 
 def cmd_codec_decode(args: argparse.Namespace) -> int:
     enc = EncodedImage.from_bytes(Path(args.input).read_bytes())
-    codec = Codec.for_image(enc)  # the model and adapter it records, from the store
+    from .pipeline.archive_weights import ArchiveWeights
+
+    # the model and adapter it records, by digest: the local store, else the shipped weights
+    codec = ArchiveWeights().codec(enc.model_sha256, enc.adapter_sha256)
     out = codec.decode(enc, preview=args.preview)
     write_image(args.output, out)
     print(f"{args.input} -> {args.output}: {out.shape} {out.dtype}" + (" (preview)" if args.preview else ""))

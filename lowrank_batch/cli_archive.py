@@ -27,7 +27,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     settings = EncodeSettings(kw["mode"], kw["max_error"], kw["quality"], args.model, args.adapter,
                               parse_rules(args.adapter_rule))
     options = JobOptions(args.address, args.workers, args.gpus_per_worker, args.batch_size, args.prune,
-                         storage_retry_seconds=args.storage_retry_seconds)
+                         storage_retry_seconds=args.storage_retry_seconds,
+                         resource_wait_seconds=args.wait_for_resources)
     try:
         summary = run_encode(args.src, args.dst, settings, options)
     except LowrankError:
@@ -231,9 +232,16 @@ def archive_commands(sub) -> None:
     enc_job.add_argument("src", help="folder/prefix of images or tar shards: path or fsspec URL")
     enc_job.add_argument("dst", help="archive folder/prefix: path or fsspec URL")
     mode_args(enc_job)
-    enc_job.add_argument("--address", default=None, help="Ray cluster (auto, ray://host:port); default: local")
-    enc_job.add_argument("--workers", type=int, default=None)
-    enc_job.add_argument("--gpus-per-worker", type=float, default=None)
+    enc_job.add_argument("--address", default=None, help="Ray cluster (auto, ray://host:port); default: $RAY_ADDRESS when set "
+                         "(as inside `ray job submit`), else a local Ray")
+    enc_job.add_argument("--workers", type=int, default=None,
+                         help="encode actors (default: one per GPU, else one per CPU; what is asked of an autoscaler)")
+    enc_job.add_argument("--gpus-per-worker", type=float, default=None,
+                         help="GPUs each actor holds (default: 1 where GPUs are up, else 0)")
+    enc_job.add_argument("--wait-for-resources", type=float, default=None, metavar="SECONDS",
+                         help="autoscaling clusters: ask the autoscaler for --workers x --gpus-per-worker and "
+                              "wait up to SECONDS for them (default: 900 where an autoscaler is detected, "
+                              "else 0: size from what is up and fail at once if GPUs are missing)")
     enc_job.add_argument("--batch-size", type=int, default=16, help="files per work unit")
     enc_job.add_argument("--prune", action="store_true", help="remove archived images whose source is gone")
     enc_job.add_argument("--storage-retry-seconds", type=float, default=300.0,

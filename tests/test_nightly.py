@@ -205,14 +205,15 @@ def test_a_crash_between_data_file_and_commit_leaves_an_orphan_the_next_run_clea
     assert old["orphans_removed"] == 1 and not orphan.exists() and data.exists()
 
 
-def test_scheduler_records_a_unit_as_failed_when_its_worker_keeps_dying():
-    """Unit test with a fake Ray: retries exhausted -> the unit's files become 'worker'
-    failures, the dead worker is dropped, the live one finishes the other units."""
+def test_scheduler_moves_a_lost_workers_unit_and_fails_a_unit_that_kills_every_worker():
+    """Unit test with a fake Ray: a unit whose worker died (a node lost) goes to another worker
+    and is encoded; the dead worker is dropped. A unit that makes every worker it is given die
+    is tried MAX_UNIT_ATTEMPTS times, then its files become 'worker' failures; the job goes on."""
     from types import SimpleNamespace
 
     import ray
 
-    from lowrank_batch.pipeline.job import _schedule
+    from lowrank_batch.pipeline.job import MAX_UNIT_ATTEMPTS, _schedule
     from lowrank_batch.pipeline.units import make_units
     from lowrank_batch.pipeline.worker import UnitResult
     from tests.test_units import files
@@ -224,13 +225,14 @@ def test_scheduler_records_a_unit_as_failed_when_its_worker_keeps_dying():
             self.value = value
 
     class Actor:
-        def __init__(self, dead):
-            self.dead = dead
+        def __init__(self, dead, poison=None):
+            self.dead, self.poison, self.tries = dead, poison, 0
             self.encode_unit = SimpleNamespace(remote=self.encode)
             self.info = SimpleNamespace(remote=lambda: Ref(ray.exceptions.RayActorError() if self.dead else {}))
 
         def encode(self, unit, decoded):
-            if self.dead:
+            if self.dead or unit.unit_id == self.poison:
+                self.tries += unit.unit_id == self.poison
                 return Ref(ray.exceptions.RayActorError())
             return Ref(UnitResult(unit.unit_id, encoded=len(unit.files)))
 
@@ -241,10 +243,17 @@ def test_scheduler_records_a_unit_as_failed_when_its_worker_keeps_dying():
 
     fake = SimpleNamespace(wait=lambda refs, num_returns: ([refs[0]], refs[1:]), get=get, exceptions=ray.exceptions)
     results = list(_schedule(fake, [Actor(dead=False), Actor(dead=True)], units, read_ahead=None))
-    failed = [f for r in results for f in r.failures]
-    assert sum(r.encoded for r in results) + len(failed) == 6
-    assert failed and all(f["stage"] == "worker" and f["error"] == "RayActorError" for f in failed)
+    assert sum(r.encoded for r in results) == 6 and not [f for r in results for f in r.failures]
     assert len(results) == len(units)
+
+    poison = units[1].unit_id
+    actor = Actor(dead=False, poison=poison)
+    results = list(_schedule(fake, [actor], units, read_ahead=None))
+    failed = [f for r in results for f in r.failures]
+    assert actor.tries == MAX_UNIT_ATTEMPTS and len(results) == len(units)
+    assert sorted(f["image_id"] for f in failed) == sorted(f.rel for f in units[1].files)
+    assert all(f["stage"] == "worker" and f["error"] == "RayActorError" for f in failed)
+    assert sum(r.encoded for r in results) == 6 - len(failed)
 
 
 def test_nightly_on_s3_at_scale(cluster, tmp_path):

@@ -90,6 +90,8 @@ def _wait_for_job_server(ray_bin: str, address: str, env: dict, timeout: float =
 
 
 def test_encode_job_via_ray_job_submit(ray_head, tmp_path):
+    """`ray job submit -- lowrank-batch encode SRC DST`: the console script joins the cluster the
+    job runs on (RAY_ADDRESS), no --address; then jobs/encode.py from a --working-dir rerun."""
     ray_bin, address, env = ray_head
     rng = np.random.default_rng(9)
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -97,11 +99,16 @@ def test_encode_job_via_ray_job_submit(ray_head, tmp_path):
     images = {f"s{k}.png": smooth_image(rng, (40, 30 + k), 12) for k in range(6)}
     for name, a in images.items():
         write_image(src / name, a)
-    cmd = [ray_bin, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
-           sys.executable, "jobs/encode.py", str(src), str(dst), "--batch-size", "2"]
+    cmd = [ray_bin, "job", "submit", "--address", address, "--",
+           "lowrank-batch", "encode", str(src), str(dst), "--batch-size", "2"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
     assert "encoded 6, skipped 0, failed 0" in result.stdout
     archive = Archive.open(str(dst))
     for name, a in images.items():
         assert np.array_equal(archive.get(name), a)
+    cmd = [ray_bin, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
+           sys.executable, "jobs/encode.py", str(src), str(dst)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    assert "encoded 0, skipped 6, failed 0" in result.stdout

@@ -39,23 +39,24 @@ def _check(decode, columns):
     return [c for c in (columns or []) if c not in BLOBS]
 
 
-def _decoder(enc: EncodedImage):
-    from ..codec.codec import Codec
+def _decoder(archive, enc: EncodedImage):
+    """The codec with the weights the row names, from the archive's own copy (cached per process)."""
+    from ..pipeline.archive_weights import ArchiveWeights
 
-    key = (enc.model_sha256, enc.adapter_sha256)
+    key = (archive.root, enc.model_sha256, enc.adapter_sha256)
     cache = _decoder.__dict__.setdefault("cache", {})
     if key not in cache:
-        cache[key] = Codec.for_image(enc)
+        cache[key] = ArchiveWeights(archive.fs, archive.root).codec(enc.model_sha256, enc.adapter_sha256)
     return cache[key]
 
 
-def _item(row: dict, columns: list[str], decode: str | None) -> dict:
+def _item(archive, row: dict, columns: list[str], decode: str | None) -> dict:
     enc = EncodedImage.join(row["latent"], row.get("residual") if decode == "full" else None)
     item = {"image_id": row["image_id"], **{c: row[c] for c in columns if c != "image_id"}}
     item["latents"] = latent_grid(enc)
     item["latent_step"] = float(enc.latent_step)
     if decode is not None:
-        item["pixels"] = _decoder(enc).decode(enc, preview=decode == "preview")
+        item["pixels"] = _decoder(archive, enc).decode(enc, preview=decode == "preview")
     return item
 
 
@@ -64,7 +65,7 @@ def read_items(archive, file: str, ids: list[str], columns: list[str], decode: s
     blobs = ["latent"] + (["residual"] if decode == "full" else [])
     table = read_live(archive, file, ids, list(dict.fromkeys([*columns, *blobs])))
     for row in sorted(table.to_pylist(), key=lambda r: r["image_id"]):
-        yield _item(row, columns, decode)
+        yield _item(archive, row, columns, decode)
 
 
 def shard(ids: list[str], rank: int, world_size: int, worker: int, workers: int) -> list[str]:

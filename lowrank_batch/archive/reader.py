@@ -78,6 +78,8 @@ def _valid_maintenance(r: dict) -> bool:
 
 
 class Archive:
+    device = "cpu"  # where codec_for's codecs run (a serving replica sets its GPU)
+
     def __init__(self, fs, root: str, index: dict[str, Location], sources: dict[str, list],
                  failures: list[dict] | None = None, files: set[str] | None = None,
                  versions: dict[str, list[Location]] | None = None):
@@ -218,16 +220,23 @@ class Archive:
         return EncodedImage.join(row["latent"], None if preview else row["residual"])
 
     def codec_for(self, enc: EncodedImage) -> Codec:
+        """The codec with the weights the image names, from the archive's own copy (or a verified
+        local cache of it): decoding needs nothing installed on this machine."""
+        from ..pipeline.archive_weights import ArchiveWeights  # composes archive bytes and the codec
+
         key = (enc.model_sha256, enc.adapter_sha256)
         if key not in self._codecs:
-            self._codecs[key] = Codec.for_image(enc)
+            self._codecs[key] = ArchiveWeights(self.fs, self.root).codec(enc.model_sha256, enc.adapter_sha256,
+                                                                         self.device)
         return self._codecs[key]
 
-    def get(self, image_id: str, preview: bool = False, version: int | None = None) -> np.ndarray:
+    def get(self, image_id: str, preview: bool = False, version: int | None = None,
+            max_side: int | None = None) -> np.ndarray:
         """The image as it was encoded (bit for bit when lossless); preview: latents only;
-        `version`: an older version of a changed source (see `versions`)."""
-        enc = self.encoded(image_id, preview, version)
-        return self.codec_for(enc).decode(enc, preview=preview)
+        `version`: an older version of a changed source (see `versions`); `max_side`: a preview
+        thumbnail no larger than that, straight from the latents (fast at any image size)."""
+        enc = self.encoded(image_id, preview or max_side is not None, version)
+        return self.codec_for(enc).decode(enc, preview=preview, max_side=max_side)
 
     def rows(self, columns: list[str]) -> Iterator[dict]:
         """Committed rows (latest version of each id), for listings."""

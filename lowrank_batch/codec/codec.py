@@ -11,6 +11,7 @@ Preview (any mode) and lossy decode use the latents alone, refined by the learne
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,11 @@ import torch
 
 from ..errors import ChecksumMismatchError, CorruptStreamError, InvalidParameterError, WeightsError
 from . import lowrank, metrics, pixels
-from .format import MODES, EncodedImage, PlaneInfo
+from .format import FORMAT_VERSION, MODES, READABLE_VERSIONS, EncodedImage, PlaneInfo
 from .model import LowRankModel, load_model
 from .planes import coded_planes, decoder_side_information, stack_latents
 from .refine import refine_planes
-from .residual_coder import decode_plane, encode_plane
+from .residual_coder import V1_TABLES, ContextTables, decode_plane, encode_plane
 
 LATENT_LIMIT = 1 << 20  # |latent| bound; a corrupt stream claiming more is refused
 
@@ -33,11 +34,20 @@ LATENT_LIMIT = 1 << 20  # |latent| bound; a corrupt stream claiming more is refu
 class CodecConfig:
     """Tunable choices of the codec (saved with each run by the jobs that use it)."""
 
-    preview_rank: int = 4  # latents kept in lossless / near-lossless modes
-    preview_step: float = 1 / 8  # their quantisation step, as a fraction of the image's value span
+    # latents kept in lossless / near-lossless modes and their step (a fraction of the image's
+    # value span). Measured on the dev corpus: rank 4, step 1/8 (before Dec 2026) cost 1.5-6% of
+    # a lossless file; rank 3, step 1/4 saves 1.1% on CT, 0.6% on MR, 0.2% on CR for previews
+    # 1-2 dB lower (rank 2 saved 0.5% more but cost 5 dB on fine texture): benchmarks/lossless_options.py
+    preview_rank: int = 3
+    preview_step: float = 1 / 4
     remap_max_density: float = 0.2  # code sparse-valued planes as indices when used/span is below this
     lossy_deadzone: float = 0.15  # measured: -16% bits at 45 dB on MR, +1% on natural images
     guidance_trial_size: int = 128  # side of the crop that decides whether guided prediction pays
+    # Previews of lossless / near-lossless images run the refiner on CPU only up to this many
+    # pixels: it adds 0.2-7 dB but costs ~3-11 us/px on one core, 10-100x the linear preview
+    # and more than the full lossless decode above ~64K pixels (3 MP CR: 35 s refined, 0.18 s
+    # linear, 2.3 s lossless). On a GPU it always runs; lossy decode always runs it.
+    cpu_preview_refine_max_pixels: int = 1 << 16
     default_quality: float = 45.0
 
     def __post_init__(self) -> None:
@@ -134,9 +144,15 @@ class Codec:
 
     # ---------------------------------------------------------------- encode
     def encode(self, array: np.ndarray, bits_stored: int, mode: str = "lossless", max_error: int | None = None,
-               quality: float | None = None, rank: int | None = None) -> EncodedImage:
+               quality: float | None = None, rank: int | None = None,
+               format_version: int | None = None) -> EncodedImage:
+        """`format_version` (default: the current one) writes an older released version's bytes."""
+        version = FORMAT_VERSION if format_version is None else format_version
+        if version not in READABLE_VERSIONS:
+            raise InvalidParameterError(f"format_version must be one of {READABLE_VERSIONS}, got {format_version!r}")
         layout = pixels.validate(array, bits_stored)
         mode, delta, quality = self._check_mode(mode, max_error, quality, layout)
+        tables_sha = None  # format 1's built-in tables; format 2 picks trained ones per image below
         core = self.model.core
         if layout.channels % core.channels:
             raise InvalidParameterError(
@@ -147,6 +163,8 @@ class Codec:
         _, colour, rank, step, latents, recon = self._latents(planes, layout, mode, quality, rank)
         latent_range = (int(latents.min()), int(latents.max()))
         latent_stream, _ = encode_plane(stack_latents(latents), *latent_range)
+        if mode == "lossy" and version >= 2:  # no residual: the tables only name a valid set
+            tables_sha = self._candidate_tables()[0]
         if mode == "lossy":  # the refined output is the result: its PSNR is the image's
             preview_psnr = metrics.psnr(planes, self._finish_preview(recon, colour, maxval, step, rank),
                                         layout.bits_stored)
@@ -163,10 +181,13 @@ class Codec:
             coded, side, infos, colour = coded_planes(planes, recon, layout, mode, self.config.remap_max_density)
             decoded = np.empty_like(coded) if mode == "near-lossless" else None  # lossless: equals coded
             patch = self.model.core.patch
+            if version >= 2:
+                tables_sha = self._choose_tables(coded[0], infos[0], delta)
+            tables = self.context_tables(tables_sha)
             for c, info in enumerate(infos):
-                info.guided = self._guidance_helps(coded[c], side[c], info, delta)
+                info.guided = self._guidance_helps(coded[c], side[c], info, delta, tables)
                 guide = side[c] if info.guided else None
-                stream, values = encode_plane(coded[c], info.lo, info.hi, delta, guide, patch)
+                stream, values = encode_plane(coded[c], info.lo, info.hi, delta, guide, patch, tables)
                 if decoded is not None:
                     decoded[c] = values
                 residuals.append(stream)
@@ -182,6 +203,7 @@ class Codec:
             colour_transform=colour, planes=infos, latent_range=latent_range, latent_stream=latent_stream,
             residual_streams=residuals, pixel_sha256=pixels.pixel_sha256(array), decoded_sha256=decoded_sha,
             model_sha256=self.model.sha256, adapter_sha256=self.adapter_sha256, psnr=psnr, preview_psnr=preview_psnr,
+            version=version, tables_sha256=tables_sha,
         )
 
     def _latents(self, planes: np.ndarray, layout: pixels.PixelLayout, mode: str, quality: float,
@@ -245,25 +267,66 @@ class Codec:
         refined = refine_planes(self.model.refiner, recon, maxval, step, fraction, self.device)
         return pixels.ycocg_inverse(refined, maxval) if colour == "ycocg" else refined
 
-    def _guidance_helps(self, plane: np.ndarray, side: np.ndarray, info: PlaneInfo, delta: int) -> bool:
+    @staticmethod
+    def _candidate_tables() -> list[str]:
+        from ..weights.coder_tables import candidate_tables
+
+        return candidate_tables()
+
+    def _choose_tables(self, plane: np.ndarray, info: PlaneInfo, delta: int) -> str:
+        """Format 2: the shipped table set that codes this image's trial crop smallest (the
+        trained context quantisation helps CT most; MR and radiographs often prefer format 1's
+        activity buckets, with the same trained linear predictor)."""
+        crop = self._trial_crop(plane.shape)
+        best, best_len = None, None
+        for sha in self._candidate_tables():
+            blob, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, self.model.core.patch,
+                                   self.context_tables(sha))
+            if best_len is None or len(blob) < best_len:
+                best, best_len = sha, len(blob)
+        return best
+
+    def _trial_crop(self, shape: tuple[int, int]) -> tuple[slice, slice]:
+        """A central crop of whole patches, guidance_trial_size on a side (at most)."""
+        size = self.config.guidance_trial_size
+        h, w = shape
+        patch = self.model.core.patch
+        top = (max(0, h - size) // 2) // patch * patch
+        left = (max(0, w - size) // 2) // patch * patch
+        return slice(top, top + size), slice(left, left + size)
+
+    @staticmethod
+    def context_tables(sha256: str | None) -> ContextTables:
+        """The residual coder's tables: format 1's built-in ones (None) or trained ones by digest."""
+        if sha256 is None:
+            return V1_TABLES
+        from ..weights.coder_tables import tables_by_digest
+
+        return tables_by_digest(sha256)
+
+    def _guidance_helps(self, plane: np.ndarray, side: np.ndarray, info: PlaneInfo, delta: int,
+                        tables: ContextTables = V1_TABLES) -> bool:
         """Whether predictors guided by the reconstruction pay off on this plane.
 
         They help some images (CR, photographs: about +0.6%) and hurt others (CT: -2.6%), so
         try both on a central crop (whole patches) and keep the smaller.
         """
-        size = self.config.guidance_trial_size
-        h, w = plane.shape
         patch = self.model.core.patch
-        top = (max(0, h - size) // 2) // patch * patch
-        left = (max(0, w - size) // 2) // patch * patch
-        crop = (slice(top, top + size), slice(left, left + size))
-        guided, _ = encode_plane(plane[crop], info.lo, info.hi, delta, side[crop], patch)
-        plain, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, patch)
+        crop = self._trial_crop(plane.shape)
+        guided, _ = encode_plane(plane[crop], info.lo, info.hi, delta, side[crop], patch, tables)
+        plain, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, patch, tables)
         return len(guided) < len(plain)
 
     # ---------------------------------------------------------------- decode
-    def decode(self, enc: EncodedImage, preview: bool = False) -> np.ndarray:
-        """Decode to the original shape and dtype; preview=True uses the latents alone."""
+    def decode(self, enc: EncodedImage, preview: bool = False, max_side: int | None = None) -> np.ndarray:
+        """Decode to the original shape and dtype; preview=True uses the latents alone.
+
+        `max_side` (previews only) gives a thumbnail/viewport straight from the latents: the
+        integer reconstruction box-averaged down by the smallest integer factor that fits,
+        without the refiner (its detail is finer than the averaging).
+        """
+        if max_side is not None:
+            return self._small_preview(enc, max_side)
         if enc.model_sha256 != self.model.sha256:
             raise WeightsError(
                 f"image was encoded with model {enc.model_sha256[:12]}..., this codec holds "
@@ -275,6 +338,9 @@ class Codec:
             self._check_adapter(enc)
             if enc.mode == "lossy" and pixels.pixel_sha256(recon) != enc.decoded_sha256:
                 raise ChecksumMismatchError("lossy latents do not decode to the recorded reconstruction digest")
+            if not self._refines(enc):
+                planes = pixels.ycocg_inverse(recon, layout.maxval) if enc.colour_transform == "ycocg" else recon
+                return pixels.from_planes(planes, layout)
             planes = self._finish_preview(recon, enc.colour_transform, layout.maxval, enc.latent_step, enc.rank)
             return pixels.from_planes(planes, layout)
         if len(enc.residual_streams) != len(enc.planes):
@@ -288,6 +354,27 @@ class Codec:
                 "(damaged stream or wrong model)"
             )
         return out
+
+    def _refines(self, enc: EncodedImage) -> bool:
+        """Whether a latents-only decode runs the refiner (see cpu_preview_refine_max_pixels)."""
+        return (enc.mode == "lossy" or self.device != "cpu"
+                or enc.num_pixels <= self.config.cpu_preview_refine_max_pixels)
+
+    def _small_preview(self, enc: EncodedImage, max_side: int) -> np.ndarray:
+        if isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < 1:
+            raise InvalidParameterError(f"max_side must be a positive integer, got {max_side!r}")
+        if enc.model_sha256 != self.model.sha256:
+            raise WeightsError(f"image was encoded with model {enc.model_sha256[:12]}..., this codec holds "
+                               f"{self.model.sha256[:12]}...: load the matching model")
+        layout = enc.layout
+        factor = -(-max(layout.height, layout.width) // int(max_side))
+        planes = self._decode_latents(enc)
+        if factor > 1:
+            planes = pixels.box_downsample(planes, factor)
+        if enc.colour_transform == "ycocg":
+            planes = pixels.ycocg_inverse(planes, layout.maxval)
+        shape = planes.shape[1:] + layout.shape[2:]
+        return pixels.from_planes(planes, dataclasses.replace(layout, shape=shape))
 
     def _check_adapter(self, enc: EncodedImage) -> None:
         """Lossy outputs depend on the learned layers, so they need the adapter they were made with."""
@@ -307,10 +394,10 @@ class Codec:
         if batch_size < 1:
             raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
         out: list[np.ndarray | None] = [None] * len(encoded)
-        latent_only = [k for k, e in enumerate(encoded) if preview or e.mode == "lossy"]
+        latent_only = [k for k, e in enumerate(encoded) if (preview or e.mode == "lossy") and self._refines(e)]
         for k, enc in enumerate(encoded):
             if k not in latent_only:
-                out[k] = self.decode(enc)
+                out[k] = self.decode(enc, preview=preview)
         by_shape: dict[tuple, list[int]] = {}
         for k in latent_only:
             by_shape.setdefault((encoded[k].layout.shape, encoded[k].layout.maxval), []).append(k)
@@ -350,11 +437,12 @@ class Codec:
     def _decode_residuals(self, enc: EncodedImage, recon: np.ndarray) -> np.ndarray:
         layout = enc.layout
         side = decoder_side_information(recon, enc.planes, enc.colour_transform)
+        tables = self.context_tables(enc.tables_sha256)
         planes = np.empty((len(enc.planes), layout.height, layout.width), dtype=np.int64)
         for c, (info, stream) in enumerate(zip(enc.planes, enc.residual_streams)):
             guide = side[c] if info.guided else None
             planes[c] = decode_plane(stream, layout.height, layout.width, info.lo, info.hi, enc.max_error, guide,
-                                     self.model.core.patch)
+                                     self.model.core.patch, tables)
             if info.remap is not None:
                 planes[c] = info.remap[planes[c]]
         if enc.colour_transform == "rct":

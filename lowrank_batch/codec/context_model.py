@@ -24,7 +24,8 @@ import math
 import numpy as np
 from numba import njit
 
-from .tokens import MAX_SPAN, NUM_TOKENS, floor_log2 as _floor_log2, token_base, token_of  # noqa: F401
+from .tokens import MAX_SPAN, NUM_TOKENS, floor_log2, token_base, token_of  # noqa: F401
+from .tokens import floor_log2 as _floor_log2
 
 EXTRA_BITS = 3  # fractional bits of the prediction (as in libjxl)
 NUM_LEVELS = 40  # activity levels, two per octave
@@ -34,8 +35,15 @@ COUNT_LIMIT = 1 << 16
 PRIOR_WEIGHT = 1024.0
 MIN_SEGMENT = 16  # symbols a bucket codes before its histogram is first refreshed
 PLAIN_PREDICTORS = 7  # libjxl's 4 weighted-predictor ones, LOCO-I's MED, gradient, (W+NE)/2
-NUM_PREDICTORS = PLAIN_PREDICTORS + 2  # + 2 guided by the reconstruction
-PREDICTOR_MAX_WEIGHTS = np.array([13, 12, 12, 12, 12, 12, 12, 12, 12], dtype=np.int64)
+NUM_PREDICTORS = PLAIN_PREDICTORS + 3  # + 2 guided by the reconstruction + 1 trained linear (format 2)
+PREDICTOR_MAX_WEIGHTS = np.array([13, 12, 12, 12, 12, 12, 12, 12, 12, 12], dtype=np.int64)
+# The trained linear predictor's taps (row, column offsets), all on earlier wavefronts; it
+# predicts x - W from the taps' differences to W with integer weights in units of 2**-LIN_SHIFT
+LIN_TAPS = np.array([(-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-1, -2), (-2, 1), (-2, -1), (-2, 2), (0, -3)],
+                    dtype=np.int64)
+LIN_SHIFT = 12
+LIN_CLASSES = 8  # weight sets, by the size of the neighbours' recent errors
+NO_LINEAR = np.zeros((0, len(LIN_TAPS)), dtype=np.int64)  # format 1
 
 
 def prior_counts() -> np.ndarray:
@@ -65,6 +73,7 @@ def prior_counts() -> np.ndarray:
 
 
 _PRIOR = prior_counts()
+V1_LUT = np.arange(NUM_BUCKETS, dtype=np.int64)  # format 1: the bucket is the activity context itself
 
 
 _DIV_LOOKUP = np.array([(1 << 24) // d if d else 0 for d in range(256)], dtype=np.int64)
@@ -104,7 +113,7 @@ def _bucket_of(activity):
 GRAD_SHIFT = 2
 FLIP_FRAC = 1
 FLIP_TE = 1
-RING = 4  # wavefronts of per-pixel state kept; the model looks back at most 3
+RING = 8  # wavefronts of per-pixel state kept; the model looks back at most 5 (NNW)
 
 
 @njit(cache=True, inline="always")
@@ -149,7 +158,8 @@ def _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, 
 
 
 @njit(cache=True, inline="always")
-def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights, step):
+def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights, step, lut, nx, lo,
+             lin):
     """Prediction (with EXTRA_BITS fractional bits) and context activity of pixel (i, j) on
     wavefront t = 2i + j.
 
@@ -204,6 +214,9 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         sub[PLAIN_PREDICTORS] = (w + r - r_w) << EXTRA_BITS
         sub[PLAIN_PREDICTORS + 1] = (n + r - r_n) << EXTRA_BITS
         num_pred = PLAIN_PREDICTORS + 2
+    if lin.shape[0] > 0:  # format 2: the trained linear predictor joins the blend
+        sub[num_pred] = _linear(t, i, j, width, xr, w, lin, abs(te_w) + abs(te_n) + abs(te_nw) + abs(te_ne))
+        num_pred += 1
 
     pred = _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, j, has_w, has_n, has_ne, has_nw)
 
@@ -214,7 +227,71 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         pred = max(lo, min(hi, pred))
 
     bucket, lean = _context(pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step)
-    return pred, bucket, lean
+    if nx > 1:  # format 2: a finer context, mapped to a bucket by the trained table
+        bucket = bucket * nx + _extra_context(sub, num_pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step, lo)
+    return pred, lut[bucket], lean
+
+
+@njit(cache=True, inline="always")
+def _num_pred(has_side, lin):
+    return (PLAIN_PREDICTORS + 2 if has_side else PLAIN_PREDICTORS) + (1 if lin.shape[0] > 0 else 0)
+
+
+@njit(cache=True, inline="always")
+def _lin_class(activity):
+    c = floor_log2(activity + 1) >> 1
+    return c if c < LIN_CLASSES else LIN_CLASSES - 1
+
+
+@njit(cache=True, inline="always")
+def _tap(t, i, j, di, dj, width, xr, w):
+    """Decoded value at (i + di, j + dj), read from the ring; W where outside the image."""
+    r = i + di
+    c = j + dj
+    if r < 0 or c < 0 or c >= width:
+        return w
+    return xr[(t + 2 * di + dj) & (RING - 1), r]
+
+
+@njit(cache=True, inline="always")
+def _linear(t, i, j, width, xr, w, lin, activity):
+    """The trained linear prediction (EXTRA_BITS fractional bits): integer weights, one rounding."""
+    cls = _lin_class(activity)
+    acc = 0
+    for k in range(LIN_TAPS.shape[0]):
+        acc += lin[cls, k] * (_tap(t, i, j, LIN_TAPS[k, 0], LIN_TAPS[k, 1], width, xr, w) - w)
+    return (w << EXTRA_BITS) + ((acc + (1 << (LIN_SHIFT - EXTRA_BITS - 1))) >> (LIN_SHIFT - EXTRA_BITS))
+
+
+NUM_EXTRA = 36  # classes of _extra_context
+
+
+@njit(cache=True, inline="always")
+def _extra_context(sub, num_pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step, lo):
+    """Context beyond the activity bucket (format 2): how much the sub-predictors disagree,
+    the local edge direction and how strongly the neighbours' errors lean one way, each
+    relative to the local activity (so the classes mean the same at any bit depth)."""
+    lo = sub[0]
+    hi = sub[0]
+    for k in range(1, num_pred):
+        lo = min(lo, sub[k])
+        hi = max(hi, sub[k])
+    spread = hi - lo
+    act = abs(te_w) + abs(te_n) + abs(te_nw) + abs(te_ne) + 8 * step
+    if 4 * spread <= act:
+        c_spread = 0
+    elif 2 * spread <= act:
+        c_spread = 1
+    elif spread <= act:
+        c_spread = 2
+    else:
+        c_spread = 3
+    # neighbours at the plane's lowest value: background (air, padding) borders
+    floor = (w == lo) + (n == lo) + (nw == lo) + (ne == lo)
+    c_floor = 0 if floor == 0 else (2 if floor == 4 else 1)
+    bias = abs(te_w + te_n + te_nw + te_ne)
+    c_bias = 0 if 4 * bias <= act else (1 if bias <= act else 2)
+    return (c_spread * 3 + c_floor) * 3 + c_bias
 
 
 @njit(cache=True, inline="always")
@@ -286,7 +363,8 @@ def _update(slot, i, has_w, value, pred8, sub, num_pred, xr, te, perr, counts, t
 class ModelState:
     """What the encoder and the decoder evolve identically, pixel by pixel."""
 
-    def __init__(self, height: int, width: int, side: np.ndarray | None, patch: int = 8):
+    def __init__(self, height: int, width: int, side: np.ndarray | None, patch: int = 8,
+                 prior: np.ndarray | None = None):
         self.height, self.width = height, width
         self.patch_mask = patch - 1
         self.xr = np.zeros((RING, height), dtype=np.int64)
@@ -297,10 +375,12 @@ class ModelState:
             self.side = np.ascontiguousarray(side, dtype=np.int64)
         else:
             self.side = np.zeros((1, 1), dtype=np.int64)
-        self.counts = _PRIOR.copy()
-        self.totals = _PRIOR.sum(axis=1)
-        self.snap = _PRIOR.copy()
-        self.since = np.zeros(NUM_BUCKETS, dtype=np.int64)
-        self.coded = np.zeros(NUM_BUCKETS, dtype=np.int64)
-        self.epoch = np.zeros(NUM_BUCKETS, dtype=np.int64)
-        self.refreshed = np.zeros(NUM_BUCKETS, dtype=np.bool_)
+        prior = _PRIOR if prior is None else prior  # format 2: the trained initial histograms
+        buckets = prior.shape[0]
+        self.counts = prior.astype(np.int64).copy()
+        self.totals = self.counts.sum(axis=1)
+        self.snap = self.counts.copy()
+        self.since = np.zeros(buckets, dtype=np.int64)
+        self.coded = np.zeros(buckets, dtype=np.int64)
+        self.epoch = np.zeros(buckets, dtype=np.int64)
+        self.refreshed = np.zeros(buckets, dtype=np.bool_)

@@ -12,7 +12,9 @@ The header carries what decode needs besides the model: layout (shape, dtype, bi
 mode, max error, quality, rank, latent step (float64: reconstruction depends on its exact
 bits), colour transform, per-plane value ranges, remap tables and guidance flags, and the
 SHA-256 digests of the original pixels, of the decoded reconstruction (omitted when equal:
-lossless), of the model and of the adapter; PSNR figures as float32.
+lossless), of the model and of the adapter; PSNR figures as float32. Version 2 appends the
+SHA-256 of the residual coder's trained context tables (the same residual stream layout,
+with that many buckets in the bitmask); version 1 images use the built-in format-1 tables.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from .pixels import SUPPORTED_DTYPES, PixelLayout
 from .varint import read_varint, write_varint
 
 MAGIC = b"LRBI"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # what encode writes by default
+READABLE_VERSIONS = (1, 2)  # every version ever released: archives outlive the code
 MODES = ("lossless", "near-lossless", "lossy")
 COLOUR_TRANSFORMS = ("none", "rct", "ycocg")  # rct: lossless residual planes; ycocg: lossy latents
 
@@ -62,6 +65,8 @@ class EncodedImage:
     psnr: float = float("inf")  # of the full decode (lossy: of the latents-only decode); float32 in bytes
     preview_psnr: float = float("nan")  # float32 in bytes
     extra: dict = field(default_factory=dict)
+    version: int = FORMAT_VERSION  # the format version byte: it selects the decoder
+    tables_sha256: str | None = None  # version 2: the residual coder's trained context tables
 
     @property
     def num_pixels(self) -> int:
@@ -76,9 +81,13 @@ class EncodedImage:
         return 8.0 * self.encoded_bytes / self.num_pixels
 
     def to_bytes(self) -> bytes:
+        if (self.version >= 2) != (self.tables_sha256 is not None):
+            raise CorruptStreamError(f"format version {self.version} and context tables {self.tables_sha256} disagree")
         header = _pack_header(self)
         out = bytearray(MAGIC)
-        out.append(FORMAT_VERSION)
+        if self.version not in READABLE_VERSIONS:
+            raise CorruptStreamError(f"format version {self.version} is unknown to this build")
+        out.append(self.version)
         write_varint(out, len(header))
         out += header
         write_varint(out, len(self.latent_stream))
@@ -125,9 +134,10 @@ class EncodedImage:
         blob = bytes(blob)
         if len(blob) < len(MAGIC) + 5 or blob[:4] != MAGIC:
             raise CorruptStreamError("not a lowrank_batch encoded image (bad magic bytes)")
-        if blob[4] != FORMAT_VERSION:
+        if blob[4] not in READABLE_VERSIONS:
             raise CorruptStreamError(
-                f"encoded image has format version {blob[4]}; this build reads version {FORMAT_VERSION}"
+                f"encoded image has format version {blob[4]}; this build reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}"
             )
         (crc,) = struct.unpack("<I", blob[-4:])
         if zlib.crc32(blob[:-4]) != crc:
@@ -150,7 +160,8 @@ class EncodedImage:
             pos += n
         if pos != len(body):
             raise CorruptStreamError("encoded image has trailing bytes")
-        enc = _unpack_header(header)
+        enc = _unpack_header(header, blob[4])
+        enc.version = blob[4]
         enc.latent_stream = latent
         enc.residual_streams = residuals
         if len(residuals) not in (0, len(enc.planes)):
@@ -217,6 +228,8 @@ def _pack_header(enc: EncodedImage) -> bytes:
     if enc.adapter_sha256:
         out += bytes.fromhex(enc.adapter_sha256)
     out += struct.pack("<ff", enc.psnr, enc.preview_psnr)
+    if enc.version >= 2:  # version 2 appends the digest of the residual coder's context tables
+        out += bytes.fromhex(enc.tables_sha256)
     return bytes(out)
 
 
@@ -255,16 +268,16 @@ def _read_digests(h: bytes, pos: int) -> tuple[list[str], int]:
     return digests, pos
 
 
-def _unpack_header(h: bytes) -> EncodedImage:
+def _unpack_header(h: bytes, version: int) -> EncodedImage:
     try:
-        return _unpack_header_fields(h)
+        return _unpack_header_fields(h, version)
     except CorruptStreamError:
         raise
     except (IndexError, ValueError, struct.error) as exc:
         raise CorruptStreamError(f"encoded image header is corrupt ({exc})") from None
 
 
-def _unpack_header_fields(h: bytes) -> EncodedImage:
+def _unpack_header_fields(h: bytes, version: int) -> EncodedImage:
     pos = 0
     ndim = h[pos]
     pos += 1
@@ -304,6 +317,12 @@ def _unpack_header_fields(h: bytes) -> EncodedImage:
         pos += 32
     psnr, preview_psnr = struct.unpack_from("<ff", h, pos)
     pos += 8
+    tables = None
+    if version >= 2:
+        if pos + 32 > len(h):
+            raise CorruptStreamError("encoded image header is truncated (context tables digest)")
+        tables = h[pos : pos + 32].hex()
+        pos += 32
     if pos != len(h):
         raise CorruptStreamError("encoded image header has the wrong length")
     if not 8 <= bits <= 16 or any(s < 1 for s in shape):
@@ -313,5 +332,5 @@ def _unpack_header_fields(h: bytes) -> EncodedImage:
         layout=layout, mode=mode, max_error=max_error, quality=quality, rank=rank, latent_step=step,
         colour_transform=colour, planes=planes, latent_range=(lat_lo, lat_hi), latent_stream=b"",
         residual_streams=[], pixel_sha256=digests[0], decoded_sha256=digests[1], model_sha256=digests[2],
-        adapter_sha256=adapter, psnr=psnr, preview_psnr=preview_psnr,
+        adapter_sha256=adapter, psnr=psnr, preview_psnr=preview_psnr, version=version, tables_sha256=tables,
     )

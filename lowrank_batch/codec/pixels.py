@@ -141,3 +141,15 @@ def ycocg_inverse(planes: np.ndarray, maxval: int) -> np.ndarray:
     half = (maxval + 1) // 2
     y, co, cg = planes[0], planes[1] - half, planes[2] - half
     return np.clip(np.stack((y + co - cg, y + cg, y - co - cg)), 0, maxval)
+
+
+def box_downsample(planes: np.ndarray, factor: int) -> np.ndarray:
+    """(C, H, W) integer planes averaged over factor x factor blocks (edge blocks over what they
+    hold), rounded half up: integer arithmetic, the same on every machine."""
+    c, h, w = planes.shape
+    hs, ws = -(-h // factor), -(-w // factor)
+    padded = np.zeros((c, hs * factor, ws * factor), dtype=np.int64)
+    padded[:, :h, :w] = planes
+    sums = padded.reshape(c, hs, factor, ws, factor).sum(axis=(2, 4))
+    counts = np.outer(np.bincount(np.arange(h) // factor), np.bincount(np.arange(w) // factor))
+    return (2 * sums + counts) // (2 * counts)

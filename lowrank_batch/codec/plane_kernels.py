@@ -9,14 +9,13 @@ from numba import njit
 
 from .context_model import (
     EXTRA_BITS,
-    NUM_BUCKETS,
     NUM_PREDICTORS,
-    PLAIN_PREDICTORS,
     RING,
     _predict,
     _quantise,
     _refresh,
     _update,
+    _num_pred,
     _wave_rows,
     token_base,
     token_of,
@@ -25,7 +24,8 @@ from .context_model import (
 
 @njit(cache=True)
 def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
-                  refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values):
+                  refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
+                  lin):
     """Run the model over a whole plane in wavefront order (encoder side).
 
     Fills, per pixel in coding order: bucket, token and the index of the histogram snapshot
@@ -36,10 +36,11 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
     step = 2 * delta + 1
     sub = np.zeros(NUM_PREDICTORS, dtype=np.int64)
     weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
-    num_pred = NUM_PREDICTORS if has_side else PLAIN_PREDICTORS
-    snap_index = np.zeros(NUM_BUCKETS, dtype=np.int64)
+    num_pred = _num_pred(has_side, lin)
+    num_buckets = counts.shape[0]
+    snap_index = np.zeros(num_buckets, dtype=np.int64)
     num_snap = 0
-    for b in range(NUM_BUCKETS):
+    for b in range(num_buckets):
         snapshots[num_snap, :] = snap[b, :]
         snap_index[b] = num_snap
         num_snap += 1
@@ -47,7 +48,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
     pos = 0
     for t in range(2 * (height - 1) + width):
         if _refresh(counts, snap, since, coded, epoch, refreshed):
-            for b in range(NUM_BUCKETS):
+            for b in range(num_buckets):
                 if refreshed[b]:
                     snapshots[num_snap, :] = snap[b, :]
                     snap_index[b] = num_snap
@@ -57,7 +58,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
             pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights,
-                                             step)
+                                             step, lut, nx, lo, lin)
             pred = (pred8 + 3) >> EXTRA_BITS
             pred = min(max(pred, lo), hi)
             e = _quantise(x[i, j] - pred, delta)
@@ -86,7 +87,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
 
 @njit(cache=True)
 def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, out_pred8, out_pred,
-                       out_bucket, out_lean, subs, height, width):
+                       out_bucket, out_lean, subs, height, width, lut, nx, lin):
     """Decoder side: predictions and buckets of every pixel on wavefront t."""
     step = 2 * delta + 1
     weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
@@ -95,7 +96,7 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
     for i in range(i_start, i_end + 1):
         j = t - 2 * i
         pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, subs[k], weights, max_weights,
-                                         step)
+                                         step, lut, nx, lo, lin)
         pred = (pred8 + 3) >> EXTRA_BITS
         out_pred8[k] = pred8
         out_lean[k] = lean
@@ -107,14 +108,14 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
 
 @njit(cache=True)
 def _finish_wavefront(t, grouped_tokens, order, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te, perr, counts,
-                      totals, since, coded, pred8s, preds, buckets, leans, subs, has_side):
+                      totals, since, coded, pred8s, preds, buckets, leans, subs, has_side, lin):
     """Decoder side: put the wavefront's tokens (decoded grouped by bucket) back in pixel order,
     turn them (+ raw bits) into pixel values, update state."""
     for j in range(grouped_tokens.size):
         tokens[order[j]] = grouped_tokens[j]
     height, width = out.shape
     step = 2 * delta + 1
-    num_pred = NUM_PREDICTORS if has_side else PLAIN_PREDICTORS
+    num_pred = _num_pred(has_side, lin)
     slot = t & (RING - 1)
     i_start, i_end = _wave_rows(t, height, width)
     k = 0
@@ -145,20 +146,22 @@ def _finish_wavefront(t, grouped_tokens, order, tokens, lo, hi, delta, raw_words
 
 @njit(cache=True)
 def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts, snap, since,
-                       coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width):
+                       coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width,
+                       lut, nx, lin):
     """Decoder side, one call per wavefront: refresh histograms, predict every pixel, and group
     the pixels by bucket. `order` gets pixel positions grouped by bucket; `active` rows are
     (bucket, count) in bucket order. Returns (pixels, active buckets, any histogram refreshed)."""
     any_refreshed = _refresh(counts, snap, since, coded, epoch, refreshed)
     k = _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, pred8s, preds,
-                           buckets, leans, subs, height, width)
-    sizes = np.zeros(NUM_BUCKETS, dtype=np.int64)
+                           buckets, leans, subs, height, width, lut, nx, lin)
+    num_buckets = counts.shape[0]
+    sizes = np.zeros(num_buckets, dtype=np.int64)
     for j in range(k):
         sizes[buckets[j]] += 1
-    start = np.zeros(NUM_BUCKETS, dtype=np.int64)
+    start = np.zeros(num_buckets, dtype=np.int64)
     num_active = 0
     pos = 0
-    for b in range(NUM_BUCKETS):
+    for b in range(num_buckets):
         if sizes[b]:
             start[b] = pos
             pos += sizes[b]

@@ -22,6 +22,7 @@ one call per (wavefront, bucket) run is cheap there and saves those flushes.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import constriction
 import numpy as np
@@ -33,8 +34,33 @@ from .stream_order import count_runs, group_tokens, order_for_single_stream
 from .varint import read_varint, write_varint
 
 _Categorical = constriction.stream.model.Categorical
-_MASK_BYTES = (cm.NUM_BUCKETS + 7) // 8
 SHARED_STREAM_MAX_RUNS = 4000  # above this many coder calls, per-bucket streams are faster
+
+
+@dataclass(frozen=True)
+class ContextTables:
+    """What maps the model's context to a histogram, and the histograms' starting counts.
+
+    Format 1: the 80 activity buckets with a geometric prior (nx = 1, identity table).
+    Format 2: a finer context (activity bucket x NUM_EXTRA classes) mapped to trained buckets
+    by `lut`, each starting from trained integer counts (`prior`), from the coder model file.
+    """
+
+    lut: np.ndarray  # int64 (fine contexts,) -> bucket
+    nx: int  # extra classes per activity bucket (1: none)
+    prior: np.ndarray  # int64 (buckets, NUM_TOKENS), every count >= 1
+    lin: np.ndarray = field(default_factory=lambda: cm.NO_LINEAR)  # int64 (LIN_CLASSES, taps): the trained linear predictor; none: (0, taps)
+
+    @property
+    def num_buckets(self) -> int:
+        return self.prior.shape[0]
+
+    @property
+    def mask_bytes(self) -> int:
+        return (self.num_buckets + 7) // 8
+
+
+V1_TABLES = ContextTables(cm.V1_LUT, 1, cm._PRIOR)
 
 
 def _model(counts: np.ndarray):
@@ -44,7 +70,8 @@ def _model(counts: np.ndarray):
 
 
 def encode_plane(
-    plane: np.ndarray, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None, patch: int = 8
+    plane: np.ndarray, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None, patch: int = 8,
+    tables: ContextTables = V1_TABLES,
 ) -> tuple[bytes, np.ndarray]:
     """Code `plane` (integers in [lo, hi]); `delta` > 0 allows that much error per pixel.
 
@@ -56,18 +83,19 @@ def encode_plane(
         raise InvalidParameterError(f"plane value range [{lo}, {hi}] is wider than the coder's 2**24")
     x = np.ascontiguousarray(plane, dtype=np.int64)
     n = x.size
-    st = cm.ModelState(*x.shape, side, patch)
+    nb = tables.num_buckets
+    st = cm.ModelState(*x.shape, side, patch, tables.prior)
     # per-pixel outputs in the smallest types that hold them: large scans stay small
     out_bucket = np.empty(n, dtype=np.uint8)
     out_token = np.empty(n, dtype=np.uint8)  # < NUM_TOKENS = 104
     out_snap = np.empty(n, dtype=np.int16)  # < max_snapshots(n), about 6,500 at 16 MP
-    snapshots = np.empty((max_snapshots(n), cm.NUM_TOKENS), dtype=np.int64)
+    snapshots = np.empty((max_snapshots(n, nb), cm.NUM_TOKENS), dtype=np.int64)
     raw_words = np.zeros(n * 17 // 64 + 2, dtype=np.uint64)
     values = np.empty(x.shape, dtype=np.int32)
     _, num_bits = pk._encode_plane(
         x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
         st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
-        out_bucket, out_token, out_snap, snapshots, raw_words, values,
+        out_bucket, out_token, out_snap, snapshots, raw_words, values, tables.lut, tables.nx, tables.lin,
     )
     models: dict[int, object] = {}
 
@@ -78,11 +106,11 @@ def encode_plane(
 
     out = bytearray()
     write_varint(out, int(num_bits))
-    per_bucket = _per_bucket_streams(out_bucket, out_token, out_snap, model)
+    per_bucket = _per_bucket_streams(out_bucket, out_token, out_snap, model, nb)
     shared = None
-    if count_runs(out_bucket, x.shape[0], x.shape[1], cm.NUM_BUCKETS) <= SHARED_STREAM_MAX_RUNS:
+    if count_runs(out_bucket, x.shape[0], x.shape[1], nb) <= SHARED_STREAM_MAX_RUNS:
         shared_tokens, shared_snaps, _ = order_for_single_stream(
-            out_bucket, out_token, out_snap, x.shape[0], x.shape[1], cm.NUM_BUCKETS
+            out_bucket, out_token, out_snap, x.shape[0], x.shape[1], nb
         )
         shared = _coded_runs(constriction.stream.queue.RangeEncoder(), shared_tokens, shared_snaps, model)
     if shared is not None and 4 * len(shared) + 4 < sum(4 * len(w) + 2 for w in per_bucket):
@@ -92,7 +120,7 @@ def encode_plane(
     else:
         out.append(0)
         mask = sum(1 << b for b, words in enumerate(per_bucket) if len(words))
-        out += mask.to_bytes(_MASK_BYTES, "little")
+        out += mask.to_bytes(tables.mask_bytes, "little")
         for words in per_bucket:
             if len(words):
                 write_varint(out, len(words))
@@ -102,7 +130,7 @@ def encode_plane(
     return bytes(out), values
 
 
-def max_snapshots(num_symbols: int) -> int:
+def max_snapshots(num_symbols: int, num_buckets: int = cm.NUM_BUCKETS) -> int:
     """Upper bound on histogram snapshots for a plane (the initial one per bucket + refreshes).
 
     A bucket refreshes once it has coded MIN_SEGMENT + coded/4 new symbols, so its count grows
@@ -110,7 +138,7 @@ def max_snapshots(num_symbols: int) -> int:
     stays below 2**15 for any n < 2**60, so snapshot ids fit the int16 per-pixel output.
     """
     per_bucket = 4 + int(math.log(num_symbols + cm.MIN_SEGMENT) / math.log(1.25)) + 1
-    return cm.NUM_BUCKETS * (per_bucket + 1)
+    return num_buckets * (per_bucket + 1)
 
 
 def _coded_runs(encoder, tokens: np.ndarray, snaps: np.ndarray, model) -> np.ndarray:
@@ -122,8 +150,8 @@ def _coded_runs(encoder, tokens: np.ndarray, snaps: np.ndarray, model) -> np.nda
     return encoder.get_compressed()
 
 
-def _per_bucket_streams(buckets, tokens, snaps, model) -> list[np.ndarray]:
-    grouped_tokens, grouped_snaps, sizes = group_tokens(buckets, tokens, snaps, cm.NUM_BUCKETS)
+def _per_bucket_streams(buckets, tokens, snaps, model, num_buckets) -> list[np.ndarray]:
+    grouped_tokens, grouped_snaps, sizes = group_tokens(buckets, tokens, snaps, num_buckets)
     streams = []
     start = 0
     for size in sizes:
@@ -138,7 +166,7 @@ def _per_bucket_streams(buckets, tokens, snaps, model) -> list[np.ndarray]:
     return streams
 
 
-def _parse_plane_stream(blob: bytes):
+def _parse_plane_stream(blob: bytes, tables: ContextTables):
     num_bits, pos = read_varint(blob, 0)
     if pos >= len(blob) or blob[pos] not in (0, 1):
         raise CorruptStreamError("residual stream is truncated or has an unknown layout")
@@ -148,12 +176,12 @@ def _parse_plane_stream(blob: bytes):
         lengths = [read_varint(blob, pos)]
         lengths, pos = [lengths[0][0]], lengths[0][1]
     else:
-        if pos + _MASK_BYTES > len(blob):
+        if pos + tables.mask_bytes > len(blob):
             raise CorruptStreamError("residual stream is truncated")
-        mask = int.from_bytes(blob[pos : pos + _MASK_BYTES], "little")
-        pos += _MASK_BYTES
+        mask = int.from_bytes(blob[pos : pos + tables.mask_bytes], "little")
+        pos += tables.mask_bytes
         lengths = []
-        for b in range(cm.NUM_BUCKETS):
+        for b in range(tables.num_buckets):
             value = 0
             if mask >> b & 1:
                 value, pos = read_varint(blob, pos)
@@ -167,7 +195,7 @@ def _parse_plane_stream(blob: bytes):
         decoders.append(constriction.stream.queue.RangeDecoder(words))
         pos = end
     if shared:
-        decoders = decoders * cm.NUM_BUCKETS
+        decoders = decoders * tables.num_buckets
     num_raw_words = (num_bits + 63) // 64
     if pos + 8 * num_raw_words != len(blob):
         raise CorruptStreamError("residual stream has the wrong length")
@@ -178,11 +206,11 @@ def _parse_plane_stream(blob: bytes):
 
 def decode_plane(
     blob: bytes, height: int, width: int, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None,
-    patch: int = 8,
+    patch: int = 8, tables: ContextTables = V1_TABLES,
 ) -> np.ndarray:
-    """Inverse of `encode_plane` (same shape, range, delta and side information)."""
-    num_bits, decoders, raw_words = _parse_plane_stream(blob)
-    st = cm.ModelState(height, width, side, patch)
+    """Inverse of `encode_plane` (same shape, range, delta, side information and tables)."""
+    num_bits, decoders, raw_words = _parse_plane_stream(blob, tables)
+    st = cm.ModelState(height, width, side, patch, tables.prior)
     out = np.zeros((height, width), dtype=np.int64)
     max_len = min(height, width)
     pred8s = np.empty(max_len + 1, dtype=np.int64)
@@ -192,14 +220,14 @@ def decode_plane(
     subs = np.zeros((max_len + 1, cm.NUM_PREDICTORS), dtype=np.int64)
     order = np.empty(max_len + 1, dtype=np.int64)
     tokens = np.empty(max_len + 1, dtype=np.int64)
-    active = np.empty((cm.NUM_BUCKETS, 2), dtype=np.int64)
-    models: list = [None] * cm.NUM_BUCKETS
+    active = np.empty((tables.num_buckets, 2), dtype=np.int64)
+    models: list = [None] * tables.num_buckets
     bitpos = 0
     for t in range(cm.num_wavefronts(height, width)):
         k, num_active, any_refreshed = pk._prepare_wavefront(
             t, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, cm.PREDICTOR_MAX_WEIGHTS,
             st.counts, st.snap, st.since, st.coded, st.epoch, st.refreshed, pred8s, preds, buckets, leans, subs,
-            order, active, height, width,
+            order, active, height, width, tables.lut, tables.nx, tables.lin,
         )
         if any_refreshed:
             for b in np.flatnonzero(st.refreshed).tolist():
@@ -219,7 +247,7 @@ def decode_plane(
             grouped = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
         bitpos = pk._finish_wavefront(
             t, grouped, order, tokens, lo, hi, delta, raw_words, bitpos, out, st.xr, st.te, st.perr, st.counts,
-            st.totals, st.since, st.coded, pred8s, preds, buckets, leans, subs, st.has_side,
+            st.totals, st.since, st.coded, pred8s, preds, buckets, leans, subs, st.has_side, tables.lin,
         )
         if bitpos > num_bits:
             raise CorruptStreamError("residual stream is corrupt (raw bits overrun)")

@@ -6,6 +6,7 @@ write and commit their own units. Without --address a local Ray is started in-pr
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -23,8 +24,9 @@ from ..archive.writer import put_atomic, write_tombstones
 from ..errors import LowrankError
 from ..storage import Retrier, RetryPolicy, describe, is_storage_error, retrying
 from .units import SourceFile, list_sources, make_units
-from ..codec.codec import Codec
-from .adapter_choice import AUTO
+from .archive_weights import ArchiveWeights, resolve_weights, ship_weights
+from .resources import (DEFAULT_WAIT_SECONDS, ResourceWaitError, autoscaler_present, release_request,
+                        request_and_wait)
 from .worker import EncodeSettings, EncodeWorker, UnitResult, decode_unit
 
 
@@ -33,6 +35,7 @@ class JobError(LowrankError):
 
 
 MAX_RETRIES = 2  # restarts of a dead worker, and retries of the unit it was running
+MAX_UNIT_ATTEMPTS = 3  # workers a unit is given when the one running it is lost (node loss, OOM kill)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class JobOptions:
     prune: bool = False  # remove archived images whose source is gone
     orphan_age_seconds: float = 3600.0  # uncommitted data files older than this are leftovers of a crash
     storage_retry_seconds: float = 300.0  # how long an unreachable or failing store is waited for
+    # autoscaling clusters: ask for the workers and wait up to this long for them; None: 900 s
+    # where an autoscaler is detected, else 0 (size from what is up, fail fast)
+    resource_wait_seconds: float | None = None
 
     @property
     def retry(self) -> RetryPolicy:
@@ -51,6 +57,9 @@ class JobOptions:
 
 
 def start_ray(address: str | None):
+    """Join `address`; else the cluster named by RAY_ADDRESS (set inside `ray job submit`, where
+    `ray.init(num_cpus=...)` is refused); else start a local Ray in this process."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
     # before `import ray`: Ray reads these when it is imported
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not address:  # a local Ray in this process: loopback only (else it listens on every interface);
@@ -86,7 +95,8 @@ def plan_workers(resources: dict, options: JobOptions) -> tuple[int, float, floa
     if per_gpu > 0:
         if gpus < per_gpu:
             raise JobError(f"asked for {per_gpu} GPU per worker but the cluster has {gpus:g} GPUs; "
-                           "use --gpus-per-worker 0 to run on CPUs")
+                           "use --gpus-per-worker 0 to run on CPUs (on an autoscaling cluster, "
+                           "--wait-for-resources SECONDS asks the autoscaler for them)")
         workers = options.workers or int(min(gpus // per_gpu, cpus))
         if workers * per_gpu > gpus + 1e-9:
             raise JobError(f"{workers} workers x {per_gpu} GPU need {workers * per_gpu:g} GPUs; the cluster has {gpus:g}")
@@ -210,16 +220,31 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
 def _encode_units(units, dst: str, run_id: str, settings: EncodeSettings, options: JobOptions, summary: dict,
                   log, start: float) -> None:
     """Run the units on Ray's encode workers, adding each unit's result to the summary."""
-    # the weights every worker will load, checked here first: a bad name or pin is one clear
-    # error now, not every worker dying in the cluster with the reason in its logs
-    Codec.load(settings.model, None if settings.adapter == AUTO else settings.adapter)
+    # names -> digests once, here; the weights go into the archive before any unit commits, and
+    # every worker loads them from there by digest (a node's own store may lack or differ)
+    weights, files = resolve_weights(settings.model, settings.adapter, settings.adapter_rules)
+    fs, root = fsspec.core.url_to_fs(dst)
+    summary["weights"] = {"model_sha256": weights.model_sha256, "adapter_sha256": weights.adapter_sha256,
+                          **_storage_step(f"copy the weights into {dst}", lambda: ship_weights(fs, root, files),
+                                          options.retry)}
+    # loaded here from the archive's copy first: a bad file is one clear error now, not every
+    # worker dying in the cluster with the reason in its logs
+    ArchiveWeights(fs, root).codec(weights.model_sha256, weights.adapter_sha256)
     ray = start_ray(options.address)
-    resources = ray.cluster_resources()
+    resources, asked = _wait_for_workers(ray, options, len(units), log)
+    try:
+        _run_actors(ray, resources, units, dst, run_id, settings, weights, asked or options, summary, log, start)
+    finally:
+        if asked:  # the request is sticky: withdraw it, so idle nodes can go
+            release_request()
+
+
+def _run_actors(ray, resources, units, dst, run_id, settings, weights, options, summary, log, start) -> None:
     workers, gpus, cpus = plan_workers(resources, options)
     # a killed worker restarts and its unit is retried (bounded); then the unit is recorded failed
     actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RETRIES,
                        max_task_retries=MAX_RETRIES)(EncodeWorker)
-    actors = [actor.remote(dst, run_id, settings, options.retry) for _ in range(min(workers, len(units)))]
+    actors = [actor.remote(dst, run_id, settings, options.retry, weights) for _ in range(min(workers, len(units)))]
     read_ahead = None
     if gpus:  # GPU workers: decode image bytes in CPU tasks on the CPUs the workers leave free
         spare = float(resources.get("CPU", 0)) - len(actors) * cpus
@@ -238,6 +263,25 @@ def _encode_units(units, dst: str, run_id: str, settings: EncodeSettings, option
         progress.update(summary)
 
 
+def _wait_for_workers(ray, options: JobOptions, units: int, log) -> tuple[dict, JobOptions | None]:
+    """(the cluster's resources to size the job from, the options with the workers the
+    autoscaler was asked for, or None when it was not): what is up now, or, with an
+    autoscaler, what it was asked for and provided (bounded by a timeout with a clear message)."""
+    resources = ray.cluster_resources()
+    wait = options.resource_wait_seconds
+    if wait is None:
+        wait = DEFAULT_WAIT_SECONDS if autoscaler_present(ray) else 0.0
+    if wait <= 0:
+        return resources, None
+    gpus = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if resources.get("GPU") else 0.0)
+    workers = min(options.workers or max(1, int(resources.get("GPU", 0) // gpus if gpus else 1)), units)
+    try:
+        return (request_and_wait(ray, workers, gpus, 1.0, wait, log),
+                dataclasses.replace(options, workers=workers, gpus_per_worker=gpus))
+    except ResourceWaitError as exc:
+        raise JobError(str(exc)) from None
+
+
 def _write_failure_note(failures: list[dict], dst: str) -> list[str]:
     """One line for images encoded but not written (a full disk, the store down too long)."""
     unwritten = [f for f in failures if f["stage"] == "write"]
@@ -253,6 +297,7 @@ def _schedule(ray, actors, units, read_ahead, prefetch_per_actor: int = 2):
     the GPU stage is not starved."""
     pending = list(reversed(units))
     ready: list = []  # (unit, decoded-ref or None), in order
+    attempts: dict[str, int] = {}  # unit id -> tries that ended with its worker lost
     idle = list(actors)
     inflight: dict = {}
 
@@ -274,25 +319,34 @@ def _schedule(ray, actors, units, read_ahead, prefetch_per_actor: int = 2):
             result = ray.get(done[0])
             idle.append(a)  # it answered, so it is alive
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as exc:
-            # retries exhausted, or a bug raised: the unit's files are failures on record, the job goes on
+            alive = _alive(ray, a)  # only a failure raises the question
+            if alive:
+                idle.append(a)
+            attempts[unit.unit_id] = attempts.get(unit.unit_id, 0) + 1
+            lost = not isinstance(exc, ray.exceptions.RayTaskError)  # its worker or node died, not the unit
+            if lost and attempts[unit.unit_id] < MAX_UNIT_ATTEMPTS and (idle or inflight):
+                # a node gone mid-run: the unit goes to another worker (its restarts may have
+                # been spent while the node was being declared dead)
+                ready.insert(0, (unit, read_ahead(unit) if read_ahead else None))
+                continue
+            # a bug raised, or the unit killed every worker it was given: its files are
+            # failures on record, the job goes on
             result = UnitResult(unit.unit_id, failures=[
                 {"image_id": f.rel, "source_uri": f.uri, "stage": "worker", "error": type(exc).__name__,
-                 "message": _unit_failure(ray, exc)} for f in unit.files])
+                 "message": _unit_failure(ray, exc, attempts[unit.unit_id])} for f in unit.files])
             result.failed = len(result.failures)
-            if _alive(ray, a):  # only a failure raises the question
-                idle.append(a)
-            elif not idle and not inflight:
+            if not idle and not inflight:
                 raise JobError("every encode worker died; see the Ray logs")
         yield result
 
 
-def _unit_failure(ray, exc: Exception) -> str:
+def _unit_failure(ray, exc: Exception, attempts: int) -> str:
     """Why a unit produced no result. Only the type of an exception the unit raised is kept:
     its text may quote a file's contents."""
     if isinstance(exc, ray.exceptions.RayTaskError):
         cause = getattr(exc, "cause", None)
         return f"the unit's encode raised {type(cause).__name__ if cause else 'an error'}; see the worker's log"
-    return f"worker failed {MAX_RETRIES + 1} times on this unit"
+    return f"its worker died on it {attempts} times ({MAX_RETRIES + 1} tries each)"
 
 
 def _alive(ray, actor) -> bool:

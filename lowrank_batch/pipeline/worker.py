@@ -20,6 +20,8 @@ from ..archive.table import dicom_columns
 from ..archive.writer import UnitWriter
 from ..storage import Retrier, RetryPolicy, describe, is_storage_error
 from .adapter_choice import AUTO, choose_adapter, measured_worse
+from .archive_weights import ArchiveWeights, ResolvedWeights, attach_adapter, resolve_weights
+from .devices import actor_device
 from .units import SourceFile, Unit, printable
 
 
@@ -51,21 +53,27 @@ class UnitResult:
 class EncodeWorker:
     loads = 0  # codec loads in this process (a test counts them)
 
-    def __init__(self, dst: str, run_id: str, settings: EncodeSettings, retry: RetryPolicy = RetryPolicy()):
-        auto = settings.adapter == AUTO
-        self.codec = Codec.load(settings.model, None if auto else settings.adapter)
+    def __init__(self, dst: str, run_id: str, settings: EncodeSettings, retry: RetryPolicy = RetryPolicy(),
+                 weights: ResolvedWeights | None = None):
+        self.fs, self.root = fsspec.core.url_to_fs(dst)
+        # by digest, from the archive the driver shipped them into (weights=None: resolved here,
+        # for a worker used on its own machine)
+        self.weights = weights or resolve_weights(settings.model, settings.adapter, settings.adapter_rules)[0]
+        self.store = ArchiveWeights(self.fs, self.root)
+        self.device, device_note = actor_device()
+        self.codec = self.store.codec(self.weights.model_sha256, self.weights.adapter_sha256, self.device)
         self._by_adapter: dict[str | None, Codec] = {None: self.codec}  # auto: built on first use
-        self._notes: list[str] = []
+        self._notes: list[str] = [device_note] if device_note else []
         EncodeWorker.loads += 1
         self._adapter_names: dict[str | None, str] = {}  # digest -> the name it was chosen by
         self.settings = settings
         self.retrier = Retrier(retry)  # one outage clock for every read and write of this worker
         self.run_id = run_id
-        self.fs, self.root = fsspec.core.url_to_fs(dst)
 
     def info(self) -> dict:
         return {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "loads": EncodeWorker.loads}
+                "loads": EncodeWorker.loads, "device": self.device, "gpu_ids": _gpu_ids(), "model_sha256": self.codec.model.sha256,
+                "weights_fetched_bytes": self.store.fetched_bytes}
 
     def encode_unit(self, unit: Unit, decoded: "DecodedUnit | None" = None) -> UnitResult:
         """Encode a unit and commit it. `decoded` comes from a CPU task when this worker holds
@@ -124,8 +132,11 @@ class EncodeWorker:
         name = choose_adapter(metadata, image_id, self.settings.adapter_rules)
         if name not in self._by_adapter:
             try:
+                digest, why = self.weights.auto_digest(name)
+                if digest is None:
+                    raise LowrankError(why)
                 codec = Codec(self.codec.model, self.codec.config, self.codec.device)
-                codec.use_adapter(name)
+                attach_adapter(codec, self.store.path(digest), digest)
                 worse = measured_worse(codec.adapter_provenance)
                 if worse is not None:
                     self._notes.append(f"--adapter auto: adapter {name!r} measured worse than the base on its "
@@ -169,6 +180,12 @@ class EncodeWorker:
         })
         result.bytes_in += image.pixels.size * ((image.bits_stored + 7) // 8)
         result.pixels += image.pixels.shape[0] * image.pixels.shape[1]
+
+
+def _gpu_ids() -> list:
+    import ray
+
+    return [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
 
 
 @dataclass

@@ -21,7 +21,6 @@ import numpy as np
 
 from ..archive.dicom_export import export_dicom
 from ..archive.reader import Archive
-from ..codec.codec import Codec
 from ..sources.multipart import join_parts
 from . import query as qido
 from .index import Instance, build_index
@@ -73,13 +72,7 @@ class _NotFound(Exception):
 class ServingArchive(Archive):
     """An archive whose codecs run on the replica's device (a GPU where the replica holds one)."""
 
-    device = "cpu"
-
-    def codec_for(self, enc):
-        key = (enc.model_sha256, enc.adapter_sha256)
-        if key not in self._codecs:
-            self._codecs[key] = Codec.for_image(enc, device=self.device)
-        return self._codecs[key]
+    device = "cpu"  # Archive.codec_for builds its codecs here, from the weights the archive carries
 
 
 class DicomwebService:

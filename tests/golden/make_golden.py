@@ -1,0 +1,113 @@
+"""(Re)generate the golden files: encoded bytes of small images in every mode, with their sources.
+
+    PYTHONPATH=. python -m tests.golden.make_golden [--version N]
+
+Writes tests/golden/v{N}/<case>.lrbi (the encoded image), <case>.src.npy (the source pixels),
+<case>.out.npy (what decode gave at generation time: the exact pixels for lossless and
+near-lossless, the refined float output for lossy and preview) and manifest.json (parameters,
+digests, the model's SHA-256). Files of a released format version are never regenerated:
+they are what archives written by that release contain, and tests/test_golden.py keeps them
+decoding forever. Run this only to add the files of a NEW format version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _smooth(rng, h, w, bits, channels=None):
+    yy, xx = np.mgrid[0:h, 0:w]
+    maxval = (1 << bits) - 1
+    base = 0.5 + 0.3 * np.sin(xx / 5.0) * np.cos(yy / 7.0) + 0.15 * (xx > w // 2)
+    img = base * maxval + rng.normal(0, maxval * 0.01, (h, w))
+    if channels:
+        img = np.stack([img * (0.8 + 0.1 * c) for c in range(channels)], axis=2)
+    return np.clip(np.rint(img), 0, maxval).astype(np.int64)
+
+
+def sources() -> dict[str, tuple[np.ndarray, int]]:
+    """Small deterministic images covering bit depths, signedness, channels and sparse histograms."""
+    rng = np.random.default_rng(20261204)
+    out = {}
+    out["u8_gray"] = (_smooth(rng, 40, 48, 8).astype(np.uint8), 8)
+    out["u8_rgb"] = (_smooth(rng, 32, 40, 8, channels=3).astype(np.uint8), 8)
+    out["u12_gray"] = (_smooth(rng, 48, 40, 12).astype(np.uint16), 12)
+    out["u16_gray"] = (_smooth(rng, 36, 44, 16).astype(np.uint16), 16)
+    ct = _smooth(rng, 40, 40, 12) - 2048  # signed CT-like values
+    out["i13_signed"] = (ct.astype(np.int16), 13)
+    # a sparse histogram (every 7th value of a 12-bit range): coded as indices ("remap")
+    sparse = (_smooth(rng, 40, 36, 12) // 7 * 7).astype(np.uint16)
+    out["u12_sparse"] = (sparse, 12)
+    return out
+
+
+def cases() -> list[dict]:
+    """(source, mode, parameters) combinations; every mode appears on several sources."""
+    out = []
+    for name in sources():
+        out.append({"case": f"{name}_lossless", "source": name, "mode": "lossless"})
+    for name in ("u8_gray", "u12_gray", "i13_signed", "u8_rgb", "u16_gray"):
+        for delta in (1, 2):
+            out.append({"case": f"{name}_near{delta}", "source": name, "mode": "near-lossless", "max_error": delta})
+    for name in ("u8_gray", "u12_gray", "u8_rgb", "i13_signed"):
+        out.append({"case": f"{name}_lossy", "source": name, "mode": "lossy", "quality": 40.0})
+    for name in ("u12_gray", "u8_rgb"):
+        out.append({"case": f"{name}_preview", "source": name, "mode": "lossless", "preview": True})
+    return out
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def generate(version: int) -> None:
+    from lowrank_batch import Codec
+    from lowrank_batch.codec import pixels
+
+    codec = Codec.load()
+    folder = HERE / f"v{version}"
+    folder.mkdir(parents=True, exist_ok=True)
+    srcs = sources()
+    entries = []
+    for spec in cases():
+        array, bits = srcs[spec["source"]]
+        enc = codec.encode(array, bits, mode=spec["mode"], max_error=spec.get("max_error"),
+                           quality=spec.get("quality"), format_version=version)
+        blob = enc.to_bytes()
+        assert blob[4] == version, f"encoder wrote version {blob[4]}, asked for {version}"
+        preview = bool(spec.get("preview"))
+        out = codec.decode(enc, preview=preview)
+        np.save(folder / f"{spec['case']}.src.npy", array)
+        np.save(folder / f"{spec['case']}.out.npy", out)
+        (folder / f"{spec['case']}.lrbi").write_bytes(blob)
+        recon = codec._decode_latents(enc)  # the integer latent reconstruction: exact anywhere
+        entries.append({
+            **spec, "bits_stored": bits, "format_version": version, "bytes_sha256": _sha(blob),
+            "encoded_bytes": len(blob), "model_sha256": enc.model_sha256, "pixel_sha256": enc.pixel_sha256,
+            "decoded_sha256": enc.decoded_sha256, "latent_recon_sha256": pixels.pixel_sha256(recon),
+        })
+    config = {"preview_rank": codec.config.preview_rank, "preview_step": codec.config.preview_step}
+    manifest = {"format_version": version, "model_sha256": codec.model.sha256, "config": config, "cases": entries}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {len(entries)} golden cases to {folder}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--version", type=int, required=True, help="format version to write")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing version's files")
+    args = parser.parse_args()
+    if (HERE / f"v{args.version}" / "manifest.json").exists() and not args.force:
+        raise SystemExit(f"golden files of version {args.version} exist: released files are never regenerated")
+    generate(args.version)
+
+
+if __name__ == "__main__":
+    main()

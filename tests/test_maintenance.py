@@ -63,6 +63,10 @@ def test_compact_then_vacuum_leaves_a_handful_of_files_and_every_image_exact(cod
     vacuum(str(tmp_path))  # default retention (7 days): nothing committed is deleted yet
     assert len(list(data.glob("*.parquet"))) == 15 and orphan.exists()
     assert np.array_equal(Archive.open(str(tmp_path)).get("m00-0.png", version=0), versions["m00-0.png"][0])
+    blob = tmp_path / "weights" / "sha256" / ("ab" * 32)  # weights the archive carries: never vacuumed
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"weights")
+    os.utime(blob, (time.time() - 7200,) * 2)
     assert main(["vacuum", str(tmp_path), "--retention", "0"]) == 0
     assert "expired 6 versions" in capsys.readouterr().out  # 4 superseded, 2 pruned
     assert orphan.exists()  # young: may belong to a run still writing
@@ -75,6 +79,7 @@ def test_compact_then_vacuum_leaves_a_handful_of_files_and_every_image_exact(cod
     os.utime(orphan, (old, old))
     assert vacuum(str(tmp_path), retention=dt.timedelta(0)).files_deleted == 1 and not orphan.exists()
     check(Archive.open(str(tmp_path)), versions)
+    assert blob.read_bytes() == b"weights"
 
 
 def test_compaction_never_undoes_a_newer_version_committed_meanwhile(codec, tmp_path, monkeypatch):

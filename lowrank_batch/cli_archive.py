@@ -161,6 +161,44 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from .archive.maintenance import compact
+
+    if args.target_rows < 1:
+        raise InvalidParameterError(f"--target-rows must be >= 1, got {args.target_rows}")
+    r = compact(args.archive, target_rows=args.target_rows)
+    print(f"compacted {r.rows_moved} rows from small files into {r.files_written} new files "
+          f"({r.files_before} data files held live rows before); `vacuum` deletes the old files after the retention")
+    return 0
+
+
+def cmd_vacuum(args: argparse.Namespace) -> int:
+    from .archive.maintenance import parse_duration, vacuum
+
+    try:
+        retention = parse_duration(args.retention)
+    except ValueError as exc:
+        raise InvalidParameterError(f"--retention: {exc}") from None
+    r = vacuum(args.archive, retention=retention)
+    print(f"expired {r.versions_expired} versions, deleted {r.files_deleted} data files "
+          f"({r.bytes_deleted} bytes) and {r.checkpoints_deleted} old checkpoints")
+    return 0
+
+
+def _maintenance_commands(sub) -> None:
+    compact = sub.add_parser("compact", help="merge small data files into bigger ones (safe beside an encode)")
+    compact.add_argument("archive")
+    compact.add_argument("--target-rows", type=int, default=256,
+                         help="rows per new data file (default 256: each decode by id reads its file's footer)")
+    compact.set_defaults(func=cmd_compact)
+    vacuum = sub.add_parser("vacuum", help="drop versions superseded longer ago than the retention, "
+                                           "delete data files nothing refers to")
+    vacuum.add_argument("archive")
+    vacuum.add_argument("--retention", default="7d",
+                        help="how long superseded versions and moved-away files stay readable (7d, 12h, 0)")
+    vacuum.set_defaults(func=cmd_vacuum)
+
+
 def archive_commands(sub) -> None:
     """Register the archive commands on the top-level subparsers."""
     enc_job = sub.add_parser("encode", help="archive every image under SRC into DST (a Ray job)")
@@ -199,6 +237,7 @@ def archive_commands(sub) -> None:
     dec_job.set_defaults(func=cmd_decode)
 
     _archive_commands(sub)
+    _maintenance_commands(sub)
     _report_command(sub)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import fsspec
 
+from .checkpoint import record_name
 from .reader import Archive, ArchiveError
 from .records import CommitRecord, RunSummary
 from .schema import COMMITS_DIR, DATA_DIR, FAILURES_DIR, RUNS_DIR
@@ -64,7 +65,8 @@ def write_tombstones(fs, root: str, run_id: str, image_ids: list[str]) -> Commit
     """Commit the removal of images (sources gone, --prune, verify --repair): readers stop listing them."""
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
     record = CommitRecord(None, "prune", run_id, now, removed=sorted(image_ids))
-    put_atomic(fs, commit_path(root, f"prune-{run_id}"), record.to_json())  # one per run: a retry replaces
+    # a retried write may add a second, identical tombstone: removing twice is removing once
+    put_atomic(fs, f"{root.rstrip('/')}/{COMMITS_DIR}/{record_name(f'prune-{run_id}')}", record.to_json())
     return record
 
 

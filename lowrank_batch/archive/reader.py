@@ -5,30 +5,76 @@ so reading an archive needs neither the codec nor torch."""
 
 from __future__ import annotations
 
+import json
 import posixpath
-from dataclasses import dataclass
 from typing import Iterator
 
 import fsspec
 import pyarrow.parquet as pq
 
 from ..errors import LowrankError
-from .records import CommitRecord
-from .schema import COMMITS_DIR, DATA_DIR, LATER_COLUMNS
+from . import checkpoint as ckpt
+from .checkpoint import Location, State
+from .schema import DATA_DIR, FAILURES_DIR, LATER_COLUMNS
 
 ROW_COLUMNS = ["image_id", "latent", "residual"]
+FOOTER_CACHE = 256  # footers kept per open archive (~10 KB for a unit's file, ~120 KB for a compacted one)
 
 
 class ArchiveError(LowrankError):
     """An archive is missing, damaged, or lacks the requested image."""
 
 
-@dataclass(frozen=True)
-class Location:
-    file: str
-    row_group: int
-    row: int
-    committed_at: str
+
+def _inside(path, folder: str) -> bool:
+    """A record may only name a file directly in the archive's own folder (no ../, no absolute
+    path): a hostile record in a shared bucket must not make readers open anything else."""
+    return isinstance(path, str) and posixpath.dirname(path) == folder and ".." not in path \
+        and not path.startswith("/") and "\\" not in path
+
+
+def _valid_record(r) -> bool:
+    """The shape of a commit record (writer.py), checked before anything trusts it."""
+    def str_list(v):
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+    try:
+        return (isinstance(r, dict) and isinstance(r.get("committed_at"), str)
+                and (r.get("file") is None or _inside(r["file"], DATA_DIR))
+                and isinstance(r.get("index"), dict) and isinstance(r.get("sources", {}), dict)
+                and all(isinstance(k, str) and isinstance(v, list) and len(v) == 2
+                        and all(isinstance(n, int) and n >= 0 for n in v) for k, v in r["index"].items())
+                and all(isinstance(r.get("sources", {}).get(k), list) and len(r["sources"][k]) == 3
+                        for k in r["index"])
+                and str_list(r.get("removed", []))
+                and isinstance(r.get("failures", []), list)
+                and all(isinstance(f, dict) and isinstance(f.get("image_id"), str) and isinstance(f.get("time"), str)
+                        for f in r.get("failures", []))
+                and (r.get("failures_file") is None or _inside(r["failures_file"], FAILURES_DIR))
+                and _valid_maintenance(r))
+    except (TypeError, AttributeError):
+        return False
+
+
+def parse_record(path: str, raw: bytes) -> dict | None:
+    """A commit record's JSON, or None when it is damaged (verify names it; a rerun encodes
+    its sources again, as they are no longer archived)."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return record if _valid_record(record) else None
+
+
+def _valid_maintenance(r: dict) -> bool:
+    """Compaction's moves and vacuum's expired versions (maintenance.py), when present."""
+    moves, expired = r.get("relocated", {}), r.get("expired", [])
+    return (isinstance(moves, dict) and (not moves or _inside(r.get("file"), DATA_DIR))
+            and all(isinstance(k, str) and isinstance(v, list) and len(v) == 6 and isinstance(v[0], str)
+                    and _inside(v[1], DATA_DIR) and all(isinstance(n, int) and n >= 0 for n in v[2:])
+                    for k, v in moves.items())
+            and isinstance(expired, list)
+            and all(isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e) for e in expired))
 
 
 class Archive:
@@ -39,49 +85,62 @@ class Archive:
         self._versions = versions or {}
         self._failures = failures or []
         self.committed_files = files or set()
+        self._footers: dict = {}  # data file -> its Parquet footer (FileMetaData), oldest first
         self.damaged_records: list[str] = []  # commit records that could not be read (see open)
 
     @classmethod
     def open(cls, uri: str) -> "Archive":
+        """The archive's committed state: its newest checkpoint plus the commit records since
+        (checkpoint.py), so opening costs the same whatever the archive's history."""
         fs, root = fsspec.core.url_to_fs(uri)
         root = root.rstrip("/")
         fs.invalidate_cache()  # s3fs caches listings (children too); workers in other processes commit
-        paths = sorted(fs.glob(f"{root}/{COMMITS_DIR}/*.json"))
-        if not paths and not fs.exists(root):
+        state, _, _, checkpoint, read = ckpt.load(fs, root, parse_record)
+        if checkpoint is None and not read and not fs.exists(root):
             raise ArchiveError(f"no archive at {uri}")
-        records, damaged = [], []
-        for path, raw in (fs.cat(paths) if paths else {}).items():
-            try:
-                records.append(CommitRecord.parse(raw))
-            except (ValueError, UnicodeDecodeError):
-                # one damaged record hides its unit's images, never the archive: verify names them,
-                # and a rerun encodes their sources again (they are no longer archived)
-                damaged.append(posixpath.basename(path))
-        index: dict[str, Location] = {}
-        sources: dict[str, list] = {}
-        failures: list[dict] = []
-        versions: dict[str, list[Location]] = {}
-        for record in sorted(records, key=lambda r: r.committed_at):  # later commits supersede
-            for image_id in record.removed:
-                index.pop(image_id, None)
-                sources.pop(image_id, None)
-            for image_id, (group, row) in record.index.items():
-                index[image_id] = Location(record.file, group, row, record.committed_at)
-                sources[image_id] = record.sources[image_id]
-                versions.setdefault(image_id, []).append(index[image_id])
-            failures += record.failures
-        # a failure counts until a later run archives that input; an input that fails every
-        # night is one open failure, with its latest reason
-        latest: dict[str, dict] = {}
-        for f in sorted(failures, key=lambda f: f["time"]):
-            latest[f["image_id"]] = f
-        open_failures = [f for f in latest.values() if f["image_id"] not in index
-                         or index[f["image_id"]].committed_at < f["time"]]
-        files = {r.file for r in records if r.file}
-        files |= {r.failures_file for r in records if r.failures_file}
-        archive = cls(fs, root, index, sources, open_failures, files, versions)
-        archive.damaged_records = sorted(damaged)
+        archive = cls.from_state(fs, root, state)
+        archive.uri = uri
         return archive
+
+    @classmethod
+    def from_state(cls, fs, root: str, state: State) -> "Archive":
+        archive = cls(fs, root, state.index, state.sources, state.open_failures(), state.files)
+        archive.state = state
+        archive.damaged_records = list(state.damaged)  # one damaged record hides its unit's images only
+        return archive
+
+    def compact(self, **options):
+        """Merge small data files (maintenance.compact); this object keeps its state, reopen to see it."""
+        from .maintenance import compact
+
+        return compact(self.uri, **options)
+
+    def vacuum(self, **options):
+        """Expire old versions past the retention and delete unreferenced files (maintenance.vacuum)."""
+        from .maintenance import vacuum
+
+        return vacuum(self.uri, **options)
+
+    def to_arrow(self, columns: list[str] | None = None):
+        """The live rows as a pyarrow Table: one per live image, sorted by id (table.py)."""
+        from .table import to_arrow
+
+        return to_arrow(self, columns)
+
+    def to_pandas(self, columns: list[str] | None = None):
+        return self.to_arrow(columns).to_pandas()
+
+    def to_ray_dataset(self, columns: list[str] | None = None, decode: str | None = None, **options):
+        """Live images as a Ray Dataset: latents (+ preview or full pixels), decoded on the cluster."""
+        from ..pipeline.dataset import to_ray_dataset  # decodes: lives above archive/ (see tests/test_layers.py)
+
+        return to_ray_dataset(self, columns, decode, **options)
+
+    def torch_dataset(self, columns: list[str] | None = None, decode: str | None = None, **options):
+        """Live images as a torch IterableDataset, sharded over DataLoader workers and ranks."""
+        from ..pipeline.dataset import torch_dataset
+
+        return torch_dataset(self, columns, decode, **options)
 
     def missing_files(self) -> set[str]:
         """Committed data files that are no longer there (one listing)."""
@@ -95,7 +154,7 @@ class Archive:
         """For each unreadable commit record, the ids in its data file (same name stem), if readable."""
         out = {}
         for name in self.damaged_records:
-            path = f"{self.root}/{DATA_DIR}/{name.removesuffix('.json')}.parquet"
+            path = f"{self.root}/{DATA_DIR}/{ckpt.unit_name(name)}.parquet"
             try:
                 with self.fs.open(path, "rb") as f:
                     out[name] = sorted(pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist())
@@ -105,7 +164,11 @@ class Archive:
 
     def versions(self, image_id: str) -> list[str]:
         """Commit times of every stored version of an image, oldest first (until compaction)."""
-        return [loc.committed_at for loc in self._versions.get(image_id, [])]
+        return [loc.committed_at for loc in self._all_versions(image_id)]
+
+    def _all_versions(self, image_id: str) -> list[Location]:
+        state = getattr(self, "state", None)
+        return state.versions(image_id) if state is not None else self._versions.get(image_id, [])
 
     def failures(self) -> list[dict]:
         """Inputs that failed and have not been archived since: id, source, stage, error, run, time."""
@@ -124,19 +187,24 @@ class Archive:
         if loc is None:
             raise ArchiveError(f"no image {image_id!r} in archive {self.root} ({len(self)} images)")
         if version is not None:
+            versions = self._all_versions(image_id)
             try:
-                loc = self._versions[image_id][version]
+                loc = versions[version]
             except IndexError:
-                raise ArchiveError(f"image {image_id!r} has {len(self._versions[image_id])} versions, "
-                                   f"not {version}") from None
+                raise ArchiveError(f"image {image_id!r} has {len(versions)} versions, not {version}") from None
         path = f"{self.root}/{loc.file}"
         if columns is not None:  # the id is always read: it proves the index points at the right row
             columns = list(dict.fromkeys(["image_id", *columns]))
         try:
             # no readahead: fetch exactly the footer and the row group's column chunks
             with self.fs.open(path, "rb", cache_type="none") as f:
-                parquet = pq.ParquetFile(f)
+                footer = self._footers.get(loc.file)  # data files never change: a footer read once serves on
+                parquet = pq.ParquetFile(f, metadata=footer)
                 table = parquet.read_row_group(loc.row_group, columns=_present(columns, parquet.schema_arrow.names))
+            if footer is None:
+                if len(self._footers) >= FOOTER_CACHE:
+                    self._footers.pop(next(iter(self._footers)))
+                self._footers[loc.file] = parquet.metadata
         except Exception as exc:  # pyarrow on a damaged file: OSError, ArrowInvalid, and others
             raise ArchiveError(f"image {image_id!r}: cannot read {loc.file} ({type(exc).__name__}: {exc})") from None
         row = _with_later_columns(table.slice(loc.row, 1).to_pylist()[0], columns)

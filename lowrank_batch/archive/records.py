@@ -102,6 +102,10 @@ class ArchiveRow(_Keyed):
     unit_id: str = ""
     dicom_header: bytes | None = None  # a DICOM file's own bytes less its pixels, on its first frame's row
     dicom_sha256: str | None = None  # of the whole DICOM file as received
+    modality: str | None = None  # DICOM identity columns (archive/table.py:dicom_columns)
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("lossless", "near-lossless", "lossy"):
@@ -211,6 +215,7 @@ class RunSummary(_Keyed):
     storage_retries: int = 0
     run_record_error: str | None = None
     orphans_removed: int = 0
+    checkpoint: str | None = None  # the checkpoint written after this run's commits (checkpoint.py)
     startup_seconds: float | None = None  # until the first unit's result (actors up, weights loaded)
     seconds: float = 0.0
     ratio: float | None = None

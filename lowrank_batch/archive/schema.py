@@ -19,7 +19,8 @@ ROWS_PER_GROUP = 4  # small row groups: decoding one image reads about one image
 BLOB_COLUMNS = ("latent", "residual", "metadata_json", "dicom_header")
 # Columns added after archives were first written: nullable, and absent from older data files
 # (readers give None for them there; DuckDB reads mixed files with union_by_name=true)
-LATER_COLUMNS = ("dicom_header", "dicom_sha256")
+DICOM_COLUMNS = ("modality", "study_instance_uid", "series_instance_uid", "sop_instance_uid")
+LATER_COLUMNS = ("dicom_header", "dicom_sha256", *DICOM_COLUMNS)
 
 SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -47,6 +48,11 @@ SCHEMA = pa.schema([
     # the SHA-256 of the whole file as received
     ("dicom_header", pa.binary()),
     ("dicom_sha256", pa.string()),
+    # DICOM identity as real columns (null for other images and in archives written before them)
+    ("modality", pa.string()),
+    ("study_instance_uid", pa.string()),
+    ("series_instance_uid", pa.string()),
+    ("sop_instance_uid", pa.string()),
 ])
 
 FAILURE_SCHEMA = pa.schema([

@@ -11,6 +11,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .checkpoint import record_name
 from .records import ArchiveRow, CommitRecord, FailureRecord
 from .schema import BLOB_COLUMNS, COMMITS_DIR, DATA_DIR, FAILURE_SCHEMA, FAILURES_DIR, ROWS_PER_GROUP, SCHEMA
 
@@ -62,6 +63,8 @@ class UnitWriter:
         self.fs, self.root, self.unit_id, self.run_id = fs, root.rstrip("/"), unit_id, run_id
         self.token = uuid.uuid4().hex[:12]
         self.name = f"{unit_id}-{self.token}"  # of its data, failures and commit files; kept across retries
+        # named when the unit starts writing, so that lists after a checkpoint's marker find it
+        self.record = record_name(self.name)
 
     def write(self, rows: list, stats: dict | None = None, failures: list | None = None) -> CommitRecord:
         """Write rows (ArchiveRow, or dicts keyed by schema column) and return the commit record (which also
@@ -83,7 +86,7 @@ class UnitWriter:
             return False
 
     def _commit_path(self) -> str:
-        return f"{self.root}/{COMMITS_DIR}/{self.name}.json"
+        return f"{self.root}/{COMMITS_DIR}/{self.record}"
 
     def _remove_uncommitted(self) -> None:
         """After a failed write on a local disk (full, say), free the space its files took:

@@ -19,6 +19,8 @@ from .. import __version__
 from ..archive import layout
 from ..archive.records import FailureRecord, RunSummary, check_positive
 from ..codec.codec import Codec, CodecConfig
+from ..archive.checkpoint import checkpoint
+from ..archive.reader import parse_record
 from ..errors import LowrankError
 from ..ray_session import start_ray
 from ..storage import Retrier, RetryPolicy, describe, is_storage_error, retrying
@@ -138,6 +140,12 @@ def run_encode(src: str, dst: str, settings: EncodeSettings, options: JobOptions
     if units:
         _encode_units(units, dst, run_id, settings, options, summary, log, start)
     summary.notes += _write_failure_note(summary.failures, dst)
+    # fold tonight's commits into a checkpoint, so opening the archive reads a bounded number of records
+    fs, root = fsspec.core.url_to_fs(dst)
+    written, error = _try_storage(lambda: checkpoint(fs, root.rstrip("/"), parse_record), retry)
+    summary.checkpoint = written
+    if error:  # housekeeping: the next run (or compact) writes it
+        summary.notes.append(f"no checkpoint was written this run ({error})")
     summary.finish(time.perf_counter() - start)
     # the images are committed by now: a run record that cannot be written is said, not raised
     _, error = _try_storage(lambda: layout.write_run_record(dst, summary), retry)

@@ -12,6 +12,7 @@ import fsspec
 
 from .. import __version__
 from ..archive.records import ArchiveRow, FailureRecord, check_positive
+from ..archive.table import dicom_columns
 from ..archive.writer import UnitWriter
 from ..codec.codec import QUALITY_RANGE
 from ..codec.format import MODES
@@ -177,7 +178,8 @@ class EncodeWorker:
             pixel_sha256=enc.pixel_sha256, model_sha256=enc.model_sha256, adapter_sha256=enc.adapter_sha256,
             psnr=None if enc.psnr == float("inf") else enc.psnr, encoded_bytes=len(latent) + len(residual or b""),
             codec_version=__version__, metadata_json=metadata_json(image.metadata), run_id=self.run_id,
-            dicom_header=image.columns.get("dicom_header"), dicom_sha256=image.columns.get("dicom_sha256"))
+            dicom_header=image.columns.get("dicom_header"), dicom_sha256=image.columns.get("dicom_sha256"),
+            **dicom_columns(image.metadata))
 
 
 def _gpu_ids() -> list:

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from lowrank_batch.archive.reader import Archive  # noqa: E402
+from lowrank_batch.pipeline.decoding import ArchiveDecoder  # noqa: E402
 from lowrank_batch.devcorpus import dev_images  # noqa: E402
 from lowrank_batch.pipeline.archive_weights import resolve_weights, ship_weights  # noqa: E402
 from lowrank_batch.pipeline.units import list_sources, make_units  # noqa: E402
@@ -97,7 +98,7 @@ def same_rows(a: str, b: str) -> dict:
     differ = [i for i in ids if x.row(i, ["latent", "residual"]) != y.row(i, ["latent", "residual"])]
 
     def latents(archive, i):
-        enc = archive.encoded(i, preview=True)
+        enc = ArchiveDecoder(archive).encoded(i, preview=True)
         return enc.latent_stream, enc.decoded_sha256
 
     latent_differ = [i for i in ids if latents(x, i) != latents(y, i)]

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 from ..errors import LowrankError
 from . import checkpoint as ckpt
 from .checkpoint import Location, State
-from .schema import DATA_DIR, FAILURES_DIR, LATER_COLUMNS
+from .records import valid_commit_record
+from .schema import DATA_DIR, LATER_COLUMNS
 
 ROW_COLUMNS = ["image_id", "latent", "residual"]
 FOOTER_CACHE = 256  # footers kept per open archive (~10 KB for a unit's file, ~120 KB for a compacted one)
@@ -26,36 +27,6 @@ class ArchiveError(LowrankError):
 
 
 
-def _inside(path, folder: str) -> bool:
-    """A record may only name a file directly in the archive's own folder (no ../, no absolute
-    path): a hostile record in a shared bucket must not make readers open anything else."""
-    return isinstance(path, str) and posixpath.dirname(path) == folder and ".." not in path \
-        and not path.startswith("/") and "\\" not in path
-
-
-def _valid_record(r) -> bool:
-    """The shape of a commit record (writer.py), checked before anything trusts it."""
-    def str_list(v):
-        return isinstance(v, list) and all(isinstance(x, str) for x in v)
-
-    try:
-        return (isinstance(r, dict) and isinstance(r.get("committed_at"), str)
-                and (r.get("file") is None or _inside(r["file"], DATA_DIR))
-                and isinstance(r.get("index"), dict) and isinstance(r.get("sources", {}), dict)
-                and all(isinstance(k, str) and isinstance(v, list) and len(v) == 2
-                        and all(isinstance(n, int) and n >= 0 for n in v) for k, v in r["index"].items())
-                and all(isinstance(r.get("sources", {}).get(k), list) and len(r["sources"][k]) == 3
-                        for k in r["index"])
-                and str_list(r.get("removed", []))
-                and isinstance(r.get("failures", []), list)
-                and all(isinstance(f, dict) and isinstance(f.get("image_id"), str) and isinstance(f.get("time"), str)
-                        for f in r.get("failures", []))
-                and (r.get("failures_file") is None or _inside(r["failures_file"], FAILURES_DIR))
-                and _valid_maintenance(r))
-    except (TypeError, AttributeError):
-        return False
-
-
 def parse_record(path: str, raw: bytes) -> dict | None:
     """A commit record's JSON, or None when it is damaged (verify names it; a rerun encodes
     its sources again, as they are no longer archived)."""
@@ -63,18 +34,7 @@ def parse_record(path: str, raw: bytes) -> dict | None:
         record = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None
-    return record if _valid_record(record) else None
-
-
-def _valid_maintenance(r: dict) -> bool:
-    """Compaction's moves and vacuum's expired versions (maintenance.py), when present."""
-    moves, expired = r.get("relocated", {}), r.get("expired", [])
-    return (isinstance(moves, dict) and (not moves or _inside(r.get("file"), DATA_DIR))
-            and all(isinstance(k, str) and isinstance(v, list) and len(v) == 6 and isinstance(v[0], str)
-                    and _inside(v[1], DATA_DIR) and all(isinstance(n, int) and n >= 0 for n in v[2:])
-                    for k, v in moves.items())
-            and isinstance(expired, list)
-            and all(isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e) for e in expired))
+    return record if valid_commit_record(record) else None
 
 
 class Archive:

@@ -119,13 +119,6 @@ class ArchiveRow(_Keyed):
         return {name: getattr(self, name) for name in SCHEMA.names}
 
 
-def _inside(path, folder: str) -> bool:
-    """A record may only name a file directly in the archive's own folder (no ../, no absolute
-    path): a hostile record in a shared bucket must not make readers open anything else."""
-    return isinstance(path, str) and posixpath.dirname(path) == folder and ".." not in path \
-        and not path.startswith("/") and "\\" not in path
-
-
 @dataclass(frozen=True)
 class CommitRecord(_Keyed):
     """Commits a unit: its data file, each id's (row group, row) and source; or, with `removed`,
@@ -157,14 +150,22 @@ class CommitRecord(_Keyed):
     def parse(cls, raw: bytes | str) -> "CommitRecord":
         """A stored record, checked before anything trusts it; ValueError when it is not one."""
         r = json.loads(raw)
-        if not _valid_record(r):
+        if not valid_commit_record(r):
             raise ValueError("not a commit record")
         return cls(r.get("file"), r.get("unit_id", ""), r.get("run_id", ""), r["committed_at"], r["index"],
                    r.get("sources", {}), r.get("stats", {}), r.get("failures", []), r.get("failures_file"),
                    r.get("removed", []))
 
 
-def _valid_record(r) -> bool:
+def _inside(path, folder: str) -> bool:
+    """A record may only name a file directly in the archive's own folder (no ../, no absolute
+    path): a hostile record in a shared bucket must not make readers open anything else."""
+    return isinstance(path, str) and posixpath.dirname(path) == folder and ".." not in path \
+        and not path.startswith("/") and "\\" not in path
+
+
+def valid_commit_record(r) -> bool:
+    """The shape of a commit record (writer.py), checked before anything trusts it."""
     def str_list(v):
         return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
@@ -180,9 +181,21 @@ def _valid_record(r) -> bool:
                 and isinstance(r.get("failures", []), list)
                 and all(isinstance(f, dict) and isinstance(f.get("image_id"), str) and isinstance(f.get("time"), str)
                         for f in r.get("failures", []))
-                and (r.get("failures_file") is None or _inside(r["failures_file"], FAILURES_DIR)))
+                and (r.get("failures_file") is None or _inside(r["failures_file"], FAILURES_DIR))
+                and _valid_maintenance(r))
     except (TypeError, AttributeError):
         return False
+
+
+def _valid_maintenance(r: dict) -> bool:
+    """Compaction's moves and vacuum's expired versions (maintenance.py), when present."""
+    moves, expired = r.get("relocated", {}), r.get("expired", [])
+    return (isinstance(moves, dict) and (not moves or _inside(r.get("file"), DATA_DIR))
+            and all(isinstance(k, str) and isinstance(v, list) and len(v) == 6 and isinstance(v[0], str)
+                    and _inside(v[1], DATA_DIR) and all(isinstance(n, int) and n >= 0 for n in v[2:])
+                    for k, v in moves.items())
+            and isinstance(expired, list)
+            and all(isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e) for e in expired))
 
 
 # the counters a unit's result adds to its run (pipeline.worker.UnitResult has each)

@@ -19,6 +19,19 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+
+def stop_process_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to a test server's process group (servers start helpers), SIGKILL after `grace` s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 ACCESS_KEY, SECRET_KEY = "lowrank-test", "lowrank-test-secret"
 
 
@@ -86,16 +99,8 @@ class SeaweedFS:
 
     def stop(self) -> None:
         """SIGTERM to its process group (it starts helpers), SIGKILL if it lingers."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            stop_process_group(self.proc, 15)
         self.proc = None
 
     def _wait_ready(self, timeout: float) -> None:

@@ -306,22 +306,27 @@ def fit_tables(hist: np.ndarray, num_buckets: int, prior_weight: int, min_count:
     return ContextTables(lut, nx, prior.astype(np.int64))
 
 
-def corpus_dumps(folder, modalities: tuple[str, ...]) -> list:
-    """Dumps of every coded plane (lossless, as the codec codes it) of the corpus's images."""
+def lossless_planes(folder, modalities: tuple[str, ...]):
+    """(corpus entry, plane, plane info) for every plane of the corpus's images of these
+    modalities, as the lossless codec codes it (remapped, colour-transformed)."""
     from ..codec import pixels
     from ..codec.planes import coded_planes
     from .corpus import load_images
 
-    out = []
     for entry, arr in load_images(folder):
         if entry.modality not in modalities:
             continue
         layout = pixels.validate(arr, entry.bits_stored)
         planes = pixels.to_planes(arr, layout)
         coded, _, infos, _ = coded_planes(planes, planes, layout, "lossless", 0.2)
-        for c, info in enumerate(infos):
-            out.append((dump_plane(coded[c], info.lo, info.hi), entry.val_from_col, entry.modality))
-    return out
+        for plane, info in zip(coded, infos):
+            yield entry, plane, info
+
+
+def corpus_dumps(folder, modalities: tuple[str, ...]) -> list:
+    """Dumps of every coded plane (lossless, as the codec codes it) of the corpus's images."""
+    return [(dump_plane(plane, info.lo, info.hi), entry.val_from_col, entry.modality)
+            for entry, plane, info in lossless_planes(folder, modalities)]
 
 
 def validation_bits(dumps, tables: ContextTables) -> dict[str, float]:
@@ -356,21 +361,11 @@ def train(folder, modalities: tuple[str, ...] = ("ct", "mr", "xray"), num_bucket
 
 
 def linear_training_samples(folder, modalities: tuple[str, ...]) -> list:
-    from ..codec import pixels
-    from ..codec.planes import coded_planes
-    from .corpus import load_images
-
     out = []
-    for entry, arr in load_images(folder):
-        if entry.modality not in modalities:
-            continue
-        layout = pixels.validate(arr, entry.bits_stored)
-        planes = pixels.to_planes(arr, layout)
-        coded, _, _, _ = coded_planes(planes, planes, layout, "lossless", 0.2)
-        for plane in coded:
-            taps, target, cls, col = linear_samples(plane)
-            keep = col < entry.val_from_col
-            out.append((taps[keep], target[keep], cls[keep]))
+    for entry, plane, _ in lossless_planes(folder, modalities):
+        taps, target, cls, col = linear_samples(plane)
+        keep = col < entry.val_from_col
+        out.append((taps[keep], target[keep], cls[keep]))
     return out
 
 

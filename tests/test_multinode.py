@@ -17,6 +17,7 @@ import pytest
 
 from lowrank_batch.archive.reader import Archive
 from lowrank_batch.images import write_image
+from lowrank_batch.pipeline.decoding import ArchiveDecoder
 from lowrank_batch.pipeline.archive_weights import resolve_weights
 from lowrank_batch.weights.store import WeightStore
 
@@ -105,7 +106,7 @@ def test_ray_job_submit_runs_the_console_script_without_an_address(three_nodes, 
     assert "encoded 6, skipped 0, failed 0" in out
     archive = Archive.open(str(dst))
     for name, a in images.items():
-        assert np.array_equal(archive.get(name), a)
+        assert np.array_equal(ArchiveDecoder(archive).get(name), a)
 
 
 def test_a_worker_node_dying_mid_run_costs_time_not_images(three_nodes, tmp_path):
@@ -134,7 +135,7 @@ def test_a_worker_node_dying_mid_run_costs_time_not_images(three_nodes, tmp_path
     archive = Archive.open(str(dst))
     assert sorted(archive.ids()) == sorted(images)  # each image archived, and listed once
     for name, a in images.items():
-        assert np.array_equal(archive.get(name), a), name
+        assert np.array_equal(ArchiveDecoder(archive).get(name), a), name
 
 
 def _cmdline(p) -> str:

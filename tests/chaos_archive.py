@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import sys
+import time
 
 import numpy as np
 
@@ -71,9 +72,16 @@ def encode(uri: str, rounds: int) -> None:
 
 def maintain(uri: str, once: bool) -> None:
     from lowrank_batch.archive.maintenance import compact, vacuum
+    from lowrank_batch.archive.reader import ArchiveError
 
     while True:
-        compact(uri, target_rows=16, small_rows=8)
+        try:
+            compact(uri, target_rows=16, small_rows=8)
+        except ArchiveError as exc:  # started beside the archive's first encode: wait for it
+            if "no archive at" not in str(exc):
+                raise
+            time.sleep(0.2)
+            continue
         vacuum(uri, retention=dt.timedelta(seconds=2))
         print("maintained", flush=True)
         if once:

@@ -124,26 +124,8 @@ class Codec:
             decoded_sha = pixels.pixel_sha256(recon)  # the deterministic part of a lossy decode
             psnr = preview_psnr
         else:
-            coded, side, infos, colour = coded_planes(planes, recon, layout, mode, self.config.remap_max_density)
-            decoded = np.empty_like(coded) if mode == "near-lossless" else None  # lossless: equals coded
-            patch = self.model.core.patch
-            if version >= 2:
-                tables_sha = self._choose_tables(coded[0], infos[0], delta)
-            tables = self.context_tables(tables_sha)
-            for c, info in enumerate(infos):
-                info.guided = self._guidance_helps(coded[c], side[c], info, delta, tables)
-                guide = side[c] if info.guided else None
-                stream, values = encode_plane(coded[c], info.lo, info.hi, delta, guide, patch, tables)
-                if decoded is not None:
-                    decoded[c] = values
-                residuals.append(stream)
-            if mode == "lossless":
-                decoded_sha = pixels.pixel_sha256(array)
-                psnr = math.inf
-            else:
-                out = pixels.from_planes(decoded, layout)
-                decoded_sha = pixels.pixel_sha256(out)
-                psnr = metrics.psnr(array, out, layout.bits_stored)
+            residuals, infos, colour, tables_sha, decoded_sha, psnr = self._code_residuals(
+                array, planes, recon, layout, mode, delta, version)
         return EncodedImage(
             layout=layout, mode=mode, max_error=delta, quality=quality, rank=rank, latent_step=step,
             colour_transform=colour, planes=infos, latent_range=latent_range, latent_stream=latent_stream,
@@ -151,6 +133,29 @@ class Codec:
             model_sha256=self.model.sha256, adapter_sha256=self.adapter_sha256, psnr=psnr, preview_psnr=preview_psnr,
             version=version, tables_sha256=tables_sha,
         )
+
+    def _code_residuals(self, array: np.ndarray, planes: np.ndarray, recon: np.ndarray,
+                        layout: pixels.PixelLayout, mode: str, delta: int, version: int):
+        """Archival modes: each plane's residual stream, coded against the reconstruction.
+
+        Returns (streams, plane infos, colour transform, tables digest, decoded digest, PSNR)."""
+        coded, side, infos, colour = coded_planes(planes, recon, layout, mode, self.config.remap_max_density)
+        decoded = np.empty_like(coded) if mode == "near-lossless" else None  # lossless: equals coded
+        patch = self.model.core.patch
+        tables_sha = self._choose_tables(coded[0], infos[0], delta) if version >= 2 else None
+        tables = self.context_tables(tables_sha)
+        streams: list[bytes] = []
+        for c, info in enumerate(infos):
+            info.guided = self._guidance_helps(coded[c], side[c], info, delta, tables)
+            guide = side[c] if info.guided else None
+            stream, values = encode_plane(coded[c], info.lo, info.hi, delta, guide, patch, tables)
+            if decoded is not None:
+                decoded[c] = values
+            streams.append(stream)
+        if mode == "lossless":
+            return streams, infos, colour, tables_sha, pixels.pixel_sha256(array), math.inf
+        out = pixels.from_planes(decoded, layout)
+        return streams, infos, colour, tables_sha, pixels.pixel_sha256(out), metrics.psnr(array, out, layout.bits_stored)
 
     def _latents(self, planes: np.ndarray, layout: pixels.PixelLayout, mode: str, quality: float,
                  rank: int | None):

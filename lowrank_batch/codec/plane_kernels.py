@@ -1,5 +1,5 @@
-"""Plane-level drivers of the context model: the encoder's pass over a whole plane and the
-decoder's two steps per wavefront (numba). The residual coder wires them to the range coder.
+"""Plane-level drivers of the context model (numba): the encoder's pass over a whole plane,
+the range coding of its tokens, and the decoder's whole-plane loop (one nogil call).
 """
 
 from __future__ import annotations
@@ -20,6 +20,24 @@ from .context_model import (
     token_base,
     token_of,
 )
+from .range_coder import (
+    E_WRITTEN,
+    ERR_FULL,
+    ERR_INVALID,
+    OK,
+    decode_symbol,
+    decoder_init,
+    encode_sequence,
+    encode_symbol,
+    encoder_init,
+    encoder_seal,
+    quantise_cdf,
+    quantise_rows,
+    word_capacity,
+)
+from .stream_order import order_for_single_stream
+
+ERR_RAW_OVERRUN = -3  # the tokens ask for more raw bits than the stream holds
 
 
 @njit(cache=True)
@@ -173,3 +191,99 @@ def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
         order[start[b]] = j
         start[b] += 1
     return k, num_active, any_refreshed
+
+
+@njit(cache=True)
+def _code_bucket_streams(buckets, tokens, snaps, cdfs, num_buckets):
+    """Layout 0: range-code each bucket's tokens (in coding order, with the model of their
+    histogram snapshot) into its own stream. Returns (words, first word of each bucket's
+    stream, its number of words, status): the same words one constriction RangeEncoder per
+    bucket gives."""
+    sizes = np.zeros(num_buckets, dtype=np.int64)
+    for b in buckets:
+        sizes[b] += 1
+    bases = np.zeros(num_buckets, dtype=np.int64)
+    caps = np.zeros(num_buckets, dtype=np.int64)
+    total = 0
+    for b in range(num_buckets):
+        caps[b] = word_capacity(sizes[b])
+        bases[b] = total
+        total += caps[b]
+    words = np.empty(total, dtype=np.uint32)
+    states = np.empty((num_buckets, 5), dtype=np.uint64)
+    for b in range(num_buckets):
+        encoder_init(states[b])
+    for k in range(buckets.shape[0]):
+        b = np.int64(buckets[k])
+        if not encode_symbol(np.int64(tokens[k]), cdfs[np.int64(snaps[k])], words, bases[b], caps[b], states[b]):
+            return words, bases, sizes, ERR_FULL
+    lengths = np.zeros(num_buckets, dtype=np.int64)
+    for b in range(num_buckets):
+        if not encoder_seal(words, bases[b], caps[b], states[b]):
+            return words, bases, lengths, ERR_FULL
+        lengths[b] = np.int64(states[b, E_WRITTEN])
+    return words, bases, lengths, OK
+
+
+@njit(cache=True)
+def _code_shared_stream(buckets, tokens, snaps, cdfs, height, width, num_buckets):
+    """Layout 1: one stream, symbols in (wavefront, bucket, row) order. Returns (words,
+    number of words or ERR_FULL)."""
+    ordered_tokens, ordered_snaps, _ = order_for_single_stream(buckets, tokens, snaps, height, width, num_buckets)
+    cap = word_capacity(tokens.shape[0])
+    words = np.empty(cap, dtype=np.uint32)
+    return words, encode_sequence(ordered_tokens, ordered_snaps, cdfs, words, 0, cap)
+
+
+@njit(cache=True, nogil=True)
+def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts,
+                      totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin):
+    """Decode a whole plane in one call (no GIL): per wavefront refresh the histograms and
+    re-quantise the refreshed ones, predict, range-decode the tokens bucket by bucket, finish.
+
+    One range-coder stream per bucket (`starts`/`ends` index `words`, one entry per bucket:
+    layout 0), or one shared stream (one entry: layout 1) read in (bucket, row) order per
+    wavefront. Returns OK, ERR_INVALID (range coder) or ERR_RAW_OVERRUN."""
+    height, width = out.shape
+    num_buckets, num_tokens = counts.shape
+    shared = starts.shape[0] == 1
+    decoders = np.empty((starts.shape[0], 5), dtype=np.uint64)
+    for s in range(starts.shape[0]):
+        decoder_init(words, starts[s], ends[s], decoders[s])
+    cdfs = np.empty((num_buckets, num_tokens + 1), dtype=np.uint32)
+    quantise_rows(snap, cdfs)
+    max_len = min(height, width) + 1
+    pred8s = np.empty(max_len, dtype=np.int64)
+    preds = np.empty(max_len, dtype=np.int64)
+    buckets = np.empty(max_len, dtype=np.int64)
+    leans = np.empty(max_len, dtype=np.int64)
+    subs = np.zeros((max_len, NUM_PREDICTORS), dtype=np.int64)
+    order = np.empty(max_len, dtype=np.int64)
+    tokens = np.empty(max_len, dtype=np.int64)
+    grouped = np.empty(max_len, dtype=np.int64)
+    active = np.empty((num_buckets, 2), dtype=np.int64)
+    bitpos = 0
+    for t in range(2 * (height - 1) + width):
+        k, num_active, any_refreshed = _prepare_wavefront(
+            t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts, snap, since, coded, epoch,
+            refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width, lut, nx, lin)
+        if any_refreshed:
+            for b in range(num_buckets):
+                if refreshed[b]:
+                    quantise_cdf(snap[b], cdfs[b])
+        pos = 0
+        for a in range(num_active):
+            b = active[a, 0]
+            decoder = decoders[0] if shared else decoders[b]
+            for _ in range(active[a, 1]):
+                symbol = decode_symbol(cdfs[b], num_tokens, words, decoder)
+                if symbol < 0:
+                    return ERR_INVALID
+                grouped[pos] = symbol
+                pos += 1
+        bitpos = _finish_wavefront(t, grouped[:pos], order, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te,
+                                   perr, counts, totals, since, coded, pred8s, preds, buckets, leans, subs, has_side,
+                                   lin)
+        if bitpos > num_bits:
+            return ERR_RAW_OVERRUN
+    return OK

@@ -1,8 +1,10 @@
 """Lossless / near-lossless coding of one integer plane with the causal context model.
 
 The context model (numba, `context_model.py`) decides for every pixel a bucket and a token;
-constriction's range coder codes the tokens, one independent stream per bucket, with the
-bucket's adaptive histogram snapshot as a `Categorical` model. Raw low bits of large values
+a range coder codes the tokens, one independent stream per bucket, with the bucket's adaptive
+histogram snapshot as a categorical model: constriction's queue range coder and its
+`Categorical(perfect=False)` model, re-implemented in numba (`range_coder.py`, same words) so
+that a whole plane codes and decodes in one compiled call. Raw low bits of large values
 are packed as they are (they are close to uniform, as in JPEG XL's hybrid integers).
 
 Plane stream layout (all little-endian):
@@ -14,9 +16,9 @@ Plane stream layout (all little-endian):
               row) order, the order the decoder fetches them
     the raw bits (u64 words)
 
-Per-bucket streams let the encoder code each bucket's symbols in a few calls (fast for large
-images) at the cost of one coder flush per bucket; small planes use the shared stream, whose
-one call per (wavefront, bucket) run is cheap there and saves those flushes.
+Per-bucket streams cost one coder flush per bucket; small planes use the shared stream, which
+saves those flushes. Which layout a plane gets is decided as when constriction was called
+from Python (a run limit, then the smaller), so re-encoding gives the same bytes as before.
 """
 
 from __future__ import annotations
@@ -24,17 +26,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import constriction
 import numpy as np
 
 from ..errors import CorruptStreamError, InvalidParameterError
 from . import context_model as cm
 from . import plane_kernels as pk
-from .stream_order import count_runs, group_tokens, order_for_single_stream
+from . import range_coder as rc
+from .stream_order import count_runs
 from .varint import read_varint, write_varint
 
-_Categorical = constriction.stream.model.Categorical
-SHARED_STREAM_MAX_RUNS = 4000  # above this many coder calls, per-bucket streams are faster
+SHARED_STREAM_MAX_RUNS = 4000  # above this many (wavefront, bucket) runs: per-bucket streams (fixed: same bytes)
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,6 @@ class ContextTables:
 V1_TABLES = ContextTables(cm.V1_LUT, 1, cm._PRIOR)
 
 
-def _model(counts: np.ndarray):
-    # Integer counts -> float64 by exact division: identical on every IEEE machine, and
-    # constriction's leaky quantisation of it is plain integer/float arithmetic.
-    return _Categorical(counts.astype(np.float64), perfect=False)
-
-
 def encode_plane(
     plane: np.ndarray, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None, patch: int = 8,
     tables: ContextTables = V1_TABLES,
@@ -92,27 +87,24 @@ def encode_plane(
     snapshots = np.empty((max_snapshots(n, nb), cm.NUM_TOKENS), dtype=np.int64)
     raw_words = np.zeros(n * 17 // 64 + 2, dtype=np.uint64)
     values = np.empty(x.shape, dtype=np.int32)
-    _, num_bits = pk._encode_plane(
+    num_snap, num_bits = pk._encode_plane(
         x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
         st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
         out_bucket, out_token, out_snap, snapshots, raw_words, values, tables.lut, tables.nx, tables.lin,
     )
-    models: dict[int, object] = {}
-
-    def model(snap_id: int):
-        if snap_id not in models:
-            models[snap_id] = _model(snapshots[snap_id])
-        return models[snap_id]
+    cdfs = np.empty((num_snap, cm.NUM_TOKENS + 1), dtype=np.uint32)
+    rc.quantise_rows(snapshots[:num_snap], cdfs)
 
     out = bytearray()
     write_varint(out, int(num_bits))
-    per_bucket = _per_bucket_streams(out_bucket, out_token, out_snap, model, nb)
+    words, bases, lengths, status = pk._code_bucket_streams(out_bucket, out_token, out_snap, cdfs, nb)
+    _check_coded(status)
+    per_bucket = [words[bases[b] : bases[b] + lengths[b]] for b in range(nb)]
     shared = None
     if count_runs(out_bucket, x.shape[0], x.shape[1], nb) <= SHARED_STREAM_MAX_RUNS:
-        shared_tokens, shared_snaps, _ = order_for_single_stream(
-            out_bucket, out_token, out_snap, x.shape[0], x.shape[1], nb
-        )
-        shared = _coded_runs(constriction.stream.queue.RangeEncoder(), shared_tokens, shared_snaps, model)
+        shared_words, length = pk._code_shared_stream(out_bucket, out_token, out_snap, cdfs, *x.shape, nb)
+        _check_coded(length)
+        shared = shared_words[:length]
     if shared is not None and 4 * len(shared) + 4 < sum(4 * len(w) + 2 for w in per_bucket):
         out.append(1)
         write_varint(out, len(shared))
@@ -141,40 +133,22 @@ def max_snapshots(num_symbols: int, num_buckets: int = cm.NUM_BUCKETS) -> int:
     return num_buckets * (per_bucket + 1)
 
 
-def _coded_runs(encoder, tokens: np.ndarray, snaps: np.ndarray, model) -> np.ndarray:
-    """Encode tokens with one call per run of equal histogram snapshot; return the words."""
-    if tokens.size:
-        cuts = np.flatnonzero(snaps[1:] != snaps[:-1]) + 1
-        for s, e in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [tokens.size]))):
-            encoder.encode(tokens[s:e].astype(np.int32), model(int(snaps[s])))
-    return encoder.get_compressed()
+def _check_coded(status: int) -> None:
+    if status < 0:  # cannot happen: word_capacity bounds every stream
+        raise RuntimeError(f"range coder word buffer overflow ({status})")
 
 
-def _per_bucket_streams(buckets, tokens, snaps, model, num_buckets) -> list[np.ndarray]:
-    grouped_tokens, grouped_snaps, sizes = group_tokens(buckets, tokens, snaps, num_buckets)
-    streams = []
-    start = 0
-    for size in sizes:
-        end = start + int(size)
-        words = np.zeros(0, dtype=np.uint32)
-        if size:
-            words = _coded_runs(
-                constriction.stream.queue.RangeEncoder(), grouped_tokens[start:end], grouped_snaps[start:end], model
-            )
-        streams.append(words)
-        start = end
-    return streams
-
-
-def _parse_plane_stream(blob: bytes, tables: ContextTables):
+def _parse_plane_stream(blob: bytes, tables: ContextTables, height: int, width: int):
+    """Split a plane stream into (raw bit count, range-coder words, each stream's [start, end)
+    in them, raw words padded so that no wavefront can read past them)."""
     num_bits, pos = read_varint(blob, 0)
     if pos >= len(blob) or blob[pos] not in (0, 1):
         raise CorruptStreamError("residual stream is truncated or has an unknown layout")
     shared = blob[pos] == 1
     pos += 1
     if shared:
-        lengths = [read_varint(blob, pos)]
-        lengths, pos = [lengths[0][0]], lengths[0][1]
+        length, pos = read_varint(blob, pos)
+        lengths = [length]
     else:
         if pos + tables.mask_bytes > len(blob):
             raise CorruptStreamError("residual stream is truncated")
@@ -186,22 +160,21 @@ def _parse_plane_stream(blob: bytes, tables: ContextTables):
             if mask >> b & 1:
                 value, pos = read_varint(blob, pos)
             lengths.append(value)
-    decoders = []
-    for length in lengths:
-        end = pos + 4 * length
-        if end > len(blob):
-            raise CorruptStreamError("residual stream is truncated")
-        words = np.frombuffer(blob, dtype="<u4", count=length, offset=pos).astype(np.uint32)
-        decoders.append(constriction.stream.queue.RangeDecoder(words))
-        pos = end
-    if shared:
-        decoders = decoders * tables.num_buckets
+    num_words = sum(lengths)
+    if pos + 4 * num_words > len(blob):
+        raise CorruptStreamError("residual stream is truncated")
+    words = np.frombuffer(blob, dtype="<u4", count=num_words, offset=pos).astype(np.uint32)
+    ends = np.cumsum(np.asarray(lengths, dtype=np.int64))
+    starts = ends - np.asarray(lengths, dtype=np.int64)
+    pos += 4 * num_words
     num_raw_words = (num_bits + 63) // 64
     if pos + 8 * num_raw_words != len(blob):
         raise CorruptStreamError("residual stream has the wrong length")
     raw_words = np.frombuffer(blob, dtype="<u8", count=num_raw_words, offset=pos).astype(np.uint64)
-    # one spare word so the reader may look one word ahead
-    return num_bits, decoders, np.concatenate((raw_words, np.zeros(1, dtype=np.uint64)))
+    # a wavefront of corrupt tokens may ask for up to 23 raw bits per pixel before the overrun
+    # check after it: pad so those reads stay inside the array
+    spare = min(height, width) * 23 // 64 + 2
+    return num_bits, words, starts, ends, np.concatenate((raw_words, np.zeros(spare, dtype=np.uint64)))
 
 
 def decode_plane(
@@ -209,46 +182,16 @@ def decode_plane(
     patch: int = 8, tables: ContextTables = V1_TABLES,
 ) -> np.ndarray:
     """Inverse of `encode_plane` (same shape, range, delta, side information and tables)."""
-    num_bits, decoders, raw_words = _parse_plane_stream(blob, tables)
+    num_bits, words, starts, ends, raw_words = _parse_plane_stream(blob, tables, height, width)
     st = cm.ModelState(height, width, side, patch, tables.prior)
     out = np.zeros((height, width), dtype=np.int64)
-    max_len = min(height, width)
-    pred8s = np.empty(max_len + 1, dtype=np.int64)
-    preds = np.empty(max_len + 1, dtype=np.int64)
-    buckets = np.empty(max_len + 1, dtype=np.int64)
-    leans = np.empty(max_len + 1, dtype=np.int64)
-    subs = np.zeros((max_len + 1, cm.NUM_PREDICTORS), dtype=np.int64)
-    order = np.empty(max_len + 1, dtype=np.int64)
-    tokens = np.empty(max_len + 1, dtype=np.int64)
-    active = np.empty((tables.num_buckets, 2), dtype=np.int64)
-    models: list = [None] * tables.num_buckets
-    bitpos = 0
-    for t in range(cm.num_wavefronts(height, width)):
-        k, num_active, any_refreshed = pk._prepare_wavefront(
-            t, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, cm.PREDICTOR_MAX_WEIGHTS,
-            st.counts, st.snap, st.since, st.coded, st.epoch, st.refreshed, pred8s, preds, buckets, leans, subs,
-            order, active, height, width, tables.lut, tables.nx, tables.lin,
-        )
-        if any_refreshed:
-            for b in np.flatnonzero(st.refreshed).tolist():
-                models[b] = None
-        pieces = []
-        try:
-            for b, count in active[:num_active].tolist():
-                model = models[b]
-                if model is None:
-                    model = models[b] = _model(st.snap[b])
-                pieces.append(decoders[b].decode(model, count))
-        except Exception as exc:  # constriction raises on exhausted or invalid data
-            raise CorruptStreamError(f"residual stream is corrupt ({exc})") from None
-        if num_active == 1:
-            grouped = pieces[0]
-        else:  # several buckets; none when the wavefront is empty (one-column planes)
-            grouped = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
-        bitpos = pk._finish_wavefront(
-            t, grouped, order, tokens, lo, hi, delta, raw_words, bitpos, out, st.xr, st.te, st.perr, st.counts,
-            st.totals, st.since, st.coded, pred8s, preds, buckets, leans, subs, st.has_side, tables.lin,
-        )
-        if bitpos > num_bits:
-            raise CorruptStreamError("residual stream is corrupt (raw bits overrun)")
+    status = pk._decode_plane_all(
+        words, starts, ends, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr,
+        cm.PREDICTOR_MAX_WEIGHTS, st.counts, st.totals, st.snap, st.since, st.coded, st.epoch, st.refreshed, raw_words,
+        num_bits, out, tables.lut, tables.nx, tables.lin,
+    )
+    if status == pk.ERR_RAW_OVERRUN:
+        raise CorruptStreamError("residual stream is corrupt (raw bits overrun)")
+    if status != pk.OK:
+        raise CorruptStreamError("residual stream is corrupt (invalid range-coder data)")
     return out

@@ -1,4 +1,4 @@
-"""Orders in which tokens reach the range coder (numba)."""
+"""The order in which tokens reach a shared range-coder stream (numba)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,6 @@ import numpy as np
 from numba import njit
 
 from .context_model import _wave_rows
-
-
-@njit(cache=True)
-def group_tokens(buckets, tokens, snaps, num_buckets):
-    """Tokens and their snapshot ids grouped by bucket (stable), and bucket sizes; a counting
-    sort that scatters directly (no permutation array: large scans stay small in memory)."""
-    sizes = np.zeros(num_buckets, dtype=np.int64)
-    for b in buckets:
-        sizes[b] += 1
-    start = np.zeros(num_buckets, dtype=np.int64)
-    for b in range(1, num_buckets):
-        start[b] = start[b - 1] + sizes[b - 1]
-    grouped_tokens = np.empty_like(tokens)
-    grouped_snaps = np.empty_like(snaps)
-    for k in range(buckets.size):
-        b = buckets[k]
-        grouped_tokens[start[b]] = tokens[k]
-        grouped_snaps[start[b]] = snaps[k]
-        start[b] += 1
-    return grouped_tokens, grouped_snaps, sizes
 
 
 @njit(cache=True)

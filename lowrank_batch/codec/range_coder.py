@@ -1,0 +1,251 @@
+"""constriction 0.5.0's queue range coder and its fast categorical model, in numba.
+
+The residual coder's streams were written by `constriction.stream.queue.RangeEncoder` (32-bit
+words, 64-bit state, 24-bit probabilities) with `Categorical(counts.astype(float64),
+perfect=False)` models. Calling constriction once per (wavefront, bucket) cost more than the
+coding itself, so the plane kernels code and decode every symbol here, inside one numba call,
+producing and reading exactly the words constriction does (tests/test_range_coder.py checks it
+against constriction, which stays the reference).
+
+Encoder state is a uint64 row [lower, range, num_inverted, first_inverted_word, words
+written]; decoder state a uint64 row [lower, range, point, read position, end position]. All
+arithmetic is uint64 and wraps like Rust's `wrapping_*` (numba's unsigned integers wrap).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+PRECISION = 24
+_ONE_PREC = np.uint64(1 << PRECISION)
+_PREC = np.uint64(PRECISION)
+_WORD = np.uint64(32)
+_WORD_MASK = np.uint64(0xFFFFFFFF)
+_STATE_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
+_RANGE_MIN = np.uint64(1 << 32)  # invariant of both coders: range >= 2**(64 - 32)
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+
+# encoder state row
+E_LOWER, E_RANGE, E_NUM_INVERTED, E_FIRST_INVERTED, E_WRITTEN = 0, 1, 2, 3, 4
+# decoder state row
+D_LOWER, D_RANGE, D_POINT, D_POS, D_END = 0, 1, 2, 3, 4
+
+OK = 0
+ERR_INVALID = -1  # constriction's DecoderFrontendError::InvalidData
+ERR_FULL = -2  # word buffer too small (a bug: the capacity bound below is exact)
+
+
+@njit(cache=True)
+def word_capacity(num_symbols):
+    """Upper bound on the words one stream of `num_symbols` symbols takes, seal included.
+
+    Each symbol shrinks the range by at most 2**24 / (1 - 2**-8) (every probability is >= 1
+    in 2**24, and range >> 24 loses < 2**-8 since range >= 2**32), one word leaves per 2**32:
+    < 0.7502 words per symbol, plus at most 2 for the seal.
+    """
+    return num_symbols - num_symbols // 4 + num_symbols // 256 + 4
+
+
+@njit(cache=True)
+def quantise_cdf(counts, cdf):
+    """Mirror of constriction's `fast_quantized_cdf` + `from_fixed_point_cdf` (what
+    `Categorical(counts.astype(float64), perfect=False)` builds): every symbol gets 1 plus
+    its truncated share of the 2**24 - n free weight. `cdf` gets n + 1 entries, cdf[n] = 2**24.
+
+    The counts are integers < 2**53, so the float sums are exact in any order, and there is
+    one rounded multiply per entry, as in constriction.
+    """
+    n = counts.shape[0]
+    total = 0.0
+    for i in range(n):
+        total += np.float64(counts[i])
+    scale = np.float64((1 << PRECISION) - n) / total
+    cumulative = 0.0
+    for i in range(n):
+        cdf[i] = np.uint32(np.int64(cumulative * scale) + i)  # f64 -> u32 `as`: truncation
+        cumulative += np.float64(counts[i])
+    cdf[n] = np.uint32(1 << PRECISION)
+
+
+@njit(cache=True)
+def quantise_rows(counts, cdfs):
+    """quantise_cdf for every row of `counts` into the rows of `cdfs`."""
+    for r in range(counts.shape[0]):
+        quantise_cdf(counts[r], cdfs[r])
+
+
+@njit(cache=True, inline="always")
+def _write(words, base, cap, state, word):
+    k = state[E_WRITTEN]
+    if k >= cap:
+        return False
+    words[base + np.int64(k)] = np.uint32(word & _WORD_MASK)
+    state[E_WRITTEN] = k + _U1
+    return True
+
+
+@njit(cache=True, inline="always")
+def encoder_init(state):
+    """RangeEncoder::new(): lower 0, range the largest state, normal situation."""
+    state[E_LOWER] = _U0
+    state[E_RANGE] = _STATE_MAX
+    state[E_NUM_INVERTED] = _U0
+    state[E_FIRST_INVERTED] = _U0
+    state[E_WRITTEN] = _U0
+
+
+@njit(cache=True, inline="always")
+def _flush_inverted(words, base, cap, state, carry):
+    """The held-back words of an inverted situation: the first inverted lower word (+1 if the
+    lower bound wrapped), then 0 (wrapped) or all ones for the others."""
+    first = state[E_FIRST_INVERTED]
+    rest = _WORD_MASK
+    if carry:
+        first = (first + _U1) & _WORD_MASK
+        rest = _U0
+    ok = _write(words, base, cap, state, first)
+    for _ in range(np.int64(state[E_NUM_INVERTED]) - 1):
+        ok = ok and _write(words, base, cap, state, rest)
+    state[E_NUM_INVERTED] = _U0
+    return ok
+
+
+@njit(cache=True)
+def encode_symbol(symbol, cdf, words, base, cap, state):
+    """Mirror of RangeEncoder::encode_symbol with a contiguous categorical model's
+    left_cumulative_and_probability (cdf[symbol], cdf[symbol + 1] - cdf[symbol]).
+    Returns False only if the word buffer is full."""
+    left = np.uint64(cdf[symbol])
+    probability = np.uint64(cdf[symbol + 1]) - left
+    lower = state[E_LOWER]
+    scale = state[E_RANGE] >> _PREC
+    rng = scale * probability
+    new_lower = lower + scale * left
+    ok = True
+    if state[E_NUM_INVERTED] > _U0 and new_lower + rng > new_lower:
+        ok = _flush_inverted(words, base, cap, state, new_lower < lower)  # back to normal
+    lower = new_lower
+    if rng < _RANGE_MIN:
+        rng = rng << _WORD
+        lower_word = lower >> _WORD
+        lower = lower << _WORD
+        if state[E_NUM_INVERTED] > _U0:
+            state[E_NUM_INVERTED] += _U1
+        elif lower + rng > lower:
+            ok = ok and _write(words, base, cap, state, lower_word)
+        else:  # the range straddles a wrap: hold the word back (inverted situation)
+            state[E_NUM_INVERTED] = _U1
+            state[E_FIRST_INVERTED] = lower_word
+    state[E_LOWER] = lower
+    state[E_RANGE] = rng
+    return ok
+
+
+@njit(cache=True)
+def encoder_seal(words, base, cap, state):
+    """Mirror of RangeEncoder::seal (what get_compressed() appends): nothing if no symbol
+    was coded, else any held-back words, the word of lower + 2**32 - 1, and a zero word if
+    that alone would not identify the range. Returns False only if the buffer is full."""
+    lower = state[E_LOWER]
+    rng = state[E_RANGE]
+    if rng == _STATE_MAX:
+        return True
+    point = lower + _WORD_MASK
+    ok = True
+    if state[E_NUM_INVERTED] > _U0:
+        ok = _flush_inverted(words, base, cap, state, point < lower)
+    point_word = point >> _WORD
+    ok = ok and _write(words, base, cap, state, point_word)
+    upper_word = (lower + rng) >> _WORD
+    if upper_word == point_word:
+        ok = ok and _write(words, base, cap, state, _U0)
+    return ok
+
+
+@njit(cache=True, inline="always")
+def decoder_init(words, start, end, state):
+    """Mirror of RangeDecoder(words) (from_compressed / read_point): the point is the first
+    two words, zero-padded on the right when the stream is shorter."""
+    point = _U0
+    pos = start
+    num_read = 0
+    while pos < end and num_read < 2:
+        point = (point << _WORD) | np.uint64(words[pos])
+        pos += 1
+        num_read += 1
+    if num_read == 1:
+        point = point << _WORD
+    state[D_LOWER] = _U0
+    state[D_RANGE] = _STATE_MAX
+    state[D_POINT] = point
+    state[D_POS] = np.uint64(pos)
+    state[D_END] = np.uint64(end)
+
+
+@njit(cache=True, inline="always")
+def decode_symbol(cdf, num_symbols, words, state):
+    """Mirror of RangeDecoder::decode_symbol with the contiguous categorical model's
+    quantile_function (the last symbol whose cdf entry is <= the quantile). Returns the
+    symbol, or ERR_INVALID where constriction reports invalid data. Past the end of the
+    words the point is shifted in with zeros, as constriction does."""
+    lower = state[D_LOWER]
+    point = state[D_POINT]
+    scale = state[D_RANGE] >> _PREC
+    quantile = (point - lower) // scale
+    if quantile >= _ONE_PREC:
+        return ERR_INVALID
+    q = np.uint32(quantile)
+    lo = 0  # cdf[lo] <= q < cdf[hi]
+    hi = num_symbols
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if cdf[mid] <= q:
+            lo = mid
+        else:
+            hi = mid
+    left = np.uint64(cdf[lo])
+    lower = lower + scale * left
+    rng = scale * (np.uint64(cdf[lo + 1]) - left)
+    if rng < _RANGE_MIN:
+        lower = lower << _WORD
+        rng = rng << _WORD
+        point = point << _WORD
+        pos = state[D_POS]
+        if pos < state[D_END]:
+            point = point | np.uint64(words[np.int64(pos)])
+            state[D_POS] = pos + _U1
+    state[D_LOWER] = lower
+    state[D_RANGE] = rng
+    state[D_POINT] = point
+    return lo
+
+
+@njit(cache=True)
+def encode_sequence(symbols, cdf_ids, cdfs, words, base, cap):
+    """Encode symbols[k] with model cdfs[cdf_ids[k]] into a fresh stream at words[base:] and
+    seal it; returns the number of words (ERR_FULL if they do not fit in cap)."""
+    state = np.empty(5, dtype=np.uint64)
+    encoder_init(state)
+    for k in range(symbols.shape[0]):
+        if not encode_symbol(np.int64(symbols[k]), cdfs[np.int64(cdf_ids[k])], words, base, cap, state):
+            return ERR_FULL
+    if not encoder_seal(words, base, cap, state):
+        return ERR_FULL
+    return np.int64(state[E_WRITTEN])
+
+
+@njit(cache=True)
+def decode_sequence(words, cdf_ids, cdfs, out):
+    """Decode len(out) symbols from one stream, symbol k with cdfs[cdf_ids[k]]; returns OK or
+    ERR_INVALID."""
+    state = np.empty(5, dtype=np.uint64)
+    decoder_init(words, 0, words.shape[0], state)
+    num_symbols = cdfs.shape[1] - 1
+    for k in range(out.shape[0]):
+        s = decode_symbol(cdfs[np.int64(cdf_ids[k])], num_symbols, words, state)
+        if s < 0:
+            return s
+        out[k] = s
+    return OK

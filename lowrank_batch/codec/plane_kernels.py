@@ -139,27 +139,31 @@ def _finish_wavefront(t, grouped_tokens, order, tokens, lo, hi, delta, raw_words
     k = 0
     for i in range(i_start, i_end + 1):
         tok = tokens[k]
-        base_value, nraw = token_base(tok)
-        u = base_value
-        if nraw > 0:
-            word = bitpos >> 6
-            off = bitpos & 63
-            raw = raw_words[word] >> np.uint64(off)
-            if off + nraw > 64:
-                raw |= raw_words[word + 1] << np.uint64(64 - off)
-            u += np.int64(raw & np.uint64((1 << nraw) - 1))
-            bitpos += nraw
-        e = u >> 1 if (u & 1) == 0 else -((u + 1) >> 1)
-        pred8 = pred8s[k]
-        pred = preds[k]
-        if leans[k] > 0:
-            e = -e
-        value = min(max(pred + e * step, lo), hi)
+        value, bitpos = _token_value(tok, raw_words, bitpos, preds[k], leans[k], step, lo, hi)
         out[i, t - 2 * i] = value
-        _update(slot, i, t - 2 * i > 0, value, pred8, subs[k], num_pred, xr, te, perr, counts, totals, buckets[k],
+        _update(slot, i, t - 2 * i > 0, value, pred8s[k], subs[k], num_pred, xr, te, perr, counts, totals, buckets[k],
                 tok, since, coded)
         k += 1
     return bitpos
+
+
+@njit(cache=True, inline="always")
+def _token_value(tok, raw_words, bitpos, pred, lean, step, lo, hi):
+    """Decoder side: a pixel's value from its token, its raw bits (read at bitpos, LSB first)
+    and its prediction. Returns (value, new bitpos)."""
+    u, nraw = token_base(tok)
+    if nraw > 0:
+        word = bitpos >> 6
+        off = bitpos & 63
+        raw = raw_words[word] >> np.uint64(off)
+        if off + nraw > 64:
+            raw |= raw_words[word + 1] << np.uint64(64 - off)
+        u += np.int64(raw & np.uint64((1 << nraw) - 1))
+        bitpos += nraw
+    e = u >> 1 if (u & 1) == 0 else -((u + 1) >> 1)
+    if lean > 0:
+        e = -e
+    return min(max(pred + e * step, lo), hi), bitpos
 
 
 @njit(cache=True)
@@ -238,20 +242,69 @@ def _code_shared_stream(buckets, tokens, snaps, cdfs, height, width, num_buckets
 @njit(cache=True, nogil=True)
 def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts,
                       totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin):
-    """Decode a whole plane in one call (no GIL): per wavefront refresh the histograms and
-    re-quantise the refreshed ones, predict, range-decode the tokens bucket by bucket, finish.
+    """Decode a whole plane in one call (no GIL held): per wavefront refresh the histograms and
+    re-quantise the refreshed ones, predict, range-decode the tokens, finish.
 
-    One range-coder stream per bucket (`starts`/`ends` index `words`, one entry per bucket:
-    layout 0), or one shared stream (one entry: layout 1) read in (bucket, row) order per
-    wavefront. Returns OK, ERR_INVALID (range coder) or ERR_RAW_OVERRUN."""
-    height, width = out.shape
+    `starts`/`ends` index `words`: one range-coder stream per bucket (layout 0), or one shared
+    stream (layout 1) read in (bucket, row) order per wavefront. Returns OK, ERR_INVALID
+    (range coder) or ERR_RAW_OVERRUN."""
     num_buckets, num_tokens = counts.shape
-    shared = starts.shape[0] == 1
     decoders = np.empty((starts.shape[0], 5), dtype=np.uint64)
     for s in range(starts.shape[0]):
         decoder_init(words, starts[s], ends[s], decoders[s])
     cdfs = np.empty((num_buckets, num_tokens + 1), dtype=np.uint32)
     quantise_rows(snap, cdfs)
+    if starts.shape[0] == 1:
+        return _decode_shared(words, decoders[0], cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
+                              max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits,
+                              out, lut, nx, lin)
+    return _decode_per_bucket(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
+                              max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits,
+                              out, lut, nx, lin)
+
+
+@njit(cache=True, nogil=True)
+def _decode_per_bucket(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights,
+                       counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin):
+    """Layout 0: each bucket's stream holds its tokens in coding order, so every pixel decodes
+    as soon as it is predicted (the encoder's loop, run backwards: no per-wavefront arrays)."""
+    height, width = out.shape
+    num_tokens = counts.shape[1]
+    step = 2 * delta + 1
+    sub = np.zeros(NUM_PREDICTORS, dtype=np.int64)
+    weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
+    num_pred = _num_pred(has_side, lin)
+    bitpos = 0
+    for t in range(2 * (height - 1) + width):
+        if _refresh(counts, snap, since, coded, epoch, refreshed):
+            for b in range(counts.shape[0]):
+                if refreshed[b]:
+                    quantise_cdf(snap[b], cdfs[b])
+        slot = t & (RING - 1)
+        i_start, i_end = _wave_rows(t, height, width)
+        for i in range(i_start, i_end + 1):
+            j = t - 2 * i
+            pred8, b, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights,
+                                      max_weights, step, lut, nx, lo, lin)
+            pred = min(max((pred8 + 3) >> EXTRA_BITS, lo), hi)
+            tok = decode_symbol(cdfs[b], num_tokens, words, decoders[b])
+            if tok < 0:
+                return ERR_INVALID
+            value, bitpos = _token_value(tok, raw_words, bitpos, pred, lean, step, lo, hi)
+            out[i, j] = value
+            _update(slot, i, j > 0, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded)
+        if bitpos > num_bits:
+            return ERR_RAW_OVERRUN
+    return OK
+
+
+@njit(cache=True, nogil=True)
+def _decode_shared(words, decoder, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts,
+                   totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin):
+    """Layout 1: the shared stream is in (wavefront, bucket, row) order, so a wavefront is
+    predicted whole, decoded bucket by bucket, then finished."""
+    height, width = out.shape
+    num_buckets, num_tokens = counts.shape
     max_len = min(height, width) + 1
     pred8s = np.empty(max_len, dtype=np.int64)
     preds = np.empty(max_len, dtype=np.int64)
@@ -274,7 +327,6 @@ def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, pa
         pos = 0
         for a in range(num_active):
             b = active[a, 0]
-            decoder = decoders[0] if shared else decoders[b]
             for _ in range(active[a, 1]):
                 symbol = decode_symbol(cdfs[b], num_tokens, words, decoder)
                 if symbol < 0:

@@ -25,6 +25,7 @@ from .loaded import LowRankModel
 from .planes import coded_planes, decoder_side_information, stack_latents
 from .refine import refine_planes
 from .residual_coder import V1_TABLES, ContextTables, decode_plane, encode_plane
+from .threads import run_all
 
 LATENT_LIMIT = 1 << 20  # |latent| bound; a corrupt stream claiming more is refused
 QUALITY_RANGE = (10.0, 90.0)  # lossy quality: nominal PSNR in dB
@@ -272,8 +273,12 @@ class Codec:
         return len(guided) < len(plain)
 
     # ---------------------------------------------------------------- decode
-    def decode(self, enc: EncodedImage, preview: bool = False, max_side: int | None = None) -> np.ndarray:
+    def decode(self, enc: EncodedImage, preview: bool = False, max_side: int | None = None,
+               threads: int | None = None) -> np.ndarray:
         """Decode to the original shape and dtype; preview=True uses the latents alone.
+
+        `threads` decodes the image's independent residual streams (its planes) at once: None
+        is one per available core (capped), 1 is serial; the pixels are the same for any count.
 
         `max_side` (previews only) gives a thumbnail/viewport straight from the latents: the
         integer reconstruction box-averaged down by the smallest integer factor that fits,
@@ -300,7 +305,7 @@ class Codec:
         if len(enc.residual_streams) != len(enc.planes):
             raise CorruptStreamError(f"{enc.mode} image has {len(enc.residual_streams)} residual streams, "
                                      f"expected {len(enc.planes)}")
-        planes = self._decode_residuals(enc, recon)
+        planes = self._decode_residuals(enc, recon, threads)
         out = pixels.from_planes(planes, layout)
         if pixels.pixel_sha256(out) != enc.decoded_sha256:
             raise ChecksumMismatchError(
@@ -388,17 +393,20 @@ class Codec:
         latents = stacked.reshape(groups, enc.rank, hp, wp).transpose(0, 2, 3, 1)
         return self._reconstruct(latents, enc.latent_step, layout)
 
-    def _decode_residuals(self, enc: EncodedImage, recon: np.ndarray) -> np.ndarray:
+    def _decode_residuals(self, enc: EncodedImage, recon: np.ndarray, threads: int | None = None) -> np.ndarray:
         layout = enc.layout
         side = decoder_side_information(recon, enc.planes, enc.colour_transform)
         tables = self.context_tables(enc.tables_sha256)
         planes = np.empty((len(enc.planes), layout.height, layout.width), dtype=np.int64)
-        for c, (info, stream) in enumerate(zip(enc.planes, enc.residual_streams)):
+
+        def plane_task(c: int, info: PlaneInfo, stream: bytes):
             guide = side[c] if info.guided else None
-            planes[c] = decode_plane(stream, layout.height, layout.width, info.lo, info.hi, enc.max_error, guide,
-                                     self.model.core.patch, tables)
-            if info.remap is not None:
-                planes[c] = info.remap[planes[c]]
+            return lambda: decode_plane(stream, layout.height, layout.width, info.lo, info.hi, enc.max_error, guide,
+                                        self.model.core.patch, tables)
+
+        tasks = [plane_task(c, info, stream) for c, (info, stream) in enumerate(zip(enc.planes, enc.residual_streams))]
+        for c, (info, plane) in enumerate(zip(enc.planes, run_all(tasks, threads))):
+            planes[c] = plane if info.remap is None else info.remap[plane]
         if enc.colour_transform == "rct":
             planes = pixels.rct_inverse(planes)
         return planes

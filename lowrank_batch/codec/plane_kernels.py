@@ -40,7 +40,7 @@ from .stream_order import order_for_single_stream
 ERR_RAW_OVERRUN = -3  # the tokens ask for more raw bits than the stream holds
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
                   refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
                   lin):
@@ -197,7 +197,7 @@ def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
     return k, num_active, any_refreshed
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _code_bucket_streams(buckets, tokens, snaps, cdfs, num_buckets):
     """Layout 0: range-code each bucket's tokens (in coding order, with the model of their
     histogram snapshot) into its own stream. Returns (words, first word of each bucket's
@@ -229,7 +229,7 @@ def _code_bucket_streams(buckets, tokens, snaps, cdfs, num_buckets):
     return words, bases, lengths, OK
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _code_shared_stream(buckets, tokens, snaps, cdfs, height, width, num_buckets):
     """Layout 1: one stream, symbols in (wavefront, bucket, row) order. Returns (words,
     number of words or ERR_FULL)."""

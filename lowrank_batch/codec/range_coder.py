@@ -69,7 +69,7 @@ def quantise_cdf(counts, cdf):
     cdf[n] = np.uint32(1 << PRECISION)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def quantise_rows(counts, cdfs):
     """quantise_cdf for every row of `counts` into the rows of `cdfs`."""
     for r in range(counts.shape[0]):

@@ -46,7 +46,7 @@ def order_for_single_stream(buckets, tokens, snaps, height, width, num_buckets):
     return out_tokens, out_snaps, runs
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def count_runs(buckets, height, width, num_buckets):
     """Number of (wavefront, bucket) runs: the coder calls a shared stream would need."""
     seen = np.full(num_buckets, -1, dtype=np.int64)

@@ -112,7 +112,7 @@ def _flush_inverted(words, base, cap, state, carry):
     return ok
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def encode_symbol(symbol, cdf, words, base, cap, state):
     """Mirror of RangeEncoder::encode_symbol with a contiguous categorical model's
     left_cumulative_and_probability (cdf[symbol], cdf[symbol + 1] - cdf[symbol]).
@@ -197,14 +197,16 @@ def decode_symbol(cdf, num_symbols, words, state):
     if quantile >= _ONE_PREC:
         return ERR_INVALID
     q = np.uint32(quantile)
-    lo = 0  # cdf[lo] <= q < cdf[hi]
-    hi = num_symbols
-    while hi - lo > 1:
-        mid = (lo + hi) >> 1
-        if cdf[mid] <= q:
-            lo = mid
-        else:
-            hi = mid
+    # the last symbol whose cdf entry is <= q (cdf[0] = 0 <= q): a branch-free binary search
+    lo = 0
+    step = 1
+    while 2 * step < num_symbols:  # the largest power of two below num_symbols
+        step *= 2
+    while step > 0:
+        probe = lo + step
+        if probe < num_symbols and cdf[probe] <= q:
+            lo = probe
+        step >>= 1
     left = np.uint64(cdf[lo])
     lower = lower + scale * left
     rng = scale * (np.uint64(cdf[lo + 1]) - left)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from lowrank_batch import EncodedImage
+from lowrank_batch.codec.residual_coder import V3_TABLES, decode_plane_strips, encode_plane_strips, split_strips
 from lowrank_batch.codec.threads import resolve_threads, run_all
 from lowrank_batch.errors import CorruptStreamError, InvalidParameterError
 
@@ -43,3 +44,26 @@ def test_a_failing_piece_fails_the_decode_after_the_others_finish():
         run_all([ok(0), bad, ok(2), ok(3)], threads=2)
     assert sorted(done) == [0, 2, 3]
     assert run_all([ok(k) for k in range(5)], threads=3) == list(range(5))
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_strips_code_and_decode_the_same_on_any_thread_count(rng, guided):
+    plane = smooth_image(rng, (200, 72), 12).astype(np.int64)
+    side = (plane // 16 * 16) if guided else None
+    blob, values = encode_plane_strips(plane, 0, 4095, 0, side, 8, V3_TABLES, strips=4, threads=1)
+    assert encode_plane_strips(plane, 0, 4095, 0, side, 8, V3_TABLES, strips=4, threads=3)[0] == blob
+    assert len(split_strips(blob, 200, 8)) == 4
+    for n in (1, 2, 4, None):
+        assert np.array_equal(decode_plane_strips(blob, 200, 72, 0, 4095, 0, side, 8, V3_TABLES, threads=n), plane)
+
+
+def test_a_damaged_strip_is_a_corrupt_stream_on_any_thread_count(rng):
+    plane = smooth_image(rng, (128, 40), 12).astype(np.int64)
+    blob, _ = encode_plane_strips(plane, 0, 4095, strips=2)
+    damaged = blob[:-9] + bytes(9)  # the last strip's tail
+    for n in (1, 2):
+        try:
+            out = decode_plane_strips(damaged, 128, 40, 0, 4095, threads=n)
+        except CorruptStreamError:
+            continue
+        assert not np.array_equal(out, plane)

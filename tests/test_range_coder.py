@@ -102,7 +102,7 @@ def test_invalid_data_is_flagged_where_constriction_raises():
 def _plane_symbols(plane, lo, hi):
     """The context model's pass over a plane: per-pixel bucket, token, snapshot and the snapshots."""
     n = plane.size
-    st = cm.ModelState(*plane.shape, None, 8, None)
+    st = cm.ModelState(*plane.shape, None, 8, None, bias=True)  # format 3's model
     out_bucket, out_token = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint8)
     out_snap = np.empty(n, dtype=np.int16)
     snapshots = np.empty((max_snapshots(n), cm.NUM_TOKENS), dtype=np.int64)
@@ -110,7 +110,7 @@ def _plane_symbols(plane, lo, hi):
         plane, lo, hi, 0, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
         st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS, out_bucket, out_token, out_snap,
         snapshots, np.zeros(n * 17 // 64 + 2, dtype=np.uint64), np.empty(plane.shape, dtype=np.int32), cm.V1_LUT, 1,
-        cm.NO_LINEAR)
+        cm.NO_LINEAR, st.bias_ring, st.bias_sum, st.bias_count, st.bias_corr)
     return out_bucket, out_token, out_snap, snapshots[:num_snap]
 
 

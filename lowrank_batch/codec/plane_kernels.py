@@ -14,6 +14,7 @@ from .context_model import (
     _predict,
     _quantise,
     _refresh,
+    _refresh_bias,
     _update,
     _num_pred,
     _wave_rows,
@@ -43,7 +44,7 @@ ERR_RAW_OVERRUN = -3  # the tokens ask for more raw bits than the stream holds
 @njit(cache=True, nogil=True)
 def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
                   refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
-                  lin):
+                  lin, bias_ring, bias_sum, bias_count, bias_corr):
     """Run the model over a whole plane in wavefront order (encoder side).
 
     Fills, per pixel in coding order: bucket, token and the index of the histogram snapshot
@@ -65,6 +66,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
     bitpos = 0
     pos = 0
     for t in range(2 * (height - 1) + width):
+        _refresh_bias(bias_sum, bias_count, bias_corr)
         if _refresh(counts, snap, since, coded, epoch, refreshed):
             for b in range(num_buckets):
                 if refreshed[b]:
@@ -76,7 +78,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
             pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights,
-                                             step, lut, nx, lo, lin)
+                                             step, lut, nx, lo, lin, bias_ring, bias_corr)
             pred = (pred8 + 3) >> EXTRA_BITS
             pred = min(max(pred, lo), hi)
             e = _quantise(x[i, j] - pred, delta)
@@ -99,13 +101,14 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
             out_token[pos] = tok
             out_snap[pos] = snap_index[b]
             pos += 1
-            _update(slot, i, j > 0, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded)
+            _update(slot, i, j > 0, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded,
+                    bias_ring, bias_sum, bias_count)
     return num_snap, bitpos
 
 
 @njit(cache=True)
 def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, out_pred8, out_pred,
-                       out_bucket, out_lean, subs, height, width, lut, nx, lin):
+                       out_bucket, out_lean, subs, height, width, lut, nx, lin, bias_ring, bias_corr):
     """Decoder side: predictions and buckets of every pixel on wavefront t."""
     step = 2 * delta + 1
     weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
@@ -114,7 +117,7 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
     for i in range(i_start, i_end + 1):
         j = t - 2 * i
         pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, subs[k], weights, max_weights,
-                                         step, lut, nx, lo, lin)
+                                         step, lut, nx, lo, lin, bias_ring, bias_corr)
         pred = (pred8 + 3) >> EXTRA_BITS
         out_pred8[k] = pred8
         out_lean[k] = lean
@@ -126,7 +129,8 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
 
 @njit(cache=True)
 def _finish_wavefront(t, grouped_tokens, order, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te, perr, counts,
-                      totals, since, coded, pred8s, preds, buckets, leans, subs, has_side, lin):
+                      totals, since, coded, pred8s, preds, buckets, leans, subs, has_side, lin, bias_ring, bias_sum,
+                      bias_count):
     """Decoder side: put the wavefront's tokens (decoded grouped by bucket) back in pixel order,
     turn them (+ raw bits) into pixel values, update state."""
     for j in range(grouped_tokens.size):
@@ -142,7 +146,7 @@ def _finish_wavefront(t, grouped_tokens, order, tokens, lo, hi, delta, raw_words
         value, bitpos = _token_value(tok, raw_words, bitpos, preds[k], leans[k], step, lo, hi)
         out[i, t - 2 * i] = value
         _update(slot, i, t - 2 * i > 0, value, pred8s[k], subs[k], num_pred, xr, te, perr, counts, totals, buckets[k],
-                tok, since, coded)
+                tok, since, coded, bias_ring, bias_sum, bias_count)
         k += 1
     return bitpos
 
@@ -169,13 +173,14 @@ def _token_value(tok, raw_words, bitpos, pred, lean, step, lo, hi):
 @njit(cache=True)
 def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts, snap, since,
                        coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width,
-                       lut, nx, lin):
+                       lut, nx, lin, bias_ring, bias_sum, bias_count, bias_corr):
     """Decoder side, one call per wavefront: refresh histograms, predict every pixel, and group
     the pixels by bucket. `order` gets pixel positions grouped by bucket; `active` rows are
     (bucket, count) in bucket order. Returns (pixels, active buckets, any histogram refreshed)."""
     any_refreshed = _refresh(counts, snap, since, coded, epoch, refreshed)
+    _refresh_bias(bias_sum, bias_count, bias_corr)
     k = _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, pred8s, preds,
-                           buckets, leans, subs, height, width, lut, nx, lin)
+                           buckets, leans, subs, height, width, lut, nx, lin, bias_ring, bias_corr)
     num_buckets = counts.shape[0]
     sizes = np.zeros(num_buckets, dtype=np.int64)
     for j in range(k):
@@ -241,7 +246,8 @@ def _code_shared_stream(buckets, tokens, snaps, cdfs, height, width, num_buckets
 
 @njit(cache=True, nogil=True)
 def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts,
-                      totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin):
+                      totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin, bias_ring,
+                      bias_sum, bias_count, bias_corr):
     """Decode a whole plane in one call (no GIL held): per wavefront refresh the histograms and
     re-quantise the refreshed ones, predict, range-decode the tokens, finish.
 
@@ -257,15 +263,16 @@ def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, pa
     if starts.shape[0] == 1:
         return _decode_shared(words, decoders[0], cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
                               max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits,
-                              out, lut, nx, lin)
+                              out, lut, nx, lin, bias_ring, bias_sum, bias_count, bias_corr)
     return _decode_per_bucket(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
                               max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits,
-                              out, lut, nx, lin)
+                              out, lut, nx, lin, bias_ring, bias_sum, bias_count, bias_corr)
 
 
 @njit(cache=True, nogil=True)
 def _decode_per_bucket(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights,
-                       counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin):
+                       counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin,
+                       bias_ring, bias_sum, bias_count, bias_corr):
     """Layout 0: each bucket's stream holds its tokens in coding order, so every pixel decodes
     as soon as it is predicted (the encoder's loop, run backwards: no per-wavefront arrays)."""
     height, width = out.shape
@@ -276,6 +283,7 @@ def _decode_per_bucket(words, decoders, cdfs, lo, hi, delta, xr, side, has_side,
     num_pred = _num_pred(has_side, lin)
     bitpos = 0
     for t in range(2 * (height - 1) + width):
+        _refresh_bias(bias_sum, bias_count, bias_corr)
         if _refresh(counts, snap, since, coded, epoch, refreshed):
             for b in range(counts.shape[0]):
                 if refreshed[b]:
@@ -285,14 +293,15 @@ def _decode_per_bucket(words, decoders, cdfs, lo, hi, delta, xr, side, has_side,
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
             pred8, b, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights,
-                                      max_weights, step, lut, nx, lo, lin)
+                                      max_weights, step, lut, nx, lo, lin, bias_ring, bias_corr)
             pred = min(max((pred8 + 3) >> EXTRA_BITS, lo), hi)
             tok = decode_symbol(cdfs[b], num_tokens, words, decoders[b])
             if tok < 0:
                 return ERR_INVALID
             value, bitpos = _token_value(tok, raw_words, bitpos, pred, lean, step, lo, hi)
             out[i, j] = value
-            _update(slot, i, j > 0, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded)
+            _update(slot, i, j > 0, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded,
+                    bias_ring, bias_sum, bias_count)
         if bitpos > num_bits:
             return ERR_RAW_OVERRUN
     return OK
@@ -300,7 +309,8 @@ def _decode_per_bucket(words, decoders, cdfs, lo, hi, delta, xr, side, has_side,
 
 @njit(cache=True, nogil=True)
 def _decode_shared(words, decoder, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts,
-                   totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin):
+                   totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin, bias_ring,
+                   bias_sum, bias_count, bias_corr):
     """Layout 1: the shared stream is in (wavefront, bucket, row) order, so a wavefront is
     predicted whole, decoded bucket by bucket, then finished."""
     height, width = out.shape
@@ -319,7 +329,8 @@ def _decode_shared(words, decoder, cdfs, lo, hi, delta, xr, side, has_side, patc
     for t in range(2 * (height - 1) + width):
         k, num_active, any_refreshed = _prepare_wavefront(
             t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts, snap, since, coded, epoch,
-            refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width, lut, nx, lin)
+            refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width, lut, nx, lin, bias_ring,
+            bias_sum, bias_count, bias_corr)
         if any_refreshed:
             for b in range(num_buckets):
                 if refreshed[b]:
@@ -335,7 +346,7 @@ def _decode_shared(words, decoder, cdfs, lo, hi, delta, xr, side, has_side, patc
                 pos += 1
         bitpos = _finish_wavefront(t, grouped[:pos], order, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te,
                                    perr, counts, totals, since, coded, pred8s, preds, buckets, leans, subs, has_side,
-                                   lin)
+                                   lin, bias_ring, bias_sum, bias_count)
         if bitpos > num_bits:
             return ERR_RAW_OVERRUN
     return OK

@@ -33,6 +33,7 @@ from . import context_model as cm
 from . import plane_kernels as pk
 from . import range_coder as rc
 from .stream_order import count_runs
+from .threads import run_all
 from .varint import read_varint, write_varint
 
 SHARED_STREAM_MAX_RUNS = 4000  # above this many (wavefront, bucket) runs: per-bucket streams (fixed: same bytes)
@@ -51,6 +52,7 @@ class ContextTables:
     nx: int  # extra classes per activity bucket (1: none)
     prior: np.ndarray  # int64 (buckets, NUM_TOKENS), every count >= 1
     lin: np.ndarray = field(default_factory=lambda: cm.NO_LINEAR)  # int64 (LIN_CLASSES, taps): the trained linear predictor; none: (0, taps)
+    bias: bool = False  # format 3: bias cancellation (context_model._cancel_bias)
 
     @property
     def num_buckets(self) -> int:
@@ -62,6 +64,7 @@ class ContextTables:
 
 
 V1_TABLES = ContextTables(cm.V1_LUT, 1, cm._PRIOR)
+V3_TABLES = ContextTables(cm.V1_LUT, 1, cm._PRIOR, bias=True)  # + each plane's linear predictor, if any
 
 
 def encode_plane(
@@ -79,7 +82,7 @@ def encode_plane(
     x = np.ascontiguousarray(plane, dtype=np.int64)
     n = x.size
     nb = tables.num_buckets
-    st = cm.ModelState(*x.shape, side, patch, tables.prior)
+    st = cm.ModelState(*x.shape, side, patch, tables.prior, tables.bias)
     # per-pixel outputs in the smallest types that hold them: large scans stay small
     out_bucket = np.empty(n, dtype=np.uint8)
     out_token = np.empty(n, dtype=np.uint8)  # < NUM_TOKENS = 104
@@ -91,6 +94,7 @@ def encode_plane(
         x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
         st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
         out_bucket, out_token, out_snap, snapshots, raw_words, values, tables.lut, tables.nx, tables.lin,
+        st.bias_ring, st.bias_sum, st.bias_count, st.bias_corr,
     )
     cdfs = np.empty((num_snap, cm.NUM_TOKENS + 1), dtype=np.uint32)
     rc.quantise_rows(snapshots[:num_snap], cdfs)
@@ -183,15 +187,102 @@ def decode_plane(
 ) -> np.ndarray:
     """Inverse of `encode_plane` (same shape, range, delta, side information and tables)."""
     num_bits, words, starts, ends, raw_words = _parse_plane_stream(blob, tables, height, width)
-    st = cm.ModelState(height, width, side, patch, tables.prior)
+    st = cm.ModelState(height, width, side, patch, tables.prior, tables.bias)
     out = np.zeros((height, width), dtype=np.int64)
     status = pk._decode_plane_all(
         words, starts, ends, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr,
         cm.PREDICTOR_MAX_WEIGHTS, st.counts, st.totals, st.snap, st.since, st.coded, st.epoch, st.refreshed, raw_words,
-        num_bits, out, tables.lut, tables.nx, tables.lin,
+        num_bits, out, tables.lut, tables.nx, tables.lin, st.bias_ring, st.bias_sum, st.bias_count, st.bias_corr,
     )
     if status == pk.ERR_RAW_OVERRUN:
         raise CorruptStreamError("residual stream is corrupt (raw bits overrun)")
     if status != pk.OK:
         raise CorruptStreamError("residual stream is corrupt (invalid range-coder data)")
+    return out
+
+
+# ------------------------------------------------------------------ format 3: independent strips
+STRIP_PIXELS = 1 << 20  # planes above this many pixels are cut into strips of about this size
+MAX_STRIPS = 16
+MIN_STRIP_ROWS = 64
+
+
+def strip_count(height: int, width: int) -> int:
+    """How many strips the encoder cuts a plane into: one per ~1 MP, so a large radiograph
+    decodes on several threads; each strip restarts the model, which costs <0.1% at this size
+    (benchmarks/lossless_options.py)."""
+    return max(1, min(MAX_STRIPS, height // MIN_STRIP_ROWS, (height * width) // STRIP_PIXELS))
+
+
+def strip_rows(height: int, strips: int, align: int) -> list[tuple[int, int]]:
+    """Row ranges of the strips; inner edges fall on multiples of `align` (the latent patch, so
+    the guided predictors see the same patch edges as in one piece)."""
+    cuts = [0] + [min(height, (k * height // strips) // align * align) for k in range(1, strips)] + [height]
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def encode_plane_strips(
+    plane: np.ndarray, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None, patch: int = 8,
+    tables: ContextTables = V1_TABLES, strips: int | None = None, threads: int | None = 1,
+) -> tuple[bytes, np.ndarray]:
+    """Format 3's plane stream: varint S, then S x (varint length + a plane stream of one strip).
+
+    Strips are coded independently (each starts from the prior), so a decoder may run them in
+    parallel; so may the encoder (`threads`, default 1: batch jobs already use every core).
+    Returns the stream and the decoded values, as `encode_plane` does. Same bytes for any count.
+    """
+    height, width = plane.shape
+    strips = strips or strip_count(height, width)
+    rows = strip_rows(height, strips, patch)
+    if len(rows) != strips or strips > MAX_STRIPS:
+        raise InvalidParameterError(f"cannot cut {height} rows into {strips} strips of whole {patch}-row patches")
+    out = bytearray()
+    write_varint(out, len(rows))
+    values = np.empty(plane.shape, dtype=np.int32)
+
+    def task(r0: int, r1: int):
+        return lambda: encode_plane(plane[r0:r1], lo, hi, delta, None if side is None else side[r0:r1], patch, tables)
+
+    for (r0, r1), (blob, strip_values) in zip(rows, run_all([task(*r) for r in rows], threads)):
+        write_varint(out, len(blob))
+        out += blob
+        values[r0:r1] = strip_values
+    return bytes(out), values
+
+
+def split_strips(blob: bytes, height: int, patch: int) -> list[tuple[int, int, bytes]]:
+    """(first row, end row, plane stream) of each strip of a format-3 plane stream."""
+    count, pos = read_varint(blob, 0)
+    if not 1 <= count <= min(MAX_STRIPS, height):
+        raise CorruptStreamError(f"residual stream claims {count} strips for {height} rows")
+    rows = strip_rows(height, count, patch)
+    if len(rows) != count:
+        raise CorruptStreamError(f"residual stream claims {count} strips, which {height} rows cannot hold")
+    out = []
+    for r0, r1 in rows:
+        length, pos = read_varint(blob, pos)
+        if pos + length > len(blob):
+            raise CorruptStreamError("residual stream is truncated (strip)")
+        out.append((r0, r1, blob[pos:pos + length]))
+        pos += length
+    if pos != len(blob):
+        raise CorruptStreamError("residual stream has the wrong length (strips)")
+    return out
+
+
+def decode_plane_strips(
+    blob: bytes, height: int, width: int, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None,
+    patch: int = 8, tables: ContextTables = V1_TABLES, threads: int | None = None,
+) -> np.ndarray:
+    """Inverse of `encode_plane_strips`; the strips decode on up to `threads` threads (None: one
+    per available core, capped; 1: serial), the same pixels for any count."""
+    out = np.empty((height, width), dtype=np.int64)
+    strips = split_strips(blob, height, patch)
+
+    def task(r0: int, r1: int, strip: bytes):
+        return lambda: decode_plane(strip, r1 - r0, width, lo, hi, delta, None if side is None else side[r0:r1],
+                                    patch, tables)
+
+    for (r0, r1, _), rows in zip(strips, run_all([task(*s) for s in strips], threads)):
+        out[r0:r1] = rows
     return out

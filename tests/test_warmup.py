@@ -22,7 +22,7 @@ codec = Codec.load()
 for shape, dtype, bits in (((96, 80), np.uint16, 14), ((40, 56, 3), np.uint8, 8)):
     image = sample_image(shape, dtype, bits)
     for mode, err in (("lossless", None), ("near-lossless", 3), ("lossy", None)):
-        for version in (1, 2):
+        for version in (1, 2, 3):
             enc = codec.encode(image, bits, mode, err, format_version=version)
             codec.decode(enc); codec.decode(enc, preview=True)
 hits = misses = 0

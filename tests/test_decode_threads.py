@@ -67,3 +67,13 @@ def test_a_damaged_strip_is_a_corrupt_stream_on_any_thread_count(rng):
         except CorruptStreamError:
             continue
         assert not np.array_equal(out, plane)
+
+
+def test_default_thread_count_follows_omp_num_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert resolve_threads(None) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert resolve_threads(None) >= 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= resolve_threads(None) <= 8
+    assert resolve_threads(3) == 3  # an explicit count is used as given

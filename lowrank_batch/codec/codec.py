@@ -354,8 +354,9 @@ class Codec:
                threads: int | None = None) -> np.ndarray:
         """Decode to the original shape and dtype; preview=True uses the latents alone.
 
-        `threads` decodes the image's independent residual streams (its planes) at once: None
-        is one per available core (capped), 1 is serial; the pixels are the same for any count.
+        `threads` decodes the image's independent residual streams (its planes, and format 3's
+        strips of each plane) at once: None is threads.default_threads() (one per available
+        core, at most 8 and $OMP_NUM_THREADS), 1 is serial; the pixels are the same for any count.
 
         `max_side` (previews only) gives a thumbnail/viewport straight from the latents: the
         integer reconstruction box-averaged down by the smallest integer factor that fits,

@@ -25,10 +25,21 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def default_threads() -> int:
+    """One thread per available core, capped at MAX_DEFAULT_THREADS and at $OMP_NUM_THREADS
+    where that is set: Ray sets it to a worker's CPU share, and a benchmark that pins itself
+    to one core with it gets serial decoding."""
+    n = min(available_cores(), MAX_DEFAULT_THREADS)
+    try:
+        return max(1, min(n, int(os.environ.get("OMP_NUM_THREADS", n))))
+    except ValueError:
+        return n
+
+
 def resolve_threads(threads: int | None) -> int:
-    """None: one thread per available core, capped at MAX_DEFAULT_THREADS; else threads >= 1."""
+    """None: default_threads(); else a positive integer, used as given."""
     if threads is None:
-        return min(available_cores(), MAX_DEFAULT_THREADS)
+        return default_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InvalidParameterError(f"threads must be a positive integer or None, got {threads!r}")
     return threads

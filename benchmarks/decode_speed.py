@@ -5,7 +5,7 @@ The issue-15 speed figures: the 512x512 12-bit CT (693_UNCR.dcm, decode by id mu
 with the whole codec (`Codec.encode` / `Codec.decode` of the serialised bytes) and the
 OpenJPEG reversible round trip (imagecodecs, numthreads=1). Best of --repeat runs, warm.
 
-    python -m benchmarks.decode_speed [--repeat 3] [--threads 1,2]
+    python -m benchmarks.decode_speed [--repeat 3] [--threads 1,2] [--format-version N]
 """
 
 from __future__ import annotations
@@ -43,10 +43,12 @@ def _decode_kwargs(codec: Codec, threads: int) -> dict:
     return {"threads": threads} if "threads" in inspect.signature(codec.decode).parameters else {}
 
 
-def measure(codec: Codec, name: str, pixels: np.ndarray, bits: int, repeat: int, threads: list[int]) -> dict:
-    blob = codec.encode(pixels, bits).to_bytes()
-    enc_s = _best(lambda: codec.encode(pixels, bits).to_bytes(), repeat)
-    row = {"image": name, "shape": list(pixels.shape), "bytes": len(blob), "encode_s": enc_s}
+def measure(codec: Codec, name: str, pixels: np.ndarray, bits: int, repeat: int, threads: list[int],
+            version: int | None = None) -> dict:
+    kw = {} if version is None else {"format_version": version}
+    blob = codec.encode(pixels, bits, **kw).to_bytes()
+    enc_s = _best(lambda: codec.encode(pixels, bits, **kw).to_bytes(), repeat)
+    row = {"image": name, "shape": list(pixels.shape), "format": blob[4], "bytes": len(blob), "encode_s": enc_s}
     for n in threads:
         kwargs = _decode_kwargs(codec, n)
         out = codec.decode(EncodedImage.from_bytes(blob), **kwargs)
@@ -68,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", default="1", help="decode thread counts to time, e.g. 1,2")
+    parser.add_argument("--format-version", type=int, default=None, help="encode this format version")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     torch.set_num_threads(1)
@@ -75,7 +78,8 @@ def main() -> None:
     ct = next(im for im in dev_images(("ct",)) if im.name.startswith("693_UNCR"))
     rg1 = heldout_images()[0]
     codec.decode(codec.encode(ct.pixels[:64, :64], ct.bits_stored))  # compile / load numba kernels
-    rows = [measure(codec, im.name, im.pixels, im.bits_stored, args.repeat, threads) for im in (ct, rg1)]
+    rows = [measure(codec, im.name, im.pixels, im.bits_stored, args.repeat, threads, args.format_version)
+            for im in (ct, rg1)]
     print(json.dumps(rows, indent=1))
 
 

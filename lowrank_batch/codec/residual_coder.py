@@ -207,13 +207,13 @@ MAX_STRIPS = 16
 MIN_STRIP_ROWS = 64
 
 
-def strip_count(height: int, width: int) -> int:
+def strip_count(height: int, width: int, pixels_per_strip: int = STRIP_PIXELS) -> int:
     """How many strips the encoder cuts a plane into: one per ~1 MP, so a large radiograph
-    decodes on several threads; each strip restarts the model, which costs <0.1% at this size
-    (benchmarks/lossless_options.py). An odd count above one is rounded up to even: 3 strips
-    on 2 threads decode at most 1.5x faster than on one, 4 strips 2x (the 3.6 MP RG1: 3 -> 4
-    strips costs +0.005% there; 8 strips +0.05%)."""
-    strips = (height * width) // STRIP_PIXELS
+    decodes on several threads. Each strip restarts the model: measured +0.01% (RG1, 3.6 MP in
+    3 strips) to +0.06% (RG3, 3.1 MP in 2); at ~400K pixels per strip it would be +0.6%.
+    An odd count above one is rounded up to even: 3 strips on 2 threads decode at most 1.5x
+    faster than on one, 4 strips 2x (RG1 in 4 strips instead of 3: +0.005% more)."""
+    strips = (height * width) // pixels_per_strip
     strips += strips > 1 and strips % 2
     return max(1, min(MAX_STRIPS, height // MIN_STRIP_ROWS, strips))
 

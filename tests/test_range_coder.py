@@ -110,7 +110,7 @@ def _plane_symbols(plane, lo, hi):
         plane, lo, hi, 0, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
         st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS, out_bucket, out_token, out_snap,
         snapshots, np.zeros(n * 17 // 64 + 2, dtype=np.uint64), np.empty(plane.shape, dtype=np.int32), cm.V1_LUT, 1,
-        cm.NO_LINEAR, st.bias_ring, st.bias_sum, st.bias_count, st.bias_corr)
+        cm.NO_LINEAR, *st.bias_state())
     return out_bucket, out_token, out_snap, snapshots[:num_snap]
 
 

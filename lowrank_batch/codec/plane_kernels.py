@@ -45,7 +45,7 @@ ERR_RAW_OVERRUN = -3  # the tokens ask for more raw bits than the stream holds
 def _note_bias_contexts(t, height, width, bias_ring, dirty, dirty_list, num_dirty):
     """After wavefront t is coded: add the bias contexts its pixels updated (their context is
     in bias_ring, written by _predict) to the list of contexts to refresh."""
-    if bias_ring.shape[1] == 0:
+    if bias_ring is None or bias_ring.shape[1] == 0:
         return num_dirty
     slot = t & (RING - 1)
     i_start, i_end = _wave_rows(t, height, width)
@@ -59,11 +59,20 @@ def _note_bias_contexts(t, height, width, bias_ring, dirty, dirty_list, num_dirt
 
 
 @njit(cache=True, inline="always")
+def _bias_lists(bias_sum):
+    """The flags and list of bias contexts updated since the last refresh (empty: bias off)."""
+    n = 0 if bias_sum is None else bias_sum.shape[0]
+    return np.zeros(n, dtype=np.bool_), np.empty(n, dtype=np.int64)
+
+
+@njit(cache=True, inline="always")
 def _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_dirty):
     """context_model._refresh_bias, run on the contexts updated since its last call only: the
     others' sums and counts have not changed, so neither would their corrections. Same bits,
     but O(pixels) instead of O(wavefronts x 1280 contexts) (16% of a 512^2 plane's time,
     half of a 256^2 trial crop's). Returns the new (empty) list length."""
+    if bias_sum is None:
+        return 0
     for k in range(num_dirty):
         c = dirty_list[k]
         dirty[c] = False
@@ -95,8 +104,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
         num_snap += 1
     bitpos = 0
     pos = 0
-    dirty = np.zeros(bias_sum.shape[0], dtype=np.bool_)
-    dirty_list = np.empty(bias_sum.shape[0], dtype=np.int64)
+    dirty, dirty_list = _bias_lists(bias_sum)
     num_dirty = 0
     for t in range(2 * (height - 1) + width):
         num_dirty = _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_dirty)
@@ -315,8 +323,7 @@ def _decode_per_bucket(words, decoders, cdfs, lo, hi, delta, xr, side, has_side,
     sub = np.zeros(NUM_PREDICTORS, dtype=np.int64)
     weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
     num_pred = _num_pred(has_side, lin)
-    dirty = np.zeros(bias_sum.shape[0], dtype=np.bool_)
-    dirty_list = np.empty(bias_sum.shape[0], dtype=np.int64)
+    dirty, dirty_list = _bias_lists(bias_sum)
     num_dirty = 0
     bitpos = 0
     for t in range(2 * (height - 1) + width):
@@ -363,8 +370,7 @@ def _decode_shared(words, decoder, cdfs, lo, hi, delta, xr, side, has_side, patc
     tokens = np.empty(max_len, dtype=np.int64)
     grouped = np.empty(max_len, dtype=np.int64)
     active = np.empty((num_buckets, 2), dtype=np.int64)
-    dirty = np.zeros(bias_sum.shape[0], dtype=np.bool_)
-    dirty_list = np.empty(bias_sum.shape[0], dtype=np.int64)
+    dirty, dirty_list = _bias_lists(bias_sum)
     num_dirty = 0
     bitpos = 0
     for t in range(2 * (height - 1) + width):

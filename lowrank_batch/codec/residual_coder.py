@@ -94,7 +94,7 @@ def encode_plane(
         x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
         st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
         out_bucket, out_token, out_snap, snapshots, raw_words, values, tables.lut, tables.nx, tables.lin,
-        st.bias_ring, st.bias_sum, st.bias_count, st.bias_corr,
+        *st.bias_state(),
     )
     cdfs = np.empty((num_snap, cm.NUM_TOKENS + 1), dtype=np.uint32)
     rc.quantise_rows(snapshots[:num_snap], cdfs)
@@ -192,7 +192,7 @@ def decode_plane(
     status = pk._decode_plane_all(
         words, starts, ends, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr,
         cm.PREDICTOR_MAX_WEIGHTS, st.counts, st.totals, st.snap, st.since, st.coded, st.epoch, st.refreshed, raw_words,
-        num_bits, out, tables.lut, tables.nx, tables.lin, st.bias_ring, st.bias_sum, st.bias_count, st.bias_corr,
+        num_bits, out, tables.lut, tables.nx, tables.lin, *st.bias_state(),
     )
     if status == pk.ERR_RAW_OVERRUN:
         raise CorruptStreamError("residual stream is corrupt (raw bits overrun)")

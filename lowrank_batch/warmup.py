@@ -1,7 +1,8 @@
 """Compile the codec's kernels into numba's on-disk cache ahead of the first real request.
 
-The residual coder and the context model are numba functions compiled on first call (about
-8 s in a fresh environment, then ~80 ms per 512² decode). Their cache (`cache=True`) lives
+The residual coder and the context model are numba functions compiled on first call (a first
+512² decode in a fresh environment took ~30 s on 2 cores: each model variant - bias
+cancellation and the linear predictor on or off - compiles separately; then ~30-55 ms). Their cache (`cache=True`) lives
 beside the package (or in $NUMBA_CACHE_DIR), so compiling them once at install time - or in
 `make demo` - makes decode-on-demand fast from the first request, in every later process and
 Ray worker on the machine.

@@ -391,9 +391,32 @@ def load(fs, root: str, parse) -> tuple[State, set[str], dt.datetime, Checkpoint
     return state, covered | set(names), listed_at, checkpoint, len(names)
 
 
+def _newest_position(fs, root: str) -> tuple[str, set[str]]:
+    """(marker, covered) of the newest readable checkpoint, from its footer alone; ("", {}) if none."""
+    for name in reversed(list_names(fs, f"{root}/{CHECKPOINTS_DIR}")):
+        if not name.endswith(".parquet"):
+            continue
+        try:
+            with fs.open(f"{root}/{CHECKPOINTS_DIR}/{name}", "rb") as f:
+                meta = json.loads(pq.read_schema(f).metadata[b"lowrank_batch.checkpoint"])
+            return meta["marker"], set(meta["covered"])
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+            continue
+    return "", set()
+
+
+def pending(fs, root: str) -> int:
+    """How many commit records an open would read on top of the newest checkpoint (two listings
+    and a footer: a run that committed nothing learns it needs no checkpoint without reading one)."""
+    marker, covered = _newest_position(fs, root)
+    return sum(1 for n in list_names(fs, f"{root}/{COMMITS_DIR}", marker) if n.endswith(".json") and n not in covered)
+
+
 def checkpoint(fs, root: str, parse, force: bool = False) -> str | None:
     """Write a checkpoint when opening reads CHECKPOINT_EVERY records or more (or `force`);
     its name, else None."""
+    if not force and pending(fs, root) < CHECKPOINT_EVERY:
+        return None
     state, covered, listed_at, _, read = load(fs, root, parse)
     if read < CHECKPOINT_EVERY and not force:
         return None

@@ -117,7 +117,7 @@ def plan_sources(archive: Archive | None, files) -> SourcePlan:
                         "etag": pa.array([f.etag for f in files], pa.string()),
                         "size": pa.array([f.size for f in files], pa.int64())})
     listed = pc.is_in(live.column("source_uri"), value_set=listing.column("uri"))
-    gone = sorted(live.column("image_id").filter(pc.invert(listed)).to_pylist())
+    gone = live.column("image_id").filter(pc.invert(listed)).to_pylist()  # sorted: `live` is
     lost = pc.is_in(live.column("file"), value_set=pa.array(sorted(archive.missing_files()), pa.string()))
     # each archived image of a listed file beside that file's listing: it is current when both agree
     images = live.append_column("lost", lost).filter(listed)

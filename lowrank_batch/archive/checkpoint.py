@@ -297,7 +297,10 @@ def _state(source: pa.Table | pq.ParquetFile, meta: dict) -> State:
     """The state of a checkpoint's rows without a Python object per row: the image ids of each
     kind and, on first use, their other columns (decoded from `source`, a table or the file)."""
     fetch = _fetcher(source)
-    return State(index=_index(live := Rows.of_kind(fetch, "live", ["image_id"])), sources=_sources(live),
+    live = Rows.of_kind(fetch, "live", ["image_id"])
+    for name in LOC:  # every decode by id needs them: decoded now, not on the first one (sources wait for a rerun)
+        live.column(name)
+    return State(index=_index(live), sources=_sources(live),
                  older=_older(Rows.of_kind(fetch, "old", ["image_id", "committed_at"])),
                  removed=_removed(Rows.of_kind(fetch, "removed", ["image_id"])),
                  failures={f["image_id"]: f for f in meta["failures"]}, files=set(meta["files"]),

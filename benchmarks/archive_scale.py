@@ -3,14 +3,17 @@
     python -m benchmarks.archive_scale [--rows 1000000] [--commits 50000] [--sources 100000]
                                        [--sample 400] [--before-code /path/to/old/checkout]
 
-Builds a synthetic archive fast by writing commit records and data files directly (each commit
-names `rows/commits` rows; data files hold 1,000 rows, several commits sharing one; every row
-a tiny encoded image, plus one real 512x512 CT in a unit-sized file of its own), uploads
-`sources` tiny PNGs whose ETags the first `sources` rows carry (so a rerun finds them
-archived), then measures, with the code of --before-code (default: none) and with this tree:
-open time, objects and bytes read to open, decode-by-id latency (median/max of 15) and bytes,
-and a no-change nightly rerun's seconds and requests. A full run's time is measured on
-`sample` fresh sources with the Ray job and scaled linearly to `sources` (said so in the output).
+Builds a synthetic archive fast by writing data files and commit records directly (each commit
+names `rows/commits` rows; data files hold 1,000 rows, several commits sharing one; every row a
+tiny encoded image, plus one real 512x512 CT in a unit-sized file of its own), uploads `sources`
+tiny PNGs whose ETags the first `sources` rows carry (so a rerun finds them archived), writes
+the first checkpoint (folding the whole history once), then measures, with the code of
+--before-code (default: none) and with this tree, on that same archive: open time (+ ids),
+objects and bytes read to open, decode-by-id latency (median/max of 15) split into the
+archive's part (locate the row, ranged read) and the codec's compute, locating thousands of ids,
+and a no-change nightly rerun's seconds and requests (ARCHIVE_SCALE_PROFILE=file: its cProfile).
+A full run's time is measured on `sample` fresh sources with the Ray job (start-up once, then
+the steady rate scaled to `sources`: said so in the output).
 Prints JSON; writes benchmarks/results/archive_scale.json.
 """
 
@@ -42,7 +45,7 @@ def _png(k: int) -> bytes:
     import numpy as np
     from PIL import Image
 
-    a = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 37 + k) % 4096
+    a = (np.arange(64, dtype=np.int64).reshape(8, 8) * 37 + k) % 4096  # k past 65,535 too
     buf = io.BytesIO()
     Image.fromarray(a.astype(np.uint16)).save(buf, format="PNG")
     return buf.getvalue()

@@ -7,7 +7,7 @@ On a CUDA device (falls back to the CPU, saying so, where there is none):
     reconstruction's exact float64 product and the learned refiner), at batch sizes 1/4/16,
     with peak GPU memory;
   - refined preview latency of a large image on the device vs the CPU's linear preview;
-  - lossless and near-lossless (formats 1 and 2) encoded on CPU and on the device: bytes equal,
+  - lossless and near-lossless (formats 1, 2 and 3) encoded on CPU and on the device: bytes equal,
     and each decodes on the other to the same pixels (the residual coder itself is integer
     numba code on the CPU: there is no float maths on the exact path for the GPU to change).
 Runs in well under 3 minutes on one GPU; the dev corpus images only (no held-out files).
@@ -90,7 +90,7 @@ def bit_equality(codec: Codec, cpu: Codec, images) -> dict:
     checked, equal = 0, 0
     failures = []
     for im in images:
-        for version in (1, 2):
+        for version in (1, 2, 3):
             for mode, kw in (("lossless", {}), ("near-lossless", {"max_error": 2})):
                 a = cpu.encode(im.pixels, im.bits_stored, mode=mode, format_version=version, **kw).to_bytes()
                 b = codec.encode(im.pixels, im.bits_stored, mode=mode, format_version=version, **kw).to_bytes()

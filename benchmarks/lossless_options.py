@@ -4,8 +4,11 @@
 
 Per modality, the lossless ratio (raw = ceil(bits/8) B/px) of: format 1 with the preview at
 rank 4, step 1/8 (before Dec 2026), rank 3 / step 1/4 (the default), rank 2 / step 1/4, and
-format 2 (trained context tables and linear predictor) at the default preview; with JPEG XL
-(effort 7) for reference and the mean linear-preview PSNR. Every file is decoded and checked.
+format 2 (trained context tables and linear predictor) at the default preview, and format 3
+(the default since Dec 2026) with its preview budget (1% of the file), with the default
+preview always (budget 100%), and without the preview's bytes (what the file would be with no
+latent stream); with JPEG XL (effort 7) for reference and the mean linear-preview PSNR. Every
+file is decoded and checked.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ OPTIONS = {
     "f1_rank3_step4": (CodecConfig(preview_rank=3, preview_step=1 / 4), 1),
     "f1_rank2_step4": (CodecConfig(preview_rank=2, preview_step=1 / 4), 1),
     "f2_rank3_step4": (CodecConfig(preview_rank=3, preview_step=1 / 4), 2),
+    "f3_budget1pct": (CodecConfig(), 3),
+    "f3_budget100pct": (CodecConfig(preview_budget=1.0), 3),
 }
+WITHOUT_PREVIEW = "f3_without_preview_bytes"
 
 
 def main() -> None:
@@ -37,7 +43,7 @@ def main() -> None:
     codecs = {name: (Codec(model, cfg), version) for name, (cfg, version) in OPTIONS.items()}
     totals: dict[str, dict] = {}
     for im in images:
-        t = totals.setdefault(im.modality, {"raw": 0, "jxl": 0, **{n: 0 for n in OPTIONS},
+        t = totals.setdefault(im.modality, {"raw": 0, "jxl": 0, WITHOUT_PREVIEW: 0, **{n: 0 for n in OPTIONS},
                                             "psnr": {n: [] for n in OPTIONS}})
         t["raw"] += im.pixels.size * ((im.bits_stored + 7) // 8)
         t["jxl"] += len(classic_lossless("jxl", as_unsigned(im.pixels, im.bits_stored), im.bits_stored))
@@ -48,7 +54,9 @@ def main() -> None:
                 raise SystemExit(f"{im.name}: {name} did not decode bit-exactly")
             t[name] += len(blob)
             t["psnr"][name].append(enc.preview_psnr)
-    out = {m: {"ratio": {k: t["raw"] / t[k] for k in ["jxl", *OPTIONS]},
+            if name == "f3_budget1pct":
+                t[WITHOUT_PREVIEW] += len(blob) - len(enc.latent_stream)
+    out = {m: {"ratio": {k: t["raw"] / t[k] for k in ["jxl", *OPTIONS, WITHOUT_PREVIEW]},
                "preview_psnr_mean": {n: float(np.mean(v)) for n, v in t["psnr"].items()}} for m, t in totals.items()}
     print(json.dumps(out, indent=1))
 

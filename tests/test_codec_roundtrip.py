@@ -20,12 +20,22 @@ def images(draw):
     w = draw(st.integers(2, 40))
     channels = draw(st.sampled_from([None, 1, 3]))
     signed = draw(st.booleans())
-    kind = draw(st.sampled_from(["smooth", "noise", "constant", "extremes"]))
+    kind = draw(st.sampled_from(["smooth", "noise", "constant", "extremes", "sparse", "padded"]))
     seed = draw(st.integers(0, 2**31))
     rng = np.random.default_rng(seed)
     shape = (h, w) if channels is None else (h, w, channels)
     if kind == "smooth":
         return smooth_image(rng, shape, bits, signed), bits
+    if kind in ("sparse", "padded"):  # histograms the coder remaps: every k-th value, or CT-like padding
+        a = smooth_image(rng, shape, bits, signed).astype(np.int64)
+        floor = -(1 << (bits - 1)) if signed else 0
+        if kind == "sparse":
+            k = draw(st.integers(2, 9))
+            a = floor + (a - floor) // k * k
+        else:
+            a = floor + (a - floor) // 4 + ((1 << bits) - 1) // 2  # a dense band in the upper half
+            a[rng.random(a.shape) < 0.3] = floor  # and padding far below it
+        return a.astype(smooth_image(rng, (1, 1), bits, signed).dtype), bits
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if kind == "noise":
         a = rng.integers(lo, hi + 1, shape)

@@ -77,7 +77,7 @@ def test_same_pixels_encode_to_the_same_bytes(codecs, version, case):
     folder = GOLDEN / f"v{version}"
     blob = (folder / f"{case['case']}.lrbi").read_bytes()
     enc = EncodedImage.from_bytes(blob)
-    config = MANIFESTS[version].get("config", RELEASE_CONFIG.get(version))
+    config = {**MANIFESTS[version].get("config", RELEASE_CONFIG.get(version)), **case.get("config", {})}
     codec = Codec(codecs(enc).model, CodecConfig(**config))
     source = np.load(folder / f"{case['case']}.src.npy")
     again = codec.encode(source, case["bits_stored"], mode=case["mode"], max_error=case.get("max_error"),

@@ -20,14 +20,18 @@ import torch
 
 from ..errors import ChecksumMismatchError, CorruptStreamError, InvalidParameterError, WeightsError
 from . import lora, lowrank, metrics, pixels
-from .format import FORMAT_VERSION, MODES, READABLE_VERSIONS, EncodedImage, PlaneInfo
+from .format import FORMAT_VERSION, MODES, READABLE_VERSIONS, EncodedImage, PlaneInfo, remap_table_bytes
 from .loaded import LowRankModel
 from .planes import coded_planes, decoder_side_information, stack_latents
 from .refine import refine_planes
-from .residual_coder import V1_TABLES, ContextTables, decode_plane, encode_plane
+from .linear_fit import as_class_table, fit_linear_predictor
+from .residual_coder import (V1_TABLES, V3_TABLES, ContextTables, decode_plane, decode_plane_strips, encode_plane,
+                             encode_plane_strips, strip_count)
 
+LINEAR_HEADER_BYTES = 15  # what a plane's linear predictor weights cost in the header, about
 LATENT_LIMIT = 1 << 20  # |latent| bound; a corrupt stream claiming more is refused
 QUALITY_RANGE = (10.0, 90.0)  # lossy quality: nominal PSNR in dB
+V1_REMAP_MAX_DENSITY = 0.2  # what formats 1 and 2 were released with (their encoders keep it)
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,18 @@ class CodecConfig:
     # 1-2 dB lower (rank 2 saved 0.5% more but cost 5 dB on fine texture): benchmarks/lossless_options.py
     preview_rank: int = 3
     preview_step: float = 1 / 4
-    remap_max_density: float = 0.2  # code sparse-valued planes as indices when used/span is below this
+    # format 3: where the residual doesn't use the preview, a coarser one is chosen when the
+    # default costs more than this fraction of the file (CT slices: 3-4%, see _preview_within_budget)
+    preview_budget: float = 0.01
+    strip_pixels: int = 1 << 20  # format 3: planes are cut into independent strips of about this many pixels
+    # code sparse-valued planes as indices when used/span is below this (format 3; its run-coded
+    # table is cheap). Measured: the 512^2 CT with 55% of its span used (padding -2000, body
+    # -1000..2500) is 3.6% smaller, a 64^2 MR at 56% 3.1%; at 80-90% gains fall to 0-0.7%.
+    # Formats 1 and 2 stored one varint per value, so their encoders keep 0.2 (V1_REMAP_MAX_DENSITY).
+    remap_max_density: float = 0.9
     lossy_deadzone: float = 0.15  # measured: -16% bits at 45 dB on MR, +1% on natural images
     guidance_trial_size: int = 128  # side of the crop that decides whether guided prediction pays
+    linear_trial_size: int = 256  # side of the crop that decides whether the fitted linear predictor pays
     # Previews of lossless / near-lossless images run the refiner on CPU only up to this many
     # pixels: it adds 0.2-7 dB but costs ~3-11 us/px on one core, 10-100x the linear preview
     # and more than the full lossless decode above ~64K pixels (3 MP CR: 35 s refined, 0.18 s
@@ -106,26 +119,30 @@ class Codec:
             )
         planes = pixels.to_planes(array, layout)
         maxval = layout.maxval
+        asked_rank = rank
         _, colour, rank, step, latents, recon = self._latents(planes, layout, mode, quality, rank)
-        latent_range = (int(latents.min()), int(latents.max()))
-        latent_stream, _ = encode_plane(stack_latents(latents), *latent_range)
-        if mode == "lossy" and version >= 2:  # no residual: the tables only name a valid set
+        if mode == "lossy" and version == 2:  # no residual: the tables only name a valid set
             tables_sha = self._candidate_tables()[0]
-        if mode == "lossy":  # the refined output is the result: its PSNR is the image's
-            preview_psnr = metrics.psnr(planes, self._finish_preview(recon, colour, maxval, step, rank),
-                                        layout.bits_stored)
-        else:  # archival modes record the linear preview's PSNR: running the refiner over every
-            # image just for this figure made lossless encoding ten times slower
-            preview_psnr = metrics.psnr(planes, recon, layout.bits_stored)
-
         residuals: list[bytes] = []
         if mode == "lossy":
             infos = [PlaneInfo(0, maxval) for _ in range(layout.channels)]
             decoded_sha = pixels.pixel_sha256(recon)  # the deterministic part of a lossy decode
-            psnr = preview_psnr
         else:
             residuals, infos, colour, tables_sha, decoded_sha, psnr = self._code_residuals(
                 array, planes, recon, layout, mode, delta, version)
+        latent_stream, _ = encode_plane(stack_latents(latents), int(latents.min()), int(latents.max()))
+        if version >= 3 and mode != "lossy" and asked_rank is None and not any(i.guided for i in infos):
+            # nothing in the residual depends on the latents: shrink the preview to its budget
+            rank, step, latents, recon, latent_stream = self._preview_within_budget(
+                planes, layout, mode, quality, sum(map(len, residuals)), (rank, step, latents, recon, latent_stream))
+        latent_range = (int(latents.min()), int(latents.max()))
+        if mode == "lossy":  # the refined output is the result: its PSNR is the image's
+            preview_psnr = metrics.psnr(planes, self._finish_preview(recon, colour, maxval, step, rank),
+                                        layout.bits_stored)
+            psnr = preview_psnr
+        else:  # archival modes record the linear preview's PSNR: running the refiner over every
+            # image just for this figure made lossless encoding ten times slower
+            preview_psnr = metrics.psnr(planes, recon, layout.bits_stored)
         return EncodedImage(
             layout=layout, mode=mode, max_error=delta, quality=quality, rank=rank, latent_step=step,
             colour_transform=colour, planes=infos, latent_range=latent_range, latent_stream=latent_stream,
@@ -134,21 +151,55 @@ class Codec:
             version=version, tables_sha256=tables_sha,
         )
 
+    # coarser previews, tried in order when the default one costs more than its budget
+    PREVIEW_FALLBACKS = ((2, 1 / 4), (2, 1 / 2), (1, 1 / 2), (1, 1.0))
+
+    def _preview_within_budget(self, planes, layout, mode, quality, residual_bytes: int, default):
+        """Format 3, archival modes: the default preview (rank 3, step 1/4 of the span) costs
+        3-4% of a lossless CT slice's file; take the first coarser setting that fits in
+        `preview_budget` of the file (or the coarsest). The preview stays a whole-image
+        thumbnail; its PSNR is recorded in the header."""
+        best = default
+        budget = self.config.preview_budget
+        for rank, step_fraction in self.PREVIEW_FALLBACKS:
+            if len(best[4]) <= budget * (residual_bytes + len(best[4])):
+                break
+            if rank > self.model.core.max_rank:
+                continue
+            _, _, rank, step, latents, recon = self._latents(planes, layout, mode, quality, rank, step_fraction)
+            stream, _ = encode_plane(stack_latents(latents), int(latents.min()), int(latents.max()))
+            if len(stream) < len(best[4]):
+                best = (rank, step, latents, recon, stream)
+        return best
+
     def _code_residuals(self, array: np.ndarray, planes: np.ndarray, recon: np.ndarray,
                         layout: pixels.PixelLayout, mode: str, delta: int, version: int):
         """Archival modes: each plane's residual stream, coded against the reconstruction.
 
         Returns (streams, plane infos, colour transform, tables digest, decoded digest, PSNR)."""
-        coded, side, infos, colour = coded_planes(planes, recon, layout, mode, self.config.remap_max_density)
+        density = self.config.remap_max_density if version >= 3 else V1_REMAP_MAX_DENSITY
+        coded, side, infos, colour = coded_planes(planes, recon, layout, mode, density)
+        if version >= 3:
+            for c, info in enumerate(infos):
+                if info.remap is not None and not self._remap_pays(planes[c], coded[c], info, layout.maxval):
+                    coded[c], side[c], infos[c] = planes[c], recon[c], PlaneInfo(0, layout.maxval)
         decoded = np.empty_like(coded) if mode == "near-lossless" else None  # lossless: equals coded
         patch = self.model.core.patch
-        tables_sha = self._choose_tables(coded[0], infos[0], delta) if version >= 2 else None
-        tables = self.context_tables(tables_sha)
+        tables_sha = self._choose_tables(coded[0], infos[0], delta) if version == 2 else None
+        tables = V3_TABLES if version >= 3 else self.context_tables(tables_sha)
         streams: list[bytes] = []
         for c, info in enumerate(infos):
-            info.guided = self._guidance_helps(coded[c], side[c], info, delta, tables)
+            if version >= 3:
+                info.linear = self._linear_predictor_helps(coded[c], info, delta)
+            plane_tables = self._plane_tables(tables, info)
+            info.guided = self._guidance_helps(coded[c], side[c], info, delta, plane_tables)
             guide = side[c] if info.guided else None
-            stream, values = encode_plane(coded[c], info.lo, info.hi, delta, guide, patch, tables)
+            if version >= 3:
+                strips = strip_count(*coded[c].shape, self.config.strip_pixels)
+                stream, values = encode_plane_strips(coded[c], info.lo, info.hi, delta, guide, patch, plane_tables,
+                                                     strips)
+            else:
+                stream, values = encode_plane(coded[c], info.lo, info.hi, delta, guide, patch, plane_tables)
             if decoded is not None:
                 decoded[c] = values
             streams.append(stream)
@@ -158,7 +209,7 @@ class Codec:
         return streams, infos, colour, tables_sha, pixels.pixel_sha256(out), metrics.psnr(array, out, layout.bits_stored)
 
     def _latents(self, planes: np.ndarray, layout: pixels.PixelLayout, mode: str, quality: float,
-                 rank: int | None):
+                 rank: int | None, preview_step: float | None = None):
         """Quantised latents and their integer reconstruction, as the decoder will see them.
 
         Returns (latent planes, colour transform, rank, step, latents, reconstruction)."""
@@ -170,7 +221,7 @@ class Codec:
         else:
             rank = core.check_rank(rank or min(self.config.preview_rank, core.max_rank))
             span = int(planes.max()) - int(planes.min())
-            step = max(1.0, self.config.preview_step * span) / maxval  # at least one grey level
+            step = max(1.0, (preview_step or self.config.preview_step) * span) / maxval  # at least one grey level
         # lossy colour images: decorrelate colours before the latents (as JPEG 2000 does)
         colour = "ycocg" if mode == "lossy" and layout.channels == 3 else "none"
         latent_planes = pixels.ycocg_forward(planes, maxval) if colour == "ycocg" else planes
@@ -243,9 +294,9 @@ class Codec:
                 best, best_len = sha, len(blob)
         return best
 
-    def _trial_crop(self, shape: tuple[int, int]) -> tuple[slice, slice]:
-        """A central crop of whole patches, guidance_trial_size on a side (at most)."""
-        size = self.config.guidance_trial_size
+    def _trial_crop(self, shape: tuple[int, int], size: int | None = None) -> tuple[slice, slice]:
+        """A central crop of whole patches, `size` (default guidance_trial_size) on a side (at most)."""
+        size = size or self.config.guidance_trial_size
         h, w = shape
         patch = self.model.core.patch
         top = (max(0, h - size) // 2) // patch * patch
@@ -257,6 +308,35 @@ class Codec:
         if sha256 is None:
             return V1_TABLES
         return self._coder_tables().get(sha256)
+
+    @staticmethod
+    def _plane_tables(tables: ContextTables, info: PlaneInfo) -> ContextTables:
+        """The residual coder's tables for one plane: with its own linear predictor (format 3)."""
+        if info.linear is None:
+            return tables
+        return dataclasses.replace(tables, lin=as_class_table(info.linear))
+
+    def _remap_pays(self, plane: np.ndarray, indices: np.ndarray, info: PlaneInfo, maxval: int) -> bool:
+        """Format 3: whether coding a plane as indices into its used values saves more than its
+        table costs in the header (a trial crop's saving, scaled to the plane). Tables of
+        scattered values (a 64^2 MR using 1,128 of 2,019 values) can cost more than they save."""
+        crop = self._trial_crop(plane.shape, self.config.linear_trial_size)
+        as_indices, _ = encode_plane(indices[crop], info.lo, info.hi, tables=V3_TABLES)
+        as_values, _ = encode_plane(plane[crop], 0, maxval, tables=V3_TABLES)
+        scale = plane.size / indices[crop].size
+        return (len(as_values) - len(as_indices)) * scale > len(remap_table_bytes(info.remap)[1])
+
+    def _linear_predictor_helps(self, plane: np.ndarray, info: PlaneInfo, delta: int) -> np.ndarray | None:
+        """Format 3: the plane's fitted linear predictor if it makes a trial crop smaller
+        (about 15 header bytes; it helps MR most, and rarely loses on small or flat planes)."""
+        weights = fit_linear_predictor(plane)
+        if not weights.any():
+            return None
+        crop = self._trial_crop(plane.shape, self.config.linear_trial_size)
+        with_linear, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, self.model.core.patch,
+                                      dataclasses.replace(V3_TABLES, lin=as_class_table(weights)))
+        without, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, self.model.core.patch, V3_TABLES)
+        return weights if len(with_linear) + LINEAR_HEADER_BYTES < len(without) else None
 
     def _guidance_helps(self, plane: np.ndarray, side: np.ndarray, info: PlaneInfo, delta: int,
                         tables: ContextTables = V1_TABLES) -> bool:
@@ -391,12 +471,13 @@ class Codec:
     def _decode_residuals(self, enc: EncodedImage, recon: np.ndarray) -> np.ndarray:
         layout = enc.layout
         side = decoder_side_information(recon, enc.planes, enc.colour_transform)
-        tables = self.context_tables(enc.tables_sha256)
+        tables = V3_TABLES if enc.version >= 3 else self.context_tables(enc.tables_sha256)
         planes = np.empty((len(enc.planes), layout.height, layout.width), dtype=np.int64)
+        decode = decode_plane_strips if enc.version >= 3 else decode_plane
         for c, (info, stream) in enumerate(zip(enc.planes, enc.residual_streams)):
             guide = side[c] if info.guided else None
-            planes[c] = decode_plane(stream, layout.height, layout.width, info.lo, info.hi, enc.max_error, guide,
-                                     self.model.core.patch, tables)
+            planes[c] = decode(stream, layout.height, layout.width, info.lo, info.hi, enc.max_error, guide,
+                               self.model.core.patch, self._plane_tables(tables, info))
             if info.remap is not None:
                 planes[c] = info.remap[planes[c]]
         if enc.colour_transform == "rct":

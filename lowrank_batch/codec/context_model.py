@@ -159,7 +159,7 @@ def _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, 
 
 @njit(cache=True, inline="always")
 def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights, step, lut, nx, lo,
-             lin):
+             lin, bias_ring, bias_corr):
     """Prediction (with EXTRA_BITS fractional bits) and context activity of pixel (i, j) on
     wavefront t = 2i + j.
 
@@ -227,9 +227,43 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         pred = max(lo, min(hi, pred))
 
     bucket, lean = _context(pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step)
+    if bias_corr.shape[0] > 0:  # format 3: bias cancellation
+        pred = _cancel_bias(t & (RING - 1), i, pred, bucket, w, n, nw, ne, te_w, te_n, te_nw, te_ne, bias_ring,
+                            bias_corr)
     if nx > 1:  # format 2: a finer context, mapped to a bucket by the trained table
         bucket = bucket * nx + _extra_context(sub, num_pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step, lo)
     return pred, lut[bucket], lean
+
+
+BIAS_CONTEXTS = 16 * NUM_BUCKETS  # texture pattern (4 neighbours above/below the prediction) x bucket
+BIAS_MIN_COUNT = 8  # errors a context must have seen before its mean corrects predictions
+BIAS_HALVE_AT = 256  # then halve its sums: the mean follows the image
+BIAS_CLIP_SHIFT = 2  # an error counts at most (its neighbours' |errors| / 4 + 1 pixel): edges don't skew it
+NO_BIAS = np.zeros(0, dtype=np.int64)
+
+
+@njit(cache=True, inline="always")
+def _cancel_bias(slot, i, pred, bucket, w, n, nw, ne, te_w, te_n, te_nw, te_ne, bias_ring, bias_corr):
+    """CALIC's bias cancellation (format 3): add the mean error this context has seen, in
+    1/8 pixel. The context is the activity bucket and which neighbours lie above the
+    prediction; perfectly flat surroundings (level 0) are left alone, their prediction is exact.
+    Records (context, uncorrected prediction, clip) for `_update`."""
+    r = pred >> EXTRA_BITS
+    ctx = ((w > r) + 2 * (n > r) + 4 * (nw > r) + 8 * (ne > r)) * NUM_BUCKETS + bucket
+    bias_ring[slot, i, 0] = ctx
+    bias_ring[slot, i, 1] = pred
+    bias_ring[slot, i, 2] = ((abs(te_w) + abs(te_n) + abs(te_nw) + abs(te_ne)) >> BIAS_CLIP_SHIFT) + (1 << EXTRA_BITS)
+    if bucket % NUM_LEVELS != 0:
+        pred += bias_corr[ctx]
+    return pred
+
+
+@njit(cache=True)
+def _refresh_bias(bias_sum, bias_count, bias_corr):
+    """At a wavefront start (encoder and decoder alike): the corrections of this wavefront."""
+    for c in range(bias_corr.shape[0]):
+        if bias_count[c] >= BIAS_MIN_COUNT:
+            bias_corr[c] = (bias_sum[c] + (bias_count[c] >> 1)) // bias_count[c]
 
 
 @njit(cache=True, inline="always")
@@ -339,10 +373,19 @@ def _refresh(counts, snap, since, coded, epoch, refreshed):
 
 
 @njit(cache=True, inline="always")
-def _update(slot, i, has_w, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded):
+def _update(slot, i, has_w, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded,
+            bias_ring, bias_sum, bias_count):
     xr[slot, i] = value
     v8 = value << EXTRA_BITS
     te[slot, i] = pred8 - v8
+    if bias_sum.shape[0] > 0:
+        ctx = bias_ring[slot, i, 0]
+        clip = bias_ring[slot, i, 2]
+        bias_sum[ctx] += min(max(v8 - bias_ring[slot, i, 1], -clip), clip)
+        bias_count[ctx] += 1
+        if bias_count[ctx] >= BIAS_HALVE_AT:
+            bias_sum[ctx] = bias_sum[ctx] // 2
+            bias_count[ctx] >>= 1
     w_slot = (slot - 1) & (RING - 1)
     for k in range(num_pred):
         e = (abs(sub[k] - v8) + 3) >> EXTRA_BITS
@@ -364,7 +407,7 @@ class ModelState:
     """What the encoder and the decoder evolve identically, pixel by pixel."""
 
     def __init__(self, height: int, width: int, side: np.ndarray | None, patch: int = 8,
-                 prior: np.ndarray | None = None):
+                 prior: np.ndarray | None = None, bias: bool = False):
         self.height, self.width = height, width
         self.patch_mask = patch - 1
         self.xr = np.zeros((RING, height), dtype=np.int64)
@@ -384,3 +427,9 @@ class ModelState:
         self.coded = np.zeros(buckets, dtype=np.int64)
         self.epoch = np.zeros(buckets, dtype=np.int64)
         self.refreshed = np.zeros(buckets, dtype=np.bool_)
+        # format 3's bias cancellation (size 0: off)
+        contexts = BIAS_CONTEXTS if bias else 0
+        self.bias_ring = np.zeros((RING, height if bias else 0, 3), dtype=np.int64)
+        self.bias_sum = np.zeros(contexts, dtype=np.int64)
+        self.bias_count = np.zeros(contexts, dtype=np.int64)
+        self.bias_corr = np.zeros(contexts, dtype=np.int64)

@@ -14,6 +14,7 @@ from .context_model import (
     _predict,
     _quantise,
     _refresh,
+    _refresh_bias,
     _update,
     _num_pred,
     _wave_rows,
@@ -25,7 +26,7 @@ from .context_model import (
 @njit(cache=True)
 def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
                   refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
-                  lin):
+                  lin, bias_ring, bias_sum, bias_count, bias_corr):
     """Run the model over a whole plane in wavefront order (encoder side).
 
     Fills, per pixel in coding order: bucket, token and the index of the histogram snapshot
@@ -47,6 +48,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
     bitpos = 0
     pos = 0
     for t in range(2 * (height - 1) + width):
+        _refresh_bias(bias_sum, bias_count, bias_corr)
         if _refresh(counts, snap, since, coded, epoch, refreshed):
             for b in range(num_buckets):
                 if refreshed[b]:
@@ -58,7 +60,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
             pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights,
-                                             step, lut, nx, lo, lin)
+                                             step, lut, nx, lo, lin, bias_ring, bias_corr)
             pred = (pred8 + 3) >> EXTRA_BITS
             pred = min(max(pred, lo), hi)
             e = _quantise(x[i, j] - pred, delta)
@@ -81,13 +83,14 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
             out_token[pos] = tok
             out_snap[pos] = snap_index[b]
             pos += 1
-            _update(slot, i, j > 0, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded)
+            _update(slot, i, j > 0, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded,
+                    bias_ring, bias_sum, bias_count)
     return num_snap, bitpos
 
 
 @njit(cache=True)
 def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, out_pred8, out_pred,
-                       out_bucket, out_lean, subs, height, width, lut, nx, lin):
+                       out_bucket, out_lean, subs, height, width, lut, nx, lin, bias_ring, bias_corr):
     """Decoder side: predictions and buckets of every pixel on wavefront t."""
     step = 2 * delta + 1
     weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
@@ -96,7 +99,7 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
     for i in range(i_start, i_end + 1):
         j = t - 2 * i
         pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, subs[k], weights, max_weights,
-                                         step, lut, nx, lo, lin)
+                                         step, lut, nx, lo, lin, bias_ring, bias_corr)
         pred = (pred8 + 3) >> EXTRA_BITS
         out_pred8[k] = pred8
         out_lean[k] = lean
@@ -108,7 +111,8 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
 
 @njit(cache=True)
 def _finish_wavefront(t, grouped_tokens, order, tokens, lo, hi, delta, raw_words, bitpos, out, xr, te, perr, counts,
-                      totals, since, coded, pred8s, preds, buckets, leans, subs, has_side, lin):
+                      totals, since, coded, pred8s, preds, buckets, leans, subs, has_side, lin, bias_ring, bias_sum,
+                      bias_count):
     """Decoder side: put the wavefront's tokens (decoded grouped by bucket) back in pixel order,
     turn them (+ raw bits) into pixel values, update state."""
     for j in range(grouped_tokens.size):
@@ -139,7 +143,7 @@ def _finish_wavefront(t, grouped_tokens, order, tokens, lo, hi, delta, raw_words
         value = min(max(pred + e * step, lo), hi)
         out[i, t - 2 * i] = value
         _update(slot, i, t - 2 * i > 0, value, pred8, subs[k], num_pred, xr, te, perr, counts, totals, buckets[k],
-                tok, since, coded)
+                tok, since, coded, bias_ring, bias_sum, bias_count)
         k += 1
     return bitpos
 
@@ -147,13 +151,14 @@ def _finish_wavefront(t, grouped_tokens, order, tokens, lo, hi, delta, raw_words
 @njit(cache=True)
 def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts, snap, since,
                        coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width,
-                       lut, nx, lin):
+                       lut, nx, lin, bias_ring, bias_sum, bias_count, bias_corr):
     """Decoder side, one call per wavefront: refresh histograms, predict every pixel, and group
     the pixels by bucket. `order` gets pixel positions grouped by bucket; `active` rows are
     (bucket, count) in bucket order. Returns (pixels, active buckets, any histogram refreshed)."""
     any_refreshed = _refresh(counts, snap, since, coded, epoch, refreshed)
+    _refresh_bias(bias_sum, bias_count, bias_corr)
     k = _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, pred8s, preds,
-                           buckets, leans, subs, height, width, lut, nx, lin)
+                           buckets, leans, subs, height, width, lut, nx, lin, bias_ring, bias_corr)
     num_buckets = counts.shape[0]
     sizes = np.zeros(num_buckets, dtype=np.int64)
     for j in range(k):

@@ -26,6 +26,8 @@ from ..codec import context_model as cm
 from ..codec.residual_coder import ContextTables
 from ..codec.tokens import NUM_TOKENS, token_of
 
+NO_BIAS_RING = np.zeros((cm.RING, 0, 3), dtype=np.int64)  # format 2's tables are trained without bias cancellation
+
 
 @njit(cache=True)
 def _dump(x, lo, hi, xr, side, has_side, patch_mask, te, perr, lut, nx, out_ctx, out_tok, out_nraw, out_col):
@@ -45,7 +47,8 @@ def _dump(x, lo, hi, xr, side, has_side, patch_mask, te, perr, lut, nx, out_ctx,
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
             pred8, fine, lean = cm._predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights,
-                                            cm.PREDICTOR_MAX_WEIGHTS, 1, lut, nx, lo, cm.NO_LINEAR)
+                                            cm.PREDICTOR_MAX_WEIGHTS, 1, lut, nx, lo, cm.NO_LINEAR, NO_BIAS_RING,
+                                            cm.NO_BIAS)
             pred = min(max((pred8 + 3) >> cm.EXTRA_BITS, lo), hi)
             e = x[i, j] - pred
             if lean > 0:
@@ -58,7 +61,7 @@ def _dump(x, lo, hi, xr, side, has_side, patch_mask, te, perr, lut, nx, out_ctx,
             out_col[pos] = j
             pos += 1
             cm._update(slot, i, j > 0, x[i, j], pred8, sub, num_pred, xr, te, perr, counts, totals, 0, tok, since,
-                       coded)
+                       coded, NO_BIAS_RING, cm.NO_BIAS, cm.NO_BIAS)
             counts[0, tok] = 1
             totals[0] = NUM_TOKENS
 
@@ -99,9 +102,9 @@ def _dump_linear(x, xr, te, perr, out_taps, out_target, out_class, out_col):
             out_col[pos] = j
             pos += 1
             pred8, _, _ = cm._predict(t, i, j, width, xr, side, False, 7, te, perr, sub, weights,
-                                      cm.PREDICTOR_MAX_WEIGHTS, 1, lut, 1, 0, cm.NO_LINEAR)
+                                      cm.PREDICTOR_MAX_WEIGHTS, 1, lut, 1, 0, cm.NO_LINEAR, NO_BIAS_RING, cm.NO_BIAS)
             cm._update(slot, i, j > 0, x[i, j], pred8, sub, cm.PLAIN_PREDICTORS, xr, te, perr, counts, totals, 0, 0,
-                       since, coded)
+                       since, coded, NO_BIAS_RING, cm.NO_BIAS, cm.NO_BIAS)
             counts[0, 0] = 1
             totals[0] = NUM_TOKENS
 

@@ -13,6 +13,7 @@ decoding forever. Run this only to add the files of a NEW format version.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -32,7 +33,7 @@ def _smooth(rng, h, w, bits, channels=None):
     return np.clip(np.rint(img), 0, maxval).astype(np.int64)
 
 
-def sources() -> dict[str, tuple[np.ndarray, int]]:
+def sources(version: int = 1) -> dict[str, tuple[np.ndarray, int]]:
     """Small deterministic images covering bit depths, signedness, channels and sparse histograms."""
     rng = np.random.default_rng(20261204)
     out = {}
@@ -45,14 +46,26 @@ def sources() -> dict[str, tuple[np.ndarray, int]]:
     # a sparse histogram (every 7th value of a 12-bit range): coded as indices ("remap")
     sparse = (_smooth(rng, 40, 36, 12) // 7 * 7).astype(np.uint16)
     out["u12_sparse"] = (sparse, 12)
+    if version >= 3:
+        # CT-like: padding far below a dense body range (remap coded as runs)
+        padded = _smooth(rng, 48, 48, 8)  # a dense body range
+        yy, xx = np.mgrid[0:48, 0:48]
+        padded[(yy - 24) ** 2 + (xx - 24) ** 2 > 20 ** 2] = -2000
+        out["i13_padded"] = (padded.astype(np.int16), 13)
+        # tall enough to be cut into strips when strip_pixels is small (per-case config)
+        out["u12_strips"] = (_smooth(rng, 200, 40, 12).astype(np.uint16), 12)
     return out
 
 
-def cases() -> list[dict]:
+def cases(version: int = 1) -> list[dict]:
     """(source, mode, parameters) combinations; every mode appears on several sources."""
     out = []
-    for name in sources():
+    for name in sources(version):
         out.append({"case": f"{name}_lossless", "source": name, "mode": "lossless"})
+    if version >= 3:  # several strips per plane; "config" overrides the manifest's encoder settings
+        out[-1]["config"] = {"strip_pixels": 1024}
+        out.append({"case": "u12_strips_near2", "source": "u12_strips", "mode": "near-lossless", "max_error": 2,
+                    "config": {"strip_pixels": 1024}})
     for name in ("u8_gray", "u12_gray", "i13_signed", "u8_rgb", "u16_gray"):
         for delta in (1, 2):
             out.append({"case": f"{name}_near{delta}", "source": name, "mode": "near-lossless", "max_error": delta})
@@ -71,13 +84,14 @@ def generate(version: int) -> None:
     from lowrank_batch import Codec
     from lowrank_batch.codec import pixels
 
-    codec = Codec.load()
+    base = Codec.load()
     folder = HERE / f"v{version}"
     folder.mkdir(parents=True, exist_ok=True)
-    srcs = sources()
+    srcs = sources(version)
     entries = []
-    for spec in cases():
+    for spec in cases(version):
         array, bits = srcs[spec["source"]]
+        codec = Codec(base.model, dataclasses.replace(base.config, **spec.get("config", {})))
         enc = codec.encode(array, bits, mode=spec["mode"], max_error=spec.get("max_error"),
                            quality=spec.get("quality"), format_version=version)
         blob = enc.to_bytes()
@@ -93,8 +107,9 @@ def generate(version: int) -> None:
             "encoded_bytes": len(blob), "model_sha256": enc.model_sha256, "pixel_sha256": enc.pixel_sha256,
             "decoded_sha256": enc.decoded_sha256, "latent_recon_sha256": pixels.pixel_sha256(recon),
         })
-    config = {"preview_rank": codec.config.preview_rank, "preview_step": codec.config.preview_step}
-    manifest = {"format_version": version, "model_sha256": codec.model.sha256, "config": config, "cases": entries}
+    config = ({"preview_rank": base.config.preview_rank, "preview_step": base.config.preview_step} if version < 3
+              else dataclasses.asdict(base.config))
+    manifest = {"format_version": version, "model_sha256": base.model.sha256, "config": config, "cases": entries}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     print(f"wrote {len(entries)} golden cases to {folder}")
 

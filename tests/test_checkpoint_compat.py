@@ -3,6 +3,7 @@ fixture, tests/golden/make_archive_checkpoint.py) still opens, with the same sta
 images still decode exactly, the superseded version included."""
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,11 @@ def test_a_checkpoint_of_the_first_release_still_opens(tmp_path):
     for image_id in archive.ids():
         assert np.array_equal(decoder.get(image_id), pixels[f"{image_id}@{expected['live_etags'][image_id]}"])
     assert np.array_equal(decoder.get("a.png", version=0), pixels["a.png@e1"])  # superseded, still kept
+    # an opened archive still travels to Ray tasks and spawned workers (the columnar index pickles)
+    copy = pickle.loads(pickle.dumps(archive))
+    assert copy.ids() == expected["ids"] and copy.versions("a.png") == expected["versions"]["a.png"]
+    assert {i: list(copy.sources[i]) for i in copy.ids()} == expected["sources"]
+    assert copy.row("c.png", ["image_id"])["image_id"] == "c.png"
 
 
 def _fs(root: Path):

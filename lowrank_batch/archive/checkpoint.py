@@ -133,25 +133,51 @@ def _location(rows, k: int) -> Location:
                     rows.value("committed_at", k))
 
 
+# module-level (not lambdas): an opened Archive pickles, to Ray tasks and spawned workers
+def _make_location(rows, lo: int, hi: int) -> Location:
+    return _location(rows, lo)
+
+
+def _make_source(rows, lo: int, hi: int) -> list:
+    return [rows.value(c, lo) for c in SRC]
+
+
+def _make_older(rows, lo: int, hi: int) -> list:
+    versions = [(_location(rows, k), [rows.value(c, k) for c in SRC], rows.value("superseded_at", k))
+                for k in range(lo, hi)]
+    return sorted(versions, key=lambda v: v[0].committed_at)
+
+
+def _make_time(rows, lo: int, hi: int) -> str:
+    return rows.value("committed_at", lo)
+
+
+def _one_row(value) -> list[tuple]:
+    return [tuple(value)]
+
+
+def _older_rows(versions) -> list[tuple]:
+    return [(*v[0], *v[1], v[2]) for v in versions]
+
+
+def _time_row(t: str) -> list[tuple]:
+    return [(t,)]
+
+
 def _index(base: Rows | None = None) -> Overlay:
-    return Overlay(LOC, lambda rows, lo, hi: _location(rows, lo), lambda loc: [tuple(loc)], base, types=TYPES)
+    return Overlay(LOC, _make_location, _one_row, base, types=TYPES)
 
 
 def _sources(base: Rows | None = None) -> Overlay:
-    return Overlay(SRC, lambda rows, lo, hi: [rows.value(c, lo) for c in SRC], lambda s: [tuple(s)], base, types=TYPES)
+    return Overlay(SRC, _make_source, _one_row, base, types=TYPES)
 
 
 def _older(base: Rows | None = None) -> Overlay:
-    def make(rows, lo, hi):
-        versions = [(_location(rows, k), [rows.value(c, k) for c in SRC], rows.value("superseded_at", k))
-                    for k in range(lo, hi)]
-        return sorted(versions, key=lambda v: v[0].committed_at)
-
-    return Overlay(OLD, make, lambda vs: [(*v[0], *v[1], v[2]) for v in vs], base, grouped=True, types=TYPES)
+    return Overlay(OLD, _make_older, _older_rows, base, grouped=True, types=TYPES)
 
 
 def _removed(base: Rows | None = None) -> Overlay:
-    return Overlay(["committed_at"], lambda rows, lo, hi: rows.value("committed_at", lo), lambda t: [(t,)], base, types=TYPES)
+    return Overlay(["committed_at"], _make_time, _time_row, base, types=TYPES)
 
 
 @dataclass
@@ -293,10 +319,10 @@ def _part(kind: str, table: pa.Table) -> pa.Table:
                      for name in CHECKPOINT_SCHEMA.names}, schema=CHECKPOINT_SCHEMA)
 
 
-def _state(source: pa.Table | pq.ParquetFile, meta: dict) -> State:
+def _state(source: pa.Table | bytes, meta: dict) -> State:
     """The state of a checkpoint's rows without a Python object per row: the image ids of each
-    kind and, on first use, their other columns (decoded from `source`, a table or the file)."""
-    fetch = _fetcher(source)
+    kind and, on first use, their other columns (decoded from `source`: a table, or the file's bytes)."""
+    fetch = _Columns(source)
     live = Rows.of_kind(fetch, "live", ["image_id"])
     for name in LOC:  # every decode by id needs them: decoded now, not on the first one (sources wait for a rerun)
         live.column(name)
@@ -307,18 +333,26 @@ def _state(source: pa.Table | pq.ParquetFile, meta: dict) -> State:
                  touched=dict(meta["touched"]), damaged=list(meta["damaged"]))
 
 
-def _fetcher(source: pa.Table | pq.ParquetFile):
-    """name -> that whole column as one Arrow array, decoded once (a Parquet file: on first use)."""
-    cache: dict[str, pa.Array] = {}
+class _Columns:
+    """name -> that whole column of a checkpoint as one Arrow array, decoded once. Keeps the
+    file's bytes (a few MB at a million images), so it pickles without the open reader."""
 
-    def fetch(name: str) -> pa.Array:
-        if name not in cache:
-            column = source.column(name) if isinstance(source, pa.Table) else \
-                source.read(columns=[name]).column(0)
-            cache[name] = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-        return cache[name]
+    def __init__(self, source: pa.Table | bytes):
+        self._source, self._cache, self._file = source, {}, None
 
-    return fetch
+    def __call__(self, name: str) -> pa.Array:
+        if name not in self._cache:
+            if isinstance(self._source, pa.Table):
+                column = self._source.column(name)
+            else:
+                if self._file is None:
+                    self._file = pq.ParquetFile(pa.BufferReader(self._source))
+                column = self._file.read(columns=[name]).column(0)
+            self._cache[name] = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        return self._cache[name]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_file": None}
 
 
 @dataclass
@@ -359,11 +393,12 @@ def read_newest(fs, root: str) -> Checkpoint | None:
             continue
         try:
             # one GET; columns are decoded from memory when first needed (opening needs the ids)
-            parquet = pq.ParquetFile(pa.BufferReader(fs.cat_file(f"{root}/{CHECKPOINTS_DIR}/{name}")))
-            meta = json.loads(parquet.schema_arrow.metadata[b"lowrank_batch.checkpoint"])
-            if not set(CHECKPOINT_SCHEMA.names) <= set(parquet.schema_arrow.names):
+            raw = fs.cat_file(f"{root}/{CHECKPOINTS_DIR}/{name}")
+            schema = pq.read_schema(pa.BufferReader(raw))
+            meta = json.loads(schema.metadata[b"lowrank_batch.checkpoint"])
+            if not set(CHECKPOINT_SCHEMA.names) <= set(schema.names):
                 raise ValueError(f"checkpoint {name} lacks columns")
-            return Checkpoint(name, meta["marker"], set(meta["covered"]), _state(parquet, meta))
+            return Checkpoint(name, meta["marker"], set(meta["covered"]), _state(raw, meta))
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             continue
     return None

@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -11,7 +11,6 @@ from fsspec.implementations.local import LocalFileSystem
 
 from lowrank_batch.archive import Archive, UnitWriter
 
-from lowrank_batch.pipeline.decoding import ArchiveDecoder
 from lowrank_batch.archive import checkpoint as ckpt
 from lowrank_batch.pipeline.decoding import ArchiveDecoder
 from lowrank_batch.archive.reader import parse_record

@@ -11,7 +11,6 @@ from fsspec.implementations.local import LocalFileSystem
 
 from lowrank_batch.archive import Archive, UnitWriter
 
-from lowrank_batch.pipeline.decoding import ArchiveDecoder
 from lowrank_batch.archive import checkpoint as ckpt
 from lowrank_batch.pipeline.decoding import ArchiveDecoder
 from lowrank_batch.archive.reader import parse_record
@@ -162,3 +161,30 @@ def test_the_fold_does_not_depend_on_the_order_of_records():
             {i: reference.versions(i) for i in "i0 i1 i2 i3 i4 i5".split()}
         assert state.open_failures() == reference.open_failures() or \
             sorted(map(str, state.open_failures())) == sorted(map(str, reference.open_failures()))
+
+
+def test_serve_refreshes_from_the_log_after_its_checkpoint_not_a_listing_of_every_record(tmp_path, encoded,
+                                                                                         monkeypatch):
+    from lowrank_batch.serve.service import DicomwebService
+
+    _, template = encoded
+    fs, root = fsspec.core.url_to_fs(str(tmp_path))
+    for u in range(12):
+        commit(tmp_path, f"u{u}", [f"a{u}.png"], template)
+    ckpt.checkpoint(fs, root, parse_record, force=True)
+    service = DicomwebService(str(tmp_path), refresh_seconds=0, warm=False)
+    first = service.archive
+    listed: list[str] = []
+    original = ckpt.list_names
+    monkeypatch.setattr(ckpt, "list_names", lambda fs, folder, after="": listed.append(after) or
+                        original(fs, folder, after))
+    monkeypatch.setattr(fs.__class__, "glob", lambda *a, **k: pytest.fail("serve globbed every record"))
+    service._maybe_reload()
+    assert service.archive is first and listed == [first.log_position[0]]  # nothing new: kept
+    ckpt.checkpoint(fs, root, parse_record, force=True)  # a new checkpoint alone changes nothing
+    service._maybe_reload()
+    assert service.archive is first
+    monkeypatch.undo()  # the reload below reads data files
+    commit(tmp_path, "late", ["late.png"], template)
+    service._maybe_reload()
+    assert service.archive is not first and "late.png" in service.archive.ids()

@@ -18,6 +18,9 @@ checkpoint names them as covered. So a stale checkpoint never hides a newer comm
 may write a checkpoint at any time (each is correct; readers take the newest), and opening an
 archive reads one checkpoint plus the records committed since it.
 
+Opening keeps the checkpoint's rows as Arrow columns sorted by image id (overlay.py): no
+Python object per image, so a million-image archive opens in a fraction of a second.
+
 Records named before this scheme (`<unit>-<token>.json`, sorting below `v2-`) are folded into
 the first checkpoint; writers of older versions must not commit after it (they would be hidden).
 """
@@ -38,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .overlay import Overlay, Rows
 from .schema import COMMITS_DIR
 
 CHECKPOINTS_DIR = "_checkpoints"
@@ -104,14 +108,90 @@ def list_names(fs, folder: str, after: str = "") -> list[str]:
         return []
 
 
+CHECKPOINT_SCHEMA = pa.schema([
+    ("kind", pa.string()),  # live, old, removed
+    ("image_id", pa.string()),
+    ("file", pa.string()),
+    ("row_group", pa.int32()),
+    ("row", pa.int32()),
+    ("committed_at", pa.string()),  # for removed: the tombstone's time
+    ("superseded_at", pa.string()),
+    ("source_uri", pa.string()),
+    ("source_etag", pa.string()),
+    ("source_size", pa.int64()),
+])
+
+
+TYPES = {f.name: f.type for f in CHECKPOINT_SCHEMA}
+
+
+# the state's mappings over a checkpoint's rows (overlay.py): which columns, and value <-> rows
+LOC = ["file", "row_group", "row", "committed_at"]
+SRC = ["source_uri", "source_etag", "source_size"]
+OLD = LOC + SRC + ["superseded_at"]
+
+
+def _location(rows, k: int) -> Location:
+    return Location(rows.value("file", k), rows.value("row_group", k), rows.value("row", k),
+                    rows.value("committed_at", k))
+
+
+# module-level (not lambdas): an opened Archive pickles, to Ray tasks and spawned workers
+def _make_location(rows, lo: int, hi: int) -> Location:
+    return _location(rows, lo)
+
+
+def _make_source(rows, lo: int, hi: int) -> list:
+    return [rows.value(c, lo) for c in SRC]
+
+
+def _make_older(rows, lo: int, hi: int) -> list:
+    versions = [(_location(rows, k), [rows.value(c, k) for c in SRC], rows.value("superseded_at", k))
+                for k in range(lo, hi)]
+    return sorted(versions, key=lambda v: v[0].committed_at)
+
+
+def _make_time(rows, lo: int, hi: int) -> str:
+    return rows.value("committed_at", lo)
+
+
+def _one_row(value) -> list[tuple]:
+    return [tuple(value)]
+
+
+def _older_rows(versions) -> list[tuple]:
+    return [(*v[0], *v[1], v[2]) for v in versions]
+
+
+def _time_row(t: str) -> list[tuple]:
+    return [(t,)]
+
+
+def _index(base: Rows | None = None) -> Overlay:
+    return Overlay(LOC, _make_location, _one_row, base, types=TYPES)
+
+
+def _sources(base: Rows | None = None) -> Overlay:
+    return Overlay(SRC, _make_source, _one_row, base, types=TYPES)
+
+
+def _older(base: Rows | None = None) -> Overlay:
+    return Overlay(OLD, _make_older, _older_rows, base, grouped=True, types=TYPES)
+
+
+def _removed(base: Rows | None = None) -> Overlay:
+    return Overlay(["committed_at"], _make_time, _time_row, base, types=TYPES)
+
+
 @dataclass
 class State:
-    """The fold of commit records; see the module's docstring."""
+    """The fold of commit records; see the module's docstring. The image mappings hold a
+    checkpoint's rows as Arrow columns and the changes since as dicts (overlay.py)."""
 
-    index: dict[str, Location] = field(default_factory=dict)  # live version of each image
-    sources: dict[str, list] = field(default_factory=dict)  # image -> [uri, etag, size] of its live version
-    older: dict[str, list] = field(default_factory=dict)  # image -> [(Location, source, superseded_at)]
-    removed: dict[str, str] = field(default_factory=dict)  # tombstone time of images not live
+    index: Overlay = field(default_factory=_index)  # live version of each image: Location
+    sources: Overlay = field(default_factory=_sources)  # image -> [uri, etag, size] of its live version
+    older: Overlay = field(default_factory=_older)  # image -> [(Location, source, superseded_at)]
+    removed: Overlay = field(default_factory=_removed)  # tombstone time of images not live
     failures: dict[str, dict] = field(default_factory=dict)  # latest failure of each input
     files: set[str] = field(default_factory=set)  # data and failure files records name
     touched: dict[str, str] = field(default_factory=dict)  # data file -> last record that named it
@@ -196,21 +276,22 @@ class State:
                 if f["image_id"] not in self.index or self.index[f["image_id"]].committed_at < f["time"]]
 
     def referenced_files(self) -> set[str]:
-        return {loc.file for loc in self.index.values()} | {v[0].file for vs in self.older.values() for v in vs}
+        files = [pc.unique(m.table(["file"]).column("file")) for m in (self.index, self.older)]
+        return {f for column in files for f in column.to_pylist() if f is not None}
 
-
-CHECKPOINT_SCHEMA = pa.schema([
-    ("kind", pa.string()),  # live, old, removed
-    ("image_id", pa.string()),
-    ("file", pa.string()),
-    ("row_group", pa.int32()),
-    ("row", pa.int32()),
-    ("committed_at", pa.string()),  # for removed: the tombstone's time
-    ("superseded_at", pa.string()),
-    ("source_uri", pa.string()),
-    ("source_etag", pa.string()),
-    ("source_size", pa.int64()),
-])
+    def live(self, columns: list[str] | None = None) -> pa.Table:
+        """The live images as a table: image_id and `columns` (default: file, row_group, row,
+        committed_at, source_uri, source_etag, source_size), sorted by id. Vectorised, for bulk
+        questions and checkpoints."""
+        columns = LOC + SRC if columns is None else columns
+        index = self.index.table([c for c in LOC if c in columns], TYPES)
+        sources = self.sources.table([c for c in SRC if c in columns], TYPES)
+        if not index.column("image_id").equals(sources.column("image_id")):  # never expected: join, not guess
+            index = index.join(sources, "image_id").sort_by("image_id")
+        else:
+            for name in sources.column_names[1:]:
+                index = index.append_column(name, sources.column(name))
+        return index.select(["image_id", *columns])
 
 
 def _no_gc(build):
@@ -228,53 +309,53 @@ def _no_gc(build):
     return wrapper
 
 
-@_no_gc
 def _table(state: State) -> pa.Table:
-    live = sorted(state.index)
-    old = [(i, v) for i in sorted(state.older) for v in state.older[i]]
-    removed = sorted(state.removed)
-    locs = [state.index[i] for i in live] + [v[0] for _, v in old]
-    sources = [state.sources[i] for i in live] + [v[1] for _, v in old]
-    none = [None] * len(removed)
-    return pa.Table.from_pydict({
-        "kind": ["live"] * len(live) + ["old"] * len(old) + ["removed"] * len(removed),
-        "image_id": live + [i for i, _ in old] + removed,
-        "file": [loc.file for loc in locs] + none,
-        "row_group": [loc.row_group for loc in locs] + none,
-        "row": [loc.row for loc in locs] + none,
-        "committed_at": [loc.committed_at for loc in locs] + [state.removed[i] for i in removed],
-        "superseded_at": [None] * len(live) + [v[2] for _, v in old] + none,
-        "source_uri": [s[0] for s in sources] + none,
-        "source_etag": [s[1] for s in sources] + none,
-        "source_size": [s[2] for s in sources] + none,
-    }, schema=CHECKPOINT_SCHEMA)
+    """The checkpoint's rows: live, then old, then removed, each sorted by image id (vectorised)."""
+    return pa.concat_tables([_part("live", state.live()), _part("old", state.older.table(OLD, TYPES)),
+                             _part("removed", state.removed.table(["committed_at"], TYPES))])
 
 
-def _columns(table: pa.Table, kind: str, names: list[str]) -> list[list]:
-    """Columns of the rows of one kind (written in order: live, old, removed; a slice, not a filter)."""
-    kinds = table.column("kind")
-    first = {"live": 0, "old": 1, "removed": 2}[kind]
-    counts = [int(pc.sum(pc.equal(kinds, k)).as_py() or 0) for k in ("live", "old", "removed")]
-    part = table.slice(sum(counts[:first]), counts[first])
-    return [part.column(n).to_pylist() for n in names]
+def _part(kind: str, table: pa.Table) -> pa.Table:
+    n = len(table)
+    return pa.table({name: pa.repeat(pa.scalar(kind), n) if name == "kind" else
+                     table.column(name).cast(TYPES[name]) if name in table.column_names else pa.nulls(n, TYPES[name])
+                     for name in CHECKPOINT_SCHEMA.names}, schema=CHECKPOINT_SCHEMA)
 
 
-@_no_gc
-def _state(table: pa.Table, meta: dict) -> State:
-    """Built column-wise: a million live rows in about a second."""
-    state = State(failures={f["image_id"]: f for f in meta["failures"]}, files=set(meta["files"]),
-                  touched=dict(meta["touched"]), damaged=list(meta["damaged"]))
-    names = ["image_id", "file", "row_group", "row", "committed_at", "source_uri", "source_etag", "source_size"]
-    ids, files, groups, rows, times, uris, etags, sizes = _columns(table, "live", names)
-    state.index = dict(zip(ids, map(Location._make, zip(files, groups, rows, times))))
-    state.sources = dict(zip(ids, map(list, zip(uris, etags, sizes))))
-    ids, files, groups, rows, times, uris, etags, sizes, superseded = _columns(table, "old", names + ["superseded_at"])
-    for k, image_id in enumerate(ids):
-        loc = Location(files[k], groups[k], rows[k], times[k])
-        state.older.setdefault(image_id, []).append((loc, [uris[k], etags[k], sizes[k]], superseded[k]))
-    ids, times = _columns(table, "removed", ["image_id", "committed_at"])
-    state.removed = dict(zip(ids, times))
-    return state
+def _state(source: pa.Table | bytes, meta: dict) -> State:
+    """The state of a checkpoint's rows without a Python object per row: the image ids of each
+    kind and, on first use, their other columns (decoded from `source`: a table, or the file's bytes)."""
+    fetch = _Columns(source)
+    live = Rows.of_kind(fetch, "live", ["image_id"])
+    for name in LOC:  # every decode by id needs them: decoded now, not on the first one (sources wait for a rerun)
+        live.column(name)
+    return State(index=_index(live), sources=_sources(live),
+                 older=_older(Rows.of_kind(fetch, "old", ["image_id", "committed_at"])),
+                 removed=_removed(Rows.of_kind(fetch, "removed", ["image_id"])),
+                 failures={f["image_id"]: f for f in meta["failures"]}, files=set(meta["files"]),
+                 touched=dict(meta["touched"]), damaged=list(meta["damaged"]))
+
+
+class _Columns:
+    """name -> that whole column of a checkpoint as one Arrow array, decoded once. Keeps the
+    file's bytes (a few MB at a million images), so it pickles without the open reader."""
+
+    def __init__(self, source: pa.Table | bytes):
+        self._source, self._cache, self._file = source, {}, None
+
+    def __call__(self, name: str) -> pa.Array:
+        if name not in self._cache:
+            if isinstance(self._source, pa.Table):
+                column = self._source.column(name)
+            else:
+                if self._file is None:
+                    self._file = pq.ParquetFile(pa.BufferReader(self._source))
+                column = self._file.read(columns=[name]).column(0)
+            self._cache[name] = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        return self._cache[name]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_file": None}
 
 
 @dataclass
@@ -314,15 +395,19 @@ def read_newest(fs, root: str) -> Checkpoint | None:
         if not name.endswith(".parquet"):
             continue
         try:
-            with fs.open(f"{root}/{CHECKPOINTS_DIR}/{name}", "rb") as f:
-                table = pq.read_table(f)
-            meta = json.loads(table.schema.metadata[b"lowrank_batch.checkpoint"])
-            return Checkpoint(name, meta["marker"], set(meta["covered"]), _state(table, meta))
+            # one GET; columns are decoded from memory when first needed (opening needs the ids)
+            raw = fs.cat_file(f"{root}/{CHECKPOINTS_DIR}/{name}")
+            schema = pq.read_schema(pa.BufferReader(raw))
+            meta = json.loads(schema.metadata[b"lowrank_batch.checkpoint"])
+            if not set(CHECKPOINT_SCHEMA.names) <= set(schema.names):
+                raise ValueError(f"checkpoint {name} lacks columns")
+            return Checkpoint(name, meta["marker"], set(meta["covered"]), _state(raw, meta))
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             continue
     return None
 
 
+@_no_gc
 def load(fs, root: str, parse) -> tuple[State, set[str], dt.datetime, Checkpoint | None, int]:
     """(state, records it covers beyond the checkpoint's marker, when listing began, the
     checkpoint used, records read). `parse(path, raw)` returns a valid record or None."""
@@ -347,9 +432,32 @@ def load(fs, root: str, parse) -> tuple[State, set[str], dt.datetime, Checkpoint
     return state, covered | set(names), listed_at, checkpoint, len(names)
 
 
+def _newest_position(fs, root: str) -> tuple[str, set[str]]:
+    """(marker, covered) of the newest readable checkpoint, from its footer alone; ("", {}) if none."""
+    for name in reversed(list_names(fs, f"{root}/{CHECKPOINTS_DIR}")):
+        if not name.endswith(".parquet"):
+            continue
+        try:
+            with fs.open(f"{root}/{CHECKPOINTS_DIR}/{name}", "rb") as f:
+                meta = json.loads(pq.read_schema(f).metadata[b"lowrank_batch.checkpoint"])
+            return meta["marker"], set(meta["covered"])
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+            continue
+    return "", set()
+
+
+def pending(fs, root: str) -> int:
+    """How many commit records an open would read on top of the newest checkpoint (two listings
+    and a footer: a run that committed nothing learns it needs no checkpoint without reading one)."""
+    marker, covered = _newest_position(fs, root)
+    return sum(1 for n in list_names(fs, f"{root}/{COMMITS_DIR}", marker) if n.endswith(".json") and n not in covered)
+
+
 def checkpoint(fs, root: str, parse, force: bool = False) -> str | None:
     """Write a checkpoint when opening reads CHECKPOINT_EVERY records or more (or `force`);
     its name, else None."""
+    if not force and pending(fs, root) < CHECKPOINT_EVERY:
+        return None
     state, covered, listed_at, _, read = load(fs, root, parse)
     if read < CHECKPOINT_EVERY and not force:
         return None

@@ -10,6 +10,8 @@ import posixpath
 from typing import Iterator
 
 import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import LowrankError
@@ -38,36 +40,43 @@ def parse_record(path: str, raw: bytes) -> dict | None:
 
 
 class Archive:
-    def __init__(self, fs, root: str, index: dict[str, Location], sources: dict[str, list],
-                 failures: list[dict] | None = None, files: set[str] | None = None,
-                 versions: dict[str, list[Location]] | None = None):
-        self.fs, self.root, self._index, self.sources = fs, root.rstrip("/"), index, sources
-        self._versions = versions or {}
-        self._failures = failures or []
-        self.committed_files = files or set()
+    def __init__(self, fs, root: str, state: State | None = None):
+        state = state if state is not None else State()
+        self.fs, self.root, self.state = fs, root.rstrip("/"), state
+        self._index, self.sources = state.index, state.sources  # id -> Location / [uri, etag, size]
+        self._failures = state.open_failures()
+        self.committed_files = state.files
         self._footers: dict = {}  # data file -> its Parquet footer (FileMetaData), oldest first
-        self.damaged_records: list[str] = []  # commit records that could not be read (see open)
+        self.damaged_records: list[str] = list(state.damaged)  # one damaged record hides its unit's images only
+        self.log_position: tuple[str, frozenset[str]] = ("", frozenset())  # see changed_since
 
     @classmethod
     def open(cls, uri: str) -> "Archive":
         """The archive's committed state: its newest checkpoint plus the commit records since
-        (checkpoint.py), so opening costs the same whatever the archive's history."""
+        (checkpoint.py), so opening costs the same whatever the archive's history, and no
+        Python work per image (the checkpoint's rows stay Arrow columns: overlay.py)."""
         fs, root = fsspec.core.url_to_fs(uri)
         root = root.rstrip("/")
         fs.invalidate_cache()  # s3fs caches listings (children too); workers in other processes commit
-        state, _, _, checkpoint, read = ckpt.load(fs, root, parse_record)
+        state, covered, _, checkpoint, read = ckpt.load(fs, root, parse_record)
         if checkpoint is None and not read and not fs.exists(root):
             raise ArchiveError(f"no archive at {uri}")
         archive = cls.from_state(fs, root, state)
         archive.uri = uri
+        archive.log_position = (checkpoint.marker if checkpoint else "", frozenset(covered))
         return archive
 
     @classmethod
     def from_state(cls, fs, root: str, state: State) -> "Archive":
-        archive = cls(fs, root, state.index, state.sources, state.open_failures(), state.files)
-        archive.state = state
-        archive.damaged_records = list(state.damaged)  # one damaged record hides its unit's images only
-        return archive
+        return cls(fs, root, state)
+
+    def changed_since_open(self) -> bool:
+        """Whether a commit landed since this archive was opened: one listing of the records
+        named after the checkpoint's marker it opened with (what open would read on top)."""
+        marker, covered = self.log_position
+        self.fs.invalidate_cache()
+        names = ckpt.list_names(self.fs, f"{self.root}/{ckpt.COMMITS_DIR}", marker)
+        return any(n.endswith(".json") and n not in covered for n in names)
 
     def compact(self, **options):
         """Merge small data files (maintenance.compact); this object keeps its state, reopen to see it."""
@@ -102,13 +111,27 @@ class Archive:
 
         return torch_dataset(self, columns, decode, **options)
 
+    def live_files(self) -> set[str]:
+        """Data files that hold a live version of some image."""
+        return set(pc.unique(self._index.table(["file"]).column("file")).to_pylist())
+
     def missing_files(self) -> set[str]:
         """Committed data files that are no longer there (one listing)."""
         present = {posixpath.relpath(p, self.root) for p in self.fs.glob(f"{self.root}/{DATA_DIR}/*.parquet")}
-        return {loc.file for loc in self._index.values()} - present
+        return self.live_files() - present
 
     def ids_in_files(self, files: set[str]) -> list[str]:
-        return sorted(i for i, loc in self._index.items() if loc.file in files)
+        if not files:
+            return []
+        live = self._index.table(["file"])
+        mask = pc.is_in(live.column("file"), value_set=pa.array(sorted(files), pa.string()))
+        return live.column("image_id").filter(mask).to_pylist()
+
+    def by_file(self) -> dict[str, list[str]]:
+        """Live image ids grouped by data file, both sorted (vectorised)."""
+        grouped = self._index.table(["file"]).group_by("file").aggregate([("image_id", "list")])
+        ids = grouped.column("image_id_list").to_pylist()
+        return {f: sorted(i) for f, i in sorted(zip(grouped.column("file").to_pylist(), ids))}
 
     def damaged_record_ids(self) -> dict[str, list[str]]:
         """For each unreadable commit record, the ids in its data file (same name stem), if readable."""
@@ -127,15 +150,14 @@ class Archive:
         return [loc.committed_at for loc in self._all_versions(image_id)]
 
     def _all_versions(self, image_id: str) -> list[Location]:
-        state = getattr(self, "state", None)
-        return state.versions(image_id) if state is not None else self._versions.get(image_id, [])
+        return self.state.versions(image_id)
 
     def failures(self) -> list[dict]:
         """Inputs that failed and have not been archived since: id, source, stage, error, run, time."""
         return sorted(self._failures, key=lambda f: (f["time"], f["image_id"]))
 
     def ids(self) -> list[str]:
-        return sorted(self._index)
+        return self._index.keys_sorted()
 
     def __len__(self) -> int:
         return len(self._index)
@@ -174,10 +196,7 @@ class Archive:
 
     def rows(self, columns: list[str]) -> Iterator[dict]:
         """Committed rows (latest version of each id), for listings."""
-        by_file: dict[str, list[str]] = {}
-        for image_id, loc in self._index.items():
-            by_file.setdefault(loc.file, []).append(image_id)
-        for file, wanted in sorted(by_file.items()):
+        for file, wanted in self.by_file().items():
             wanted_columns = sorted(set(columns) | {"image_id"})
             with self.fs.open(f"{self.root}/{file}", "rb") as f:
                 parquet = pq.ParquetFile(f)

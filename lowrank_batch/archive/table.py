@@ -43,19 +43,16 @@ def dicom_columns_of_json(metadata_json: str | None) -> dict:
 
 
 def live_by_file(archive) -> dict[str, list[str]]:
-    by_file: dict[str, list[str]] = {}
-    for image_id, loc in archive._index.items():
-        by_file.setdefault(loc.file, []).append(image_id)
-    return {f: sorted(ids) for f, ids in sorted(by_file.items())}
+    return archive.by_file()
 
 
 def live_index(archive) -> pa.Table:
     """(image_id, path, row_group, row) of every live image; path as a Parquet reader names it."""
-    ids = archive.ids()
-    locs = [archive._index[i] for i in ids]
-    return pa.table({"image_id": ids, "path": [f"{archive.root}/{loc.file}" for loc in locs],
-                     "row_group": pa.array([loc.row_group for loc in locs], pa.int32()),
-                     "row": pa.array([loc.row for loc in locs], pa.int32())})
+    live = archive._index.table(["file", "row_group", "row"])
+    return pa.table({"image_id": live.column("image_id"),
+                     "path": pc.binary_join_element_wise(archive.root, live.column("file").cast(pa.string()), "/"),
+                     "row_group": live.column("row_group").cast(pa.int32()),
+                     "row": live.column("row").cast(pa.int32())})
 
 
 def read_live(archive, file: str, ids: list[str], columns: list[str] | None) -> pa.Table:

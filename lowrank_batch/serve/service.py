@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..archive.dicom_export import export_dicom
-from ..archive.reader import Archive
 from ..pipeline.decoding import ArchiveDecoder
 from ..sources.multipart import join_parts
 from . import query as qido
@@ -92,18 +91,15 @@ class DicomwebService:
         archive = ServingArchive.open(self.archive_uri)
         archive.device = self.device
         index = build_index(archive.rows(["image_id", "metadata_json"]))
-        self.archive, self.index, self._commits, self._checked = archive, index, self._commit_count(archive), time.monotonic()
-
-    @staticmethod
-    def _commit_count(archive: Archive) -> int:
-        return len(archive.fs.glob(f"{archive.root}/_commits/*.json"))
+        self.archive, self.index, self._checked = archive, index, time.monotonic()
 
     def _maybe_reload(self) -> None:
+        # what open would read on top of its checkpoint: one listing after the marker, not every record
         if time.monotonic() - self._checked < self.refresh_seconds:
             return
         with self._lock:
             self._checked = time.monotonic()
-            if self._commit_count(self.archive) != self._commits:
+            if self.archive.changed_since_open():
                 self._load()
 
     # -- one request --

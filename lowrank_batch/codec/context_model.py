@@ -214,7 +214,7 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         sub[PLAIN_PREDICTORS] = (w + r - r_w) << EXTRA_BITS
         sub[PLAIN_PREDICTORS + 1] = (n + r - r_n) << EXTRA_BITS
         num_pred = PLAIN_PREDICTORS + 2
-    if lin is not None and lin.shape[0] > 0:  # formats 2, 3: a linear predictor joins the blend (None: compiled out)
+    if lin.shape[0] > 0:  # format 2: the trained linear predictor joins the blend
         sub[num_pred] = _linear(t, i, j, width, xr, w, lin, abs(te_w) + abs(te_n) + abs(te_nw) + abs(te_ne))
         num_pred += 1
 
@@ -268,7 +268,7 @@ def _refresh_bias(bias_sum, bias_count, bias_corr):
 
 @njit(cache=True, inline="always")
 def _num_pred(has_side, lin):
-    return (PLAIN_PREDICTORS + 2 if has_side else PLAIN_PREDICTORS) + (1 if lin is not None and lin.shape[0] > 0 else 0)
+    return (PLAIN_PREDICTORS + 2 if has_side else PLAIN_PREDICTORS) + (1 if lin.shape[0] > 0 else 0)
 
 
 @njit(cache=True, inline="always")

@@ -62,11 +62,6 @@ class ContextTables:
     def mask_bytes(self) -> int:
         return (self.num_buckets + 7) // 8
 
-    def kernel_lin(self) -> np.ndarray | None:
-        """The linear predictor for the kernels; None where there is none, so numba compiles
-        them without it (~10% faster than testing its size per pixel)."""
-        return self.lin if self.lin.shape[0] else None
-
 
 V1_TABLES = ContextTables(cm.V1_LUT, 1, cm._PRIOR)
 V3_TABLES = ContextTables(cm.V1_LUT, 1, cm._PRIOR, bias=True)  # + each plane's linear predictor, if any
@@ -98,7 +93,7 @@ def encode_plane(
     num_snap, num_bits = pk._encode_plane(
         x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
         st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
-        out_bucket, out_token, out_snap, snapshots, raw_words, values, tables.lut, tables.nx, tables.kernel_lin(),
+        out_bucket, out_token, out_snap, snapshots, raw_words, values, tables.lut, tables.nx, tables.lin,
         *st.bias_state(),
     )
     cdfs = np.empty((num_snap, cm.NUM_TOKENS + 1), dtype=np.uint32)
@@ -197,7 +192,7 @@ def decode_plane(
     status = pk._decode_plane_all(
         words, starts, ends, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr,
         cm.PREDICTOR_MAX_WEIGHTS, st.counts, st.totals, st.snap, st.since, st.coded, st.epoch, st.refreshed, raw_words,
-        num_bits, out, tables.lut, tables.nx, tables.kernel_lin(), *st.bias_state(),
+        num_bits, out, tables.lut, tables.nx, tables.lin, *st.bias_state(),
     )
     if status == pk.ERR_RAW_OVERRUN:
         raise CorruptStreamError("residual stream is corrupt (raw bits overrun)")

@@ -180,10 +180,14 @@ class Codec:
         Returns (streams, plane infos, colour transform, tables digest, decoded digest, PSNR)."""
         density = self.config.remap_max_density if version >= 3 else V1_REMAP_MAX_DENSITY
         coded, side, infos, colour = coded_planes(planes, recon, layout, mode, density)
+        plain_trial: dict[int, int] = {}  # plane -> bytes of its unguided trial crop (shared by the trials)
         if version >= 3:
             for c, info in enumerate(infos):
-                if info.remap is not None and not self._remap_pays(planes[c], coded[c], info, layout.maxval):
-                    coded[c], side[c], infos[c] = planes[c], recon[c], PlaneInfo(0, layout.maxval)
+                if info.remap is not None:
+                    pays, plain_trial[c] = self._remap_pays(planes[c], coded[c], info, layout.maxval)
+                    if not pays:
+                        coded[c], side[c], infos[c] = planes[c], recon[c], PlaneInfo(0, layout.maxval)
+                        del plain_trial[c]
         decoded = np.empty_like(coded) if mode == "near-lossless" else None  # lossless: equals coded
         patch = self.model.core.patch
         tables_sha = self._choose_tables(coded[0], infos[0], delta) if version == 2 else None
@@ -191,7 +195,7 @@ class Codec:
         streams: list[bytes] = []
         for c, info in enumerate(infos):
             if version >= 3:
-                info.linear = self._linear_predictor_helps(coded[c], info, delta)
+                info.linear = self._linear_predictor_helps(coded[c], info, delta, plain_trial.get(c))
             plane_tables = self._plane_tables(tables, info)
             info.guided = self._guidance_helps(coded[c], side[c], info, delta, plane_tables)
             guide = side[c] if info.guided else None
@@ -317,7 +321,7 @@ class Codec:
             return tables
         return dataclasses.replace(tables, lin=as_class_table(info.linear))
 
-    def _remap_pays(self, plane: np.ndarray, indices: np.ndarray, info: PlaneInfo, maxval: int) -> bool:
+    def _remap_pays(self, plane: np.ndarray, indices: np.ndarray, info: PlaneInfo, maxval: int) -> tuple[bool, int]:
         """Format 3: whether coding a plane as indices into its used values saves more than its
         table costs in the header (a trial crop's saving, scaled to the plane). Tables of
         scattered values (a 64^2 MR using 1,128 of 2,019 values) can cost more than they save."""
@@ -325,9 +329,10 @@ class Codec:
         as_indices, _ = encode_plane(indices[crop], info.lo, info.hi, tables=V3_TABLES)
         as_values, _ = encode_plane(plane[crop], 0, maxval, tables=V3_TABLES)
         scale = plane.size / indices[crop].size
-        return (len(as_values) - len(as_indices)) * scale > len(remap_table_bytes(info.remap)[1])
+        return (len(as_values) - len(as_indices)) * scale > len(remap_table_bytes(info.remap)[1]), len(as_indices)
 
-    def _linear_predictor_helps(self, plane: np.ndarray, info: PlaneInfo, delta: int) -> np.ndarray | None:
+    def _linear_predictor_helps(self, plane: np.ndarray, info: PlaneInfo, delta: int,
+                                without_bytes: int | None = None) -> np.ndarray | None:
         """Format 3: the plane's fitted linear predictor if it makes a trial crop smaller
         (about 15 header bytes; it helps MR most, and rarely loses on small or flat planes)."""
         weights = fit_linear_predictor(plane)
@@ -336,8 +341,10 @@ class Codec:
         crop = self._trial_crop(plane.shape, self.config.linear_trial_size)
         with_linear, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, self.model.core.patch,
                                       dataclasses.replace(V3_TABLES, lin=as_class_table(weights)))
-        without, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, self.model.core.patch, V3_TABLES)
-        return weights if len(with_linear) + LINEAR_HEADER_BYTES < len(without) else None
+        if without_bytes is None:  # the remap trial coded this crop already
+            without_bytes = len(encode_plane(plane[crop], info.lo, info.hi, delta, None, self.model.core.patch,
+                                             V3_TABLES)[0])
+        return weights if len(with_linear) + LINEAR_HEADER_BYTES < without_bytes else None
 
     def _guidance_helps(self, plane: np.ndarray, side: np.ndarray, info: PlaneInfo, delta: int,
                         tables: ContextTables = V1_TABLES) -> bool:

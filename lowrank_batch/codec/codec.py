@@ -19,17 +19,16 @@ import numpy as np
 import torch
 
 from ..errors import ChecksumMismatchError, CorruptStreamError, InvalidParameterError, WeightsError
-from . import lora, lowrank, metrics, pixels
-from .format import FORMAT_VERSION, MODES, READABLE_VERSIONS, EncodedImage, PlaneInfo, remap_table_bytes
+from . import lora, lowrank, metrics, pixels, trials
+from .format import FORMAT_VERSION, MODES, READABLE_VERSIONS, EncodedImage, PlaneInfo
+from .linear_fit import as_class_table
 from .loaded import LowRankModel
 from .planes import coded_planes, decoder_side_information, stack_latents
 from .refine import refine_planes
-from .linear_fit import as_class_table, fit_linear_predictor
 from .residual_coder import (V1_TABLES, V3_TABLES, ContextTables, decode_plane, encode_plane, encode_plane_strips,
                              split_strips, strip_count)
 from .threads import run_all
 
-LINEAR_HEADER_BYTES = 15  # what a plane's linear predictor weights cost in the header, about
 LATENT_LIMIT = 1 << 20  # |latent| bound; a corrupt stream claiming more is refused
 QUALITY_RANGE = (10.0, 90.0)  # lossy quality: nominal PSNR in dB
 V1_REMAP_MAX_DENSITY = 0.2  # what formats 1 and 2 were released with (their encoders keep it)
@@ -184,7 +183,8 @@ class Codec:
         if version >= 3:
             for c, info in enumerate(infos):
                 if info.remap is not None:
-                    pays, plain_trial[c] = self._remap_pays(planes[c], coded[c], info, layout.maxval)
+                    crop = self._trial_crop(planes[c].shape, self.config.linear_trial_size)
+                    pays, plain_trial[c] = trials.remap_pays(planes[c], coded[c], info, layout.maxval, crop)
                     if not pays:
                         coded[c], side[c], infos[c] = planes[c], recon[c], PlaneInfo(0, layout.maxval)
                         del plain_trial[c]
@@ -195,9 +195,11 @@ class Codec:
         streams: list[bytes] = []
         for c, info in enumerate(infos):
             if version >= 3:
-                info.linear = self._linear_predictor_helps(coded[c], info, delta, plain_trial.get(c))
+                crop = self._trial_crop(coded[c].shape, self.config.linear_trial_size)
+                info.linear = trials.fitted_linear_predictor(coded[c], info, delta, crop, plain_trial.get(c))
             plane_tables = self._plane_tables(tables, info)
-            info.guided = self._guidance_helps(coded[c], side[c], info, delta, plane_tables)
+            info.guided = trials.guidance_helps(coded[c], side[c], info, delta, plane_tables,
+                                                self._trial_crop(coded[c].shape), patch)
             guide = side[c] if info.guided else None
             if version >= 3:
                 strips = strip_count(*coded[c].shape, self.config.strip_pixels)
@@ -300,13 +302,7 @@ class Codec:
         return best
 
     def _trial_crop(self, shape: tuple[int, int], size: int | None = None) -> tuple[slice, slice]:
-        """A central crop of whole patches, `size` (default guidance_trial_size) on a side (at most)."""
-        size = size or self.config.guidance_trial_size
-        h, w = shape
-        patch = self.model.core.patch
-        top = (max(0, h - size) // 2) // patch * patch
-        left = (max(0, w - size) // 2) // patch * patch
-        return slice(top, top + size), slice(left, left + size)
+        return trials.trial_crop(shape, size or self.config.guidance_trial_size, self.model.core.patch)
 
     def context_tables(self, sha256: str | None) -> ContextTables:
         """The residual coder's tables: format 1's built-in ones (None) or trained ones by digest."""
@@ -320,44 +316,6 @@ class Codec:
         if info.linear is None:
             return tables
         return dataclasses.replace(tables, lin=as_class_table(info.linear))
-
-    def _remap_pays(self, plane: np.ndarray, indices: np.ndarray, info: PlaneInfo, maxval: int) -> tuple[bool, int]:
-        """Format 3: whether coding a plane as indices into its used values saves more than its
-        table costs in the header (a trial crop's saving, scaled to the plane). Tables of
-        scattered values (a 64^2 MR using 1,128 of 2,019 values) can cost more than they save."""
-        crop = self._trial_crop(plane.shape, self.config.linear_trial_size)
-        as_indices, _ = encode_plane(indices[crop], info.lo, info.hi, tables=V3_TABLES)
-        as_values, _ = encode_plane(plane[crop], 0, maxval, tables=V3_TABLES)
-        scale = plane.size / indices[crop].size
-        return (len(as_values) - len(as_indices)) * scale > len(remap_table_bytes(info.remap)[1]), len(as_indices)
-
-    def _linear_predictor_helps(self, plane: np.ndarray, info: PlaneInfo, delta: int,
-                                without_bytes: int | None = None) -> np.ndarray | None:
-        """Format 3: the plane's fitted linear predictor if it makes a trial crop smaller
-        (about 15 header bytes; it helps MR most, and rarely loses on small or flat planes)."""
-        weights = fit_linear_predictor(plane)
-        if not weights.any():
-            return None
-        crop = self._trial_crop(plane.shape, self.config.linear_trial_size)
-        with_linear, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, self.model.core.patch,
-                                      dataclasses.replace(V3_TABLES, lin=as_class_table(weights)))
-        if without_bytes is None:  # the remap trial coded this crop already
-            without_bytes = len(encode_plane(plane[crop], info.lo, info.hi, delta, None, self.model.core.patch,
-                                             V3_TABLES)[0])
-        return weights if len(with_linear) + LINEAR_HEADER_BYTES < without_bytes else None
-
-    def _guidance_helps(self, plane: np.ndarray, side: np.ndarray, info: PlaneInfo, delta: int,
-                        tables: ContextTables = V1_TABLES) -> bool:
-        """Whether predictors guided by the reconstruction pay off on this plane.
-
-        They help some images (CR, photographs: about +0.6%) and hurt others (CT: -2.6%), so
-        try both on a central crop (whole patches) and keep the smaller.
-        """
-        patch = self.model.core.patch
-        crop = self._trial_crop(plane.shape)
-        guided, _ = encode_plane(plane[crop], info.lo, info.hi, delta, side[crop], patch, tables)
-        plain, _ = encode_plane(plane[crop], info.lo, info.hi, delta, None, patch, tables)
-        return len(guided) < len(plain)
 
     # ---------------------------------------------------------------- decode
     def decode(self, enc: EncodedImage, preview: bool = False, max_side: int | None = None,

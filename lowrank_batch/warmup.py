@@ -18,7 +18,9 @@ import numpy as np
 # archive's images reach is compiled
 SAMPLES = (((64, 64), np.uint16, 12), ((64, 64), np.uint8, 8), ((64, 64, 3), np.uint8, 8))
 MODES = (("lossless", None), ("near-lossless", 2), ("lossy", None))
-FORMATS = (3, 2)  # the default, and format 2 (trained tables: other kernel signatures); 1 shares 3's
+# the default, and format 2 (trained tables: other kernel signatures); 1 and 3 share most of 4's, and
+# their encoders are only for writing old versions on request
+FORMATS = (4, 2)
 
 
 def sample_image(shape, dtype, bits: int) -> np.ndarray:
@@ -37,10 +39,13 @@ def sample_image(shape, dtype, bits: int) -> np.ndarray:
 def warm_up(model: str | None = None, log=print) -> float:
     """Encode and decode small samples in every mode with the model (default: the shipped one,
     installed into the weight store if it is not yet); returns the seconds it took."""
+    from .codec.codec import CodecConfig
     from .weights.loading import load_codec
 
     start = time.perf_counter()
-    codec = load_codec(model)
+    # format 4 tries intensity bands on large planes only: here on the samples too, so that their
+    # kernels are compiled as well
+    codec = load_codec(model, config=CodecConfig(band_min_pixels=0))
     for shape, dtype, bits in SAMPLES:
         image = sample_image(shape, dtype, bits)
         for mode, max_error in MODES:

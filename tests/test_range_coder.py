@@ -11,10 +11,11 @@ from lowrank_batch.codec import range_coder as rc
 from lowrank_batch.codec.residual_coder import (
     SHARED_STREAM_MAX_RUNS,
     V1_TABLES,
+    V3_TABLES,
     _parse_plane_stream,
     decode_plane,
     encode_plane,
-    max_snapshots,
+    model_pass,
 )
 from lowrank_batch.codec.stream_order import count_runs, order_for_single_stream
 from lowrank_batch.errors import CorruptStreamError
@@ -101,17 +102,8 @@ def test_invalid_data_is_flagged_where_constriction_raises():
 
 def _plane_symbols(plane, lo, hi):
     """The context model's pass over a plane: per-pixel bucket, token, snapshot and the snapshots."""
-    n = plane.size
-    st = cm.ModelState(*plane.shape, None, 8, None, bias=True)  # format 3's model
-    out_bucket, out_token = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint8)
-    out_snap = np.empty(n, dtype=np.int16)
-    snapshots = np.empty((max_snapshots(n), cm.NUM_TOKENS), dtype=np.int64)
-    num_snap, _ = pk._encode_plane(
-        plane, lo, hi, 0, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
-        st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS, out_bucket, out_token, out_snap,
-        snapshots, np.zeros(n * 17 // 64 + 2, dtype=np.uint64), np.empty(plane.shape, dtype=np.int32), cm.V1_LUT, 1,
-        cm.NO_LINEAR, *st.bias_state())
-    return out_bucket, out_token, out_snap, snapshots[:num_snap]
+    mp = model_pass(plane, lo, hi, 0, None, 8, V3_TABLES)  # format 3's model
+    return mp.buckets, mp.tokens, mp.snaps, mp.snapshots
 
 
 def test_real_plane_streams_match_constriction(rng):

@@ -43,6 +43,7 @@ LIN_TAPS = np.array([(-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-1, -2), (-2
                     dtype=np.int64)
 LIN_SHIFT = 12
 LIN_CLASSES = 8  # weight sets, by the size of the neighbours' recent errors
+LIN_PARITY_CLASSES = 4  # format 4: or one weight set per (row, column) parity
 NO_LINEAR = np.zeros((0, len(LIN_TAPS)), dtype=np.int64)  # format 1
 
 
@@ -159,7 +160,7 @@ def _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, 
 
 @njit(cache=True, inline="always")
 def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights, step, lut, nx, lo,
-             lin, bias_ring, bias_corr):
+             lin, vthr, flat_mode, bias_ring, bias_corr):
     """Prediction (with EXTRA_BITS fractional bits) and context activity of pixel (i, j) on
     wavefront t = 2i + j.
 
@@ -226,13 +227,36 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         lo = min(w8, min(n8, ne8))
         pred = max(lo, min(hi, pred))
 
+    # format 4: where W, N, NW and NE are all equal (air, padding, saturation) predict W itself,
+    # with histograms of their own: the blend's farther taps and corrections drift off it there
+    flat = flat_mode and has_n and w == n and n == nw and nw == ne
+    if flat:
+        pred = w8
     bucket, lean = _context(pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step)
     if bias_corr is not None and bias_corr.shape[0] > 0:  # format 3: bias cancellation (None: compiled out)
-        pred = _cancel_bias(t & (RING - 1), i, pred, bucket, w, n, nw, ne, te_w, te_n, te_nw, te_ne, bias_ring,
-                            bias_corr)
+        corrected = _cancel_bias(t & (RING - 1), i, pred, bucket, w, n, nw, ne, te_w, te_n, te_nw, te_ne, bias_ring,
+                                 bias_corr)
+        if not flat:
+            pred = corrected
+    if flat and bucket != 0:
+        bucket += NUM_BUCKETS
     if nx > 1:  # format 2: a finer context, mapped to a bucket by the trained table
         bucket = bucket * nx + _extra_context(sub, num_pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step, lo)
+    if vthr.shape[0] > 0:  # format 4: the bucket's histogram also depends on the local intensity
+        bucket = bucket * (vthr.shape[0] + 1) + _value_class(w, n, vthr)
     return pred, lut[bucket], lean
+
+
+@njit(cache=True, inline="always")
+def _value_class(w, n, vthr):
+    """Format 4: which of the plane's intensity bands the mean of W and N falls in (the number
+    of thresholds at or below it). Noise depends on intensity (photon counts in a radiograph,
+    tissue versus air in CT), so each band learns its own histograms."""
+    m = (w + n + 1) >> 1
+    c = 0
+    for k in range(vthr.shape[0]):
+        c += m >= vthr[k]
+    return c
 
 
 BIAS_CONTEXTS = 16 * NUM_BUCKETS  # texture pattern (4 neighbours above/below the prediction) x bucket
@@ -289,8 +313,10 @@ def _tap(t, i, j, di, dj, width, xr, w):
 
 @njit(cache=True, inline="always")
 def _linear(t, i, j, width, xr, w, lin, activity):
-    """The trained linear prediction (EXTRA_BITS fractional bits): integer weights, one rounding."""
-    cls = _lin_class(activity)
+    """The trained linear prediction (EXTRA_BITS fractional bits): integer weights, one rounding.
+    A table of LIN_PARITY_CLASSES rows (format 4) holds one weight set per position parity
+    (row, column), which fits images interpolated 2x; otherwise rows are activity classes."""
+    cls = ((i & 1) << 1 | (j & 1)) if lin.shape[0] == LIN_PARITY_CLASSES else _lin_class(activity)
     acc = 0
     for k in range(LIN_TAPS.shape[0]):
         acc += lin[cls, k] * (_tap(t, i, j, LIN_TAPS[k, 0], LIN_TAPS[k, 1], width, xr, w) - w)
@@ -362,14 +388,21 @@ def _refresh(counts, snap, since, coded, epoch, refreshed):
     new symbols (more often early on, while the histogram is still learning)."""
     any_refreshed = False
     for b in range(counts.shape[0]):
-        refreshed[b] = False
-        if since[b] >= MIN_SEGMENT + (coded[b] >> 2):
-            snap[b, :] = counts[b, :]
-            since[b] = 0
-            epoch[b] += 1
-            refreshed[b] = True
-            any_refreshed = True
+        refreshed[b] = _refresh_one(b, counts, snap, since, coded, epoch)
+        any_refreshed |= refreshed[b]
     return any_refreshed
+
+
+@njit(cache=True, inline="always")
+def _refresh_one(b, counts, snap, since, coded, epoch):
+    """_refresh for bucket b: whether its histogram was refreshed. Only a bucket that coded
+    symbols since the last wavefront start can become due."""
+    if since[b] >= MIN_SEGMENT + (coded[b] >> 2):
+        snap[b, :] = counts[b, :]
+        since[b] = 0
+        epoch[b] += 1
+        return True
+    return False
 
 
 @njit(cache=True, inline="always")
@@ -391,6 +424,13 @@ def _update(slot, i, has_w, value, pred8, sub, num_pred, xr, te, perr, counts, t
         e = (abs(sub[k] - v8) + 3) >> EXTRA_BITS
         perr[slot, i, k] = e
         perr[slot, i, NUM_PREDICTORS + k] = e + (perr[w_slot, i, k] if has_w else 0)
+    _count(counts, totals, b, tok, since, coded)
+
+
+@njit(cache=True, inline="always")
+def _count(counts, totals, b, tok, since, coded):
+    """Bucket b's adaptive histogram learns token tok (halved when it grows too large, so it
+    follows the image)."""
     counts[b, tok] += COUNT_INCREMENT
     totals[b] += COUNT_INCREMENT
     if totals[b] > COUNT_LIMIT:

@@ -15,8 +15,10 @@ SHA-256 digests of the original pixels, of the decoded reconstruction (omitted w
 lossless), of the model and of the adapter; PSNR figures as float32. Version 2 appends the
 SHA-256 of the residual coder's trained context tables (the same residual stream layout,
 with that many buckets in the bitmask); version 1 images use the built-in format-1 tables.
-Version 3 (the default) codes each plane's remap table as runs, may carry a per-plane linear
-predictor's integer weights, and cuts large planes into independent strips (FORMAT.md).
+Version 3 codes each plane's remap table as runs, may carry a per-plane linear predictor's
+integer weights, and cuts large planes into independent strips. Version 4 (the default) codes
+each strip as one range-coder stream in coding order and may carry per-plane intensity band
+thresholds (FORMAT.md).
 """
 
 from __future__ import annotations
@@ -28,16 +30,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import CorruptStreamError
+from ..errors import CorruptStreamError, InvalidParameterError
 from .pixels import SUPPORTED_DTYPES, PixelLayout
 from .varint import read_varint, write_varint
 
 MAGIC = b"LRBI"
 NUM_LINEAR_TAPS = 10  # version 3's linear predictor (codec/context_model.py LIN_TAPS)
-FORMAT_VERSION = 3  # what encode writes by default
-READABLE_VERSIONS = (1, 2, 3)  # every version ever released: archives outlive the code
+LINEAR_PARITY_SETS = 4  # version 4: weight sets of a linear predictor per position parity (LIN_PARITY_CLASSES)
+FORMAT_VERSION = 4  # what encode writes by default
+READABLE_VERSIONS = (1, 2, 3, 4)  # every version ever released: archives outlive the code
 MODES = ("lossless", "near-lossless", "lossy")
 COLOUR_TRANSFORMS = ("none", "rct", "ycocg")  # rct: lossless residual planes; ycocg: lossy latents
+PLANE_VALUE_LIMIT = 1 << 24  # |plane value| bound (16-bit pixels, +1 bit for RCT); beyond: a corrupt header
 
 
 @dataclass
@@ -46,7 +50,8 @@ class PlaneInfo:
     hi: int
     remap: np.ndarray | None = None  # sorted distinct values when the plane is coded as indices
     guided: bool = False  # residual prediction uses the low-rank reconstruction
-    linear: np.ndarray | None = None  # version 3: the plane's fitted linear predictor (int weights per tap)
+    linear: np.ndarray | None = None  # version 3: fitted linear predictor weights (taps,); version 4 also (4, taps)
+    value_classes: np.ndarray | None = None  # version 4: intensity band thresholds (increasing ints)
 
 
 @dataclass
@@ -86,11 +91,11 @@ class EncodedImage:
 
     def to_bytes(self) -> bytes:
         if (self.version == 2) != (self.tables_sha256 is not None):
-            raise CorruptStreamError(f"format version {self.version} and context tables {self.tables_sha256} disagree")
+            raise InvalidParameterError(f"format version {self.version} and context tables {self.tables_sha256} disagree")
         header = _pack_header(self)
         out = bytearray(MAGIC)
         if self.version not in READABLE_VERSIONS:
-            raise CorruptStreamError(f"format version {self.version} is unknown to this build")
+            raise InvalidParameterError(f"format version {self.version} is unknown to this build")
         out.append(self.version)
         write_varint(out, len(header))
         out += header
@@ -211,6 +216,10 @@ def _pack_header(enc: EncodedImage) -> bytes:
     out.append(COLOUR_TRANSFORMS.index(enc.colour_transform))
     out.append(len(enc.planes))
     for plane in enc.planes:
+        if plane.value_classes is not None and enc.version < 4:
+            raise InvalidParameterError(f"format version {enc.version} has no intensity bands")
+        if plane.linear is not None and plane.linear.ndim == 2 and enc.version < 4:
+            raise InvalidParameterError(f"format version {enc.version} has no linear predictor per parity")
         if enc.version >= 3:
             _write_plane_info_v3(out, plane)
         else:
@@ -245,6 +254,8 @@ def _write_plane_info_v1(out: bytearray, plane: PlaneInfo) -> None:
 
 
 PLANE_GUIDED, PLANE_REMAP, PLANE_LINEAR, PLANE_REMAP_BITMAP = 1, 2, 4, 8  # version 3 per-plane flags
+PLANE_VALUE_CLASSES, PLANE_LINEAR_PARITY = 16, 32  # version 4
+MAX_VALUE_THRESHOLDS = 7  # version 4: at most 8 intensity bands per plane
 
 
 def _write_plane_info_v3(out: bytearray, plane: PlaneInfo) -> None:
@@ -255,14 +266,22 @@ def _write_plane_info_v3(out: bytearray, plane: PlaneInfo) -> None:
     _write_signed(out, plane.hi)
     table = remap_table_bytes(plane.remap) if plane.remap is not None else None
     flags = PLANE_GUIDED * plane.guided | PLANE_LINEAR * (plane.linear is not None)
+    flags |= PLANE_VALUE_CLASSES * (plane.value_classes is not None)
+    flags |= PLANE_LINEAR_PARITY * (plane.linear is not None and plane.linear.ndim == 2)
     if table is not None:
         flags |= table[0]
     out.append(flags)
     if table is not None:
         out += table[1]
-    if plane.linear is not None:
-        for w in plane.linear.tolist():
+    if plane.linear is not None:  # version 4 with the parity flag: LIN_PARITY_CLASSES weight sets
+        for w in plane.linear.ravel().tolist():
             _write_signed(out, w)
+    if plane.value_classes is not None:  # version 4: count, first threshold, then the gaps
+        thresholds = plane.value_classes.tolist()
+        out.append(len(thresholds))
+        _write_signed(out, thresholds[0])
+        for a, b in zip(thresholds[:-1], thresholds[1:]):
+            write_varint(out, b - a)
 
 
 def remap_table_bytes(values: np.ndarray) -> tuple[int, bytes]:
@@ -309,13 +328,25 @@ def values_from_runs(first: int, runs: list[int]) -> np.ndarray:
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
 
 
-def _read_plane_info_v3(h: bytes, pos: int, num_taps: int) -> tuple[PlaneInfo, int]:
+def _read_plane_range(h: bytes, pos: int) -> tuple[int, int, int]:
     lo, pos = _read_signed(h, pos)
     hi, pos = _read_signed(h, pos)
+    # checked here, before any value reaches a fixed-width array: a corrupt header's huge
+    # varints must give CorruptStreamError, not OverflowError
+    if not -PLANE_VALUE_LIMIT <= lo <= hi <= PLANE_VALUE_LIMIT:
+        raise CorruptStreamError(f"encoded image header is corrupt (plane range {lo}..{hi})")
+    return lo, hi, pos
+
+
+def _read_plane_info_v3(h: bytes, pos: int, num_taps: int, version: int = 3) -> tuple[PlaneInfo, int]:
+    lo, hi, pos = _read_plane_range(h, pos)
     flags = h[pos]
     pos += 1
-    if flags & ~(PLANE_GUIDED | PLANE_REMAP | PLANE_LINEAR | PLANE_REMAP_BITMAP) or (
-            flags & PLANE_REMAP and flags & PLANE_REMAP_BITMAP):
+    known = PLANE_GUIDED | PLANE_REMAP | PLANE_LINEAR | PLANE_REMAP_BITMAP
+    if version >= 4:
+        known |= PLANE_VALUE_CLASSES | PLANE_LINEAR_PARITY
+    if flags & ~known or (flags & PLANE_REMAP and flags & PLANE_REMAP_BITMAP) or (
+            flags & PLANE_LINEAR_PARITY and not flags & PLANE_LINEAR):
         raise CorruptStreamError(f"encoded image header is corrupt (plane flags {flags})")
     remap = linear = None
     if flags & PLANE_REMAP_BITMAP:
@@ -341,19 +372,39 @@ def _read_plane_info_v3(h: bytes, pos: int, num_taps: int) -> tuple[PlaneInfo, i
             raise CorruptStreamError("encoded image header is corrupt (remap runs do not match the plane range)")
         remap = values_from_runs(first, runs)
     if flags & PLANE_LINEAR:
+        sets = LINEAR_PARITY_SETS if flags & PLANE_LINEAR_PARITY else 1
         weights = []
-        for _ in range(num_taps):
+        for _ in range(sets * num_taps):
             w, pos = _read_signed(h, pos)
+            if abs(w) >= 1 << 15:
+                raise CorruptStreamError("encoded image header is corrupt (linear predictor weights out of range)")
             weights.append(w)
         linear = np.array(weights, dtype=np.int64)
-        if np.abs(linear).max(initial=0) >= 1 << 15:
-            raise CorruptStreamError("encoded image header is corrupt (linear predictor weights out of range)")
-    return PlaneInfo(lo, hi, remap, bool(flags & PLANE_GUIDED), linear), pos
+        if sets > 1:
+            linear = linear.reshape(sets, num_taps)
+    bands = None
+    if flags & PLANE_VALUE_CLASSES:
+        bands, pos = _read_value_classes(h, pos, lo, hi)
+    return PlaneInfo(lo, hi, remap, bool(flags & PLANE_GUIDED), linear, bands), pos
+
+
+def _read_value_classes(h: bytes, pos: int, lo: int, hi: int) -> tuple[np.ndarray, int]:
+    """Version 4: a plane's intensity band thresholds (strictly increasing, inside its range)."""
+    if pos >= len(h) or not 1 <= h[pos] <= MAX_VALUE_THRESHOLDS:
+        raise CorruptStreamError("encoded image header is corrupt (intensity band count)")
+    count = h[pos]
+    first, pos = _read_signed(h, pos + 1)
+    thresholds = [first]
+    for _ in range(count - 1):
+        gap, pos = read_varint(h, pos)
+        thresholds.append(thresholds[-1] + gap)
+    if not lo < first or thresholds[-1] > hi or any(b <= a for a, b in zip(thresholds[:-1], thresholds[1:])):
+        raise CorruptStreamError("encoded image header is corrupt (intensity band thresholds)")
+    return np.array(thresholds, dtype=np.int64), pos
 
 
 def _read_plane_info(h: bytes, pos: int) -> tuple[PlaneInfo, int]:
-    lo, pos = _read_signed(h, pos)
-    hi, pos = _read_signed(h, pos)
+    lo, hi, pos = _read_plane_range(h, pos)
     guided = bool(h[pos])
     pos += 1
     n, pos = read_varint(h, pos)
@@ -422,7 +473,8 @@ def _unpack_header_fields(h: bytes, version: int) -> EncodedImage:
     pos += 2
     planes = []
     for _ in range(num_planes):
-        plane, pos = _read_plane_info_v3(h, pos, NUM_LINEAR_TAPS) if version >= 3 else _read_plane_info(h, pos)
+        plane, pos = (_read_plane_info_v3(h, pos, NUM_LINEAR_TAPS, version) if version >= 3
+                      else _read_plane_info(h, pos))
         planes.append(plane)
     lat_lo, pos = _read_signed(h, pos)
     lat_hi, pos = _read_signed(h, pos)

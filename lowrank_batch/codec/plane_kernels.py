@@ -13,7 +13,9 @@ from .context_model import (
     RING,
     _predict,
     _quantise,
+    _count,
     _refresh,
+    _refresh_one,
     _refresh_bias,
     _update,
     _num_pred,
@@ -37,6 +39,7 @@ from .range_coder import (
     word_capacity,
 )
 from .stream_order import order_for_single_stream
+from .tokens import floor_log2 as _floor_log2
 
 ERR_RAW_OVERRUN = -3  # the tokens ask for more raw bits than the stream holds
 
@@ -83,7 +86,7 @@ def _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_
 @njit(cache=True, nogil=True)
 def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
                   refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
-                  lin, bias_ring, bias_sum, bias_count, bias_corr):
+                  lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
     """Run the model over a whole plane in wavefront order (encoder side).
 
     Fills, per pixel in coding order: bucket, token and the index of the histogram snapshot
@@ -119,7 +122,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
             pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights,
-                                             step, lut, nx, lo, lin, bias_ring, bias_corr)
+                                             step, lut, nx, lo, lin, vthr, flat_mode, bias_ring, bias_corr)
             pred = (pred8 + 3) >> EXTRA_BITS
             pred = min(max(pred, lo), hi)
             e = _quantise(x[i, j] - pred, delta)
@@ -148,9 +151,143 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
     return num_snap, bitpos
 
 
+LOG2_SHIFT = 16
+# log2(i) in units of 2**-16 for i < 4096 (L1-sized), for the encoder's size estimates (integers: the same
+# choice on any machine); _log2_fixed extends it to any count
+LOG2_TABLE = np.concatenate(([0], np.round(np.log2(np.arange(1, 1 << 12)) * (1 << LOG2_SHIFT)))).astype(np.int64)
+
+
+@njit(cache=True, inline="always")
+def _log2_fixed(n, log2_table):
+    """log2(n) in units of 2**-LOG2_SHIFT, for any n >= 1 (table lookup, then shifts)."""
+    shift = max(0, _floor_log2(n) - 11)  # log2_table holds 2**12 entries
+    return log2_table[n >> shift] + (shift << LOG2_SHIFT)
+
+
+@njit(cache=True, nogil=True)
+def _histogram_pass(buckets, tokens, height, width, counts, totals, snap, since, coded, epoch, out_snap, snapshots,
+                    log2_table):
+    """Format 4 encoder: the histogram side of `_encode_plane` alone, for buckets chosen after
+    the model pass (the predictions do not depend on them). Fills `out_snap` and `snapshots`
+    with the models `_encode_plane` would have used (`log2_table`: LOG2_TABLE, an argument so
+    that numba can cache the kernel); returns (snapshots used, the tokens' cost under those
+    snapshots in units of 2**-LOG2_SHIFT bits). Only the buckets the last wavefront used are
+    checked for a refresh (the same refreshes as _refresh's scan of all, in O(pixels))."""
+    num_buckets = counts.shape[0]
+    snap_index = np.zeros(num_buckets, dtype=np.int64)
+    snap_total = np.zeros(num_buckets, dtype=np.int64)
+    touched = np.zeros(num_buckets, dtype=np.bool_)
+    touched_list = np.empty(num_buckets, dtype=np.int64)
+    num_touched = 0
+    num_snap = 0
+    for b in range(num_buckets):
+        snapshots[num_snap, :] = snap[b, :]
+        snap_index[b] = num_snap
+        snap_total[b] = snap[b, :].sum()
+        num_snap += 1
+    cost = 0
+    pos = 0
+    for t in range(2 * (height - 1) + width):
+        for k in range(num_touched):
+            b = touched_list[k]
+            touched[b] = False
+            if _refresh_one(b, counts, snap, since, coded, epoch):
+                snapshots[num_snap, :] = snap[b, :]
+                snap_index[b] = num_snap
+                snap_total[b] = snap[b, :].sum()
+                num_snap += 1
+        num_touched = 0
+        i_start, i_end = _wave_rows(t, height, width)
+        for _ in range(i_end - i_start + 1):
+            b = np.int64(buckets[pos])
+            tok = np.int64(tokens[pos])
+            out_snap[pos] = snap_index[b]
+            cost += _log2_fixed(snap_total[b], log2_table) - _log2_fixed(snap[b, tok], log2_table)
+            _count(counts, totals, b, tok, since, coded)
+            if not touched[b]:
+                touched[b] = True
+                touched_list[num_touched] = b
+                num_touched += 1
+            pos += 1
+    return num_snap, cost
+
+
+@njit(cache=True, nogil=True)
+def _banded(buckets, band_values, thresholds):
+    """Format 4 encoder: bucket * bands + band per pixel (context_model._value_class's band)."""
+    bands = thresholds.shape[0] + 1
+    out = np.empty(buckets.shape[0], dtype=np.int64)
+    for p in range(buckets.shape[0]):
+        band = 0
+        for k in range(thresholds.shape[0]):
+            band += band_values[p] >= thresholds[k]
+        out[p] = np.int64(buckets[p]) * bands + band
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _model_bits(tokens, snaps, snapshots, log2_table):
+    """The tokens' cost under their histogram snapshots, as _histogram_pass counts it."""
+    totals = np.zeros(snapshots.shape[0], dtype=np.int64)
+    for s in range(snapshots.shape[0]):
+        totals[s] = snapshots[s, :].sum()
+    cost = 0
+    for p in range(tokens.shape[0]):
+        s = np.int64(snaps[p])
+        cost += _log2_fixed(totals[s], log2_table) - _log2_fixed(snapshots[s, np.int64(tokens[p])], log2_table)
+    return cost
+
+
+@njit(cache=True, nogil=True)
+def _static_bits(buckets, tokens, num_buckets, num_tokens, log2_table):
+    """A quick estimate of what coding `tokens` in `buckets` costs (2**-LOG2_SHIFT bits): each
+    bucket's empirical entropy plus half a log2(count) per distinct token it uses. It misjudges
+    the adaptive coder by 0.1-0.5%, so it only screens out bands that cannot pay."""
+    hist = np.zeros((num_buckets, num_tokens), dtype=np.int64)
+    for p in range(buckets.shape[0]):
+        hist[buckets[p], tokens[p]] += 1
+    cost = 0
+    for b in range(num_buckets):
+        n = 0
+        used = 0
+        for t in range(num_tokens):
+            h = hist[b, t]
+            if h:
+                n += h
+                used += 1
+                cost -= h * _log2_fixed(h, log2_table)
+        if n:
+            log_n = _log2_fixed(n, log2_table)
+            cost += n * log_n + ((used - 1) * log_n >> 1)
+    return cost
+
+
+@njit(cache=True, nogil=True)
+def _band_values(values):
+    """Format 4 encoder: per pixel in coding order, the intensity its band is chosen by
+    (context_model._value_class: the mean of W and N, with _predict's edge rules)."""
+    height, width = values.shape
+    out = np.empty(height * width, dtype=np.int64)
+    pos = 0
+    for t in range(2 * (height - 1) + width):
+        i_start, i_end = _wave_rows(t, height, width)
+        for i in range(i_start, i_end + 1):
+            j = t - 2 * i
+            if j > 0:
+                w = np.int64(values[i, j - 1])
+            elif i > 0:
+                w = np.int64(values[i - 1, j])
+            else:
+                w = 0
+            n = np.int64(values[i - 1, j]) if i > 0 else w
+            out[pos] = (w + n + 1) >> 1
+            pos += 1
+    return out
+
+
 @njit(cache=True)
 def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, out_pred8, out_pred,
-                       out_bucket, out_lean, subs, height, width, lut, nx, lin, bias_ring, bias_corr):
+                       out_bucket, out_lean, subs, height, width, lut, nx, lin, vthr, flat_mode, bias_ring, bias_corr):
     """Decoder side: predictions and buckets of every pixel on wavefront t."""
     step = 2 * delta + 1
     weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
@@ -159,7 +296,7 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
     for i in range(i_start, i_end + 1):
         j = t - 2 * i
         pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, subs[k], weights, max_weights,
-                                         step, lut, nx, lo, lin, bias_ring, bias_corr)
+                                         step, lut, nx, lo, lin, vthr, flat_mode, bias_ring, bias_corr)
         pred = (pred8 + 3) >> EXTRA_BITS
         out_pred8[k] = pred8
         out_lean[k] = lean
@@ -215,14 +352,14 @@ def _token_value(tok, raw_words, bitpos, pred, lean, step, lo, hi):
 @njit(cache=True)
 def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts, snap, since,
                        coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width,
-                       lut, nx, lin, bias_ring, bias_sum, bias_count, bias_corr):
+                       lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
     """Decoder side, one call per wavefront (after the bias corrections' refresh): refresh
     histograms, predict every pixel, and group
     the pixels by bucket. `order` gets pixel positions grouped by bucket; `active` rows are
     (bucket, count) in bucket order. Returns (pixels, active buckets, any histogram refreshed)."""
     any_refreshed = _refresh(counts, snap, since, coded, epoch, refreshed)
     k = _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, pred8s, preds,
-                           buckets, leans, subs, height, width, lut, nx, lin, bias_ring, bias_corr)
+                           buckets, leans, subs, height, width, lut, nx, lin, vthr, flat_mode, bias_ring, bias_corr)
     num_buckets = counts.shape[0]
     sizes = np.zeros(num_buckets, dtype=np.int64)
     for j in range(k):
@@ -288,35 +425,38 @@ def _code_shared_stream(buckets, tokens, snaps, cdfs, height, width, num_buckets
 
 @njit(cache=True, nogil=True)
 def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts,
-                      totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin, bias_ring,
-                      bias_sum, bias_count, bias_corr):
+                      totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin, vthr,
+                      flat_mode, bias_ring, bias_sum, bias_count, bias_corr, in_order):
     """Decode a whole plane in one call (no GIL held): per wavefront refresh the histograms and
     re-quantise the refreshed ones, predict, range-decode the tokens, finish.
 
     `starts`/`ends` index `words`: one range-coder stream per bucket (layout 0), or one shared
-    stream (layout 1) read in (bucket, row) order per wavefront. Returns OK, ERR_INVALID
-    (range coder) or ERR_RAW_OVERRUN."""
+    stream (layout 1) read in (bucket, row) order per wavefront, or (`in_order`, format 4) one
+    stream in coding order. Returns OK, ERR_INVALID (range coder) or ERR_RAW_OVERRUN."""
     num_buckets, num_tokens = counts.shape
     decoders = np.empty((starts.shape[0], 5), dtype=np.uint64)
     for s in range(starts.shape[0]):
         decoder_init(words, starts[s], ends[s], decoders[s])
     cdfs = np.empty((num_buckets, num_tokens + 1), dtype=np.uint32)
     quantise_rows(snap, cdfs)
-    if starts.shape[0] == 1:
+    if starts.shape[0] == 1 and not in_order:
         return _decode_shared(words, decoders[0], cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
                               max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits,
-                              out, lut, nx, lin, bias_ring, bias_sum, bias_count, bias_corr)
-    return _decode_per_bucket(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
+                              out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr)
+    # the stream each bucket's tokens are in: their own, or (in coding order) the one stream
+    streams = np.zeros(num_buckets, dtype=np.int64) if in_order else np.arange(num_buckets)
+    return _decode_per_bucket(words, decoders, streams, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
                               max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits,
-                              out, lut, nx, lin, bias_ring, bias_sum, bias_count, bias_corr)
+                              out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr)
 
 
 @njit(cache=True, nogil=True)
-def _decode_per_bucket(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights,
-                       counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin,
-                       bias_ring, bias_sum, bias_count, bias_corr):
-    """Layout 0: each bucket's stream holds its tokens in coding order, so every pixel decodes
-    as soon as it is predicted (the encoder's loop, run backwards: no per-wavefront arrays)."""
+def _decode_per_bucket(words, decoders, streams, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
+                       max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut,
+                       nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
+    """Layout 0 (and format 4's single stream): the tokens are in coding order, so every pixel
+    decodes as soon as it is predicted (the encoder's loop, run backwards: no per-wavefront
+    arrays). Bucket b's tokens are in stream streams[b]."""
     height, width = out.shape
     num_tokens = counts.shape[1]
     step = 2 * delta + 1
@@ -337,9 +477,9 @@ def _decode_per_bucket(words, decoders, cdfs, lo, hi, delta, xr, side, has_side,
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
             pred8, b, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights,
-                                      max_weights, step, lut, nx, lo, lin, bias_ring, bias_corr)
+                                      max_weights, step, lut, nx, lo, lin, vthr, flat_mode, bias_ring, bias_corr)
             pred = min(max((pred8 + 3) >> EXTRA_BITS, lo), hi)
-            tok = decode_symbol(cdfs[b], num_tokens, words, decoders[b])
+            tok = decode_symbol(cdfs[b], num_tokens, words, decoders[streams[b]])
             if tok < 0:
                 return ERR_INVALID
             value, bitpos = _token_value(tok, raw_words, bitpos, pred, lean, step, lo, hi)
@@ -354,8 +494,8 @@ def _decode_per_bucket(words, decoders, cdfs, lo, hi, delta, xr, side, has_side,
 
 @njit(cache=True, nogil=True)
 def _decode_shared(words, decoder, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts,
-                   totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin, bias_ring,
-                   bias_sum, bias_count, bias_corr):
+                   totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin, vthr,
+                   flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
     """Layout 1: the shared stream is in (wavefront, bucket, row) order, so a wavefront is
     predicted whole, decoded bucket by bucket, then finished."""
     height, width = out.shape
@@ -377,8 +517,8 @@ def _decode_shared(words, decoder, cdfs, lo, hi, delta, xr, side, has_side, patc
         num_dirty = _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_dirty)
         k, num_active, any_refreshed = _prepare_wavefront(
             t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts, snap, since, coded, epoch,
-            refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width, lut, nx, lin, bias_ring,
-            bias_sum, bias_count, bias_corr)
+            refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width, lut, nx, lin, vthr, flat_mode,
+            bias_ring, bias_sum, bias_count, bias_corr)
         if any_refreshed:
             for b in range(num_buckets):
                 if refreshed[b]:

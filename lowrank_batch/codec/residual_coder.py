@@ -24,6 +24,7 @@ from Python (a run limit, then the smaller), so re-encoding gives the same bytes
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,7 @@ from .stream_order import count_runs
 from .threads import run_all
 from .varint import read_varint, write_varint
 
+NO_THRESHOLDS = np.zeros(0, dtype=np.int64)
 SHARED_STREAM_MAX_RUNS = 4000  # above this many (wavefront, bucket) runs: per-bucket streams (fixed: same bytes)
 
 
@@ -46,13 +48,23 @@ class ContextTables:
     Format 1: the 80 activity buckets with a geometric prior (nx = 1, identity table).
     Format 2: a finer context (activity bucket x NUM_EXTRA classes) mapped to trained buckets
     by `lut`, each starting from trained integer counts (`prior`), from the coder model file.
+    Format 3: format 1's buckets with bias cancellation and a per-plane fitted linear predictor.
+    Format 4: format 3 plus flat-neighbourhood buckets, per-plane intensity bands and one
+    range-coder stream per strip in coding order.
     """
 
     lut: np.ndarray  # int64 (fine contexts,) -> bucket
     nx: int  # extra classes per activity bucket (1: none)
     prior: np.ndarray  # int64 (buckets, NUM_TOKENS), every count >= 1
-    lin: np.ndarray = field(default_factory=lambda: cm.NO_LINEAR)  # int64 (LIN_CLASSES, taps): the trained linear predictor; none: (0, taps)
+    # int64: the plane's fitted linear predictor, (LIN_CLASSES, taps) weight sets by activity or
+    # (format 4) (LIN_PARITY_CLASSES, taps) by position parity; none: (0, taps)
+    lin: np.ndarray = field(default_factory=lambda: cm.NO_LINEAR)
     bias: bool = False  # format 3: bias cancellation (context_model._cancel_bias)
+    # format 4: intensity band thresholds (context_model._value_class; empty: one band), and
+    # the plane stream as one range-coder stream in coding order (layout 2)
+    value_thresholds: np.ndarray = field(default_factory=lambda: NO_THRESHOLDS)
+    in_order: bool = False
+    flat_mode: bool = False  # format 4: flat neighbourhoods predict W, in buckets of their own
 
     @property
     def num_buckets(self) -> int:
@@ -65,6 +77,94 @@ class ContextTables:
 
 V1_TABLES = ContextTables(cm.V1_LUT, 1, cm._PRIOR)
 V3_TABLES = ContextTables(cm.V1_LUT, 1, cm._PRIOR, bias=True)  # + each plane's linear predictor, if any
+# format 4: buckets NUM_BUCKETS.. are flat neighbourhoods' (context_model._predict), with the same priors
+V4_TABLES = ContextTables(np.arange(2 * cm.NUM_BUCKETS, dtype=np.int64), 1, np.concatenate((cm._PRIOR, cm._PRIOR)),
+                          bias=True, in_order=True, flat_mode=True)  # + each plane's linear predictor and bands
+
+
+def with_value_classes(tables: ContextTables, thresholds: np.ndarray | None) -> ContextTables:
+    """Format 4: `tables` with the plane's intensity bands; each activity bucket becomes one
+    bucket per band, all starting from that activity bucket's prior."""
+    if thresholds is None or len(thresholds) == 0:
+        return tables
+    # the banded lut is the identity: bands apply to format 4's tables only (no finer format-2
+    # context, no trained bucket map), where lut[bucket] == bucket
+    assert tables.nx == 1 and np.array_equal(tables.lut, np.arange(tables.num_buckets)), "bands need identity tables"
+    bands = len(thresholds) + 1
+    return dataclasses.replace(tables, lut=np.arange(tables.num_buckets * bands, dtype=np.int64),
+                               prior=np.repeat(tables.prior, bands, axis=0),
+                               value_thresholds=np.asarray(thresholds, dtype=np.int64))
+
+
+@dataclass
+class ModelPass:
+    """The encoder's model pass over one plane (or strip), before entropy coding: per pixel in
+    coding order its bucket, token and histogram snapshot; the snapshots; the raw low bits."""
+
+    shape: tuple[int, int]
+    buckets: np.ndarray
+    tokens: np.ndarray  # uint8 (< NUM_TOKENS)
+    snaps: np.ndarray  # int32 (< max_snapshots)
+    snapshots: np.ndarray  # (snapshots used, NUM_TOKENS) int64 counts
+    raw_words: np.ndarray  # uint64, LSB first
+    num_bits: int
+    values: np.ndarray  # what the decoder will reconstruct (the plane itself when lossless)
+
+
+def model_pass(plane: np.ndarray, lo: int, hi: int, delta: int, side: np.ndarray | None, patch: int,
+               tables: ContextTables) -> ModelPass:
+    """Run the context model over `plane` (encoder side). Format 4's intensity bands are left
+    out here: `with_bands` adds them (the predictions and tokens do not depend on them). Given
+    banded tables, this pass's buckets are the unbanded ones and its snapshots start from the
+    wrong priors: only `with_bands(model_pass(...), tables)` is a valid pass for them."""
+    if not 0 <= hi - lo <= cm.MAX_SPAN:
+        raise InvalidParameterError(f"plane value range [{lo}, {hi}] is wider than the coder's 2**24")
+    tables = dataclasses.replace(tables, value_thresholds=NO_THRESHOLDS) if tables.value_thresholds.size else tables
+    x = np.ascontiguousarray(plane, dtype=np.int64)
+    n = x.size
+    nb = tables.num_buckets
+    st = cm.ModelState(*x.shape, side, patch, tables.prior, tables.bias)
+    # per-pixel outputs in the smallest types that hold them: large scans stay small
+    out_bucket = np.empty(n, dtype=np.uint8)
+    out_token = np.empty(n, dtype=np.uint8)  # < NUM_TOKENS = 104
+    # snapshot ids: int32, since format 4's banded tables (up to 1,280 buckets) can pass 2**15
+    out_snap = np.empty(n, dtype=np.int32)
+    snapshots = np.empty((max_snapshots(n, nb), cm.NUM_TOKENS), dtype=np.int64)
+    raw_words = np.zeros(n * 17 // 64 + 2, dtype=np.uint64)
+    values = np.empty(x.shape, dtype=np.int32)
+    num_snap, num_bits = pk._encode_plane(
+        x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
+        st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
+        out_bucket, out_token, out_snap, snapshots, raw_words, values, tables.lut, tables.nx, tables.lin,
+        tables.value_thresholds, tables.flat_mode, *st.bias_state(),
+    )
+    return ModelPass(x.shape, out_bucket, out_token, out_snap, snapshots[:num_snap], raw_words, int(num_bits), values)
+
+
+def band_buckets(mp: ModelPass, thresholds: np.ndarray) -> np.ndarray:
+    """Format 4: each pixel's bucket once the plane's intensity bands split every activity
+    bucket (bucket * bands + band, as context_model._predict computes it)."""
+    return pk._banded(mp.buckets, pk._band_values(mp.values), np.asarray(thresholds, dtype=np.int64))
+
+
+def histogram_pass(mp: ModelPass, buckets: np.ndarray, tables: ContextTables) -> tuple[ModelPass, int]:
+    """`mp` with its pixels in `buckets` (of `tables`): new snapshots, and the tokens' cost under
+    them (bits, in units of 2**-16: an integer, so the encoder's choices are the same anywhere)."""
+    nb = tables.num_buckets
+    st = cm.ModelState(*mp.shape, None, 8, tables.prior, False)
+    snaps = np.empty(buckets.size, dtype=np.int32)
+    snapshots = np.empty((max_snapshots(buckets.size, nb), cm.NUM_TOKENS), dtype=np.int64)
+    num_snap, cost = pk._histogram_pass(np.ascontiguousarray(buckets, dtype=np.int64), mp.tokens, *mp.shape, st.counts,
+                                        st.totals, st.snap, st.since, st.coded, st.epoch, snaps, snapshots,
+                                        pk.LOG2_TABLE)
+    return dataclasses.replace(mp, buckets=buckets, snaps=snaps, snapshots=snapshots[:num_snap]), int(cost)
+
+
+def with_bands(mp: ModelPass, tables: ContextTables) -> ModelPass:
+    """Format 4: the model pass of a plane coded with `tables`' intensity bands."""
+    if not tables.value_thresholds.size:
+        return mp
+    return histogram_pass(mp, band_buckets(mp, tables.value_thresholds), tables)[0]
 
 
 def encode_plane(
@@ -77,36 +177,47 @@ def encode_plane(
     blocks) that guides prediction; the decoder must be given the identical array. Returns the stream and what the decoder will
     reconstruct from it (the plane itself when delta is 0).
     """
-    if not 0 <= hi - lo <= cm.MAX_SPAN:
-        raise InvalidParameterError(f"plane value range [{lo}, {hi}] is wider than the coder's 2**24")
-    x = np.ascontiguousarray(plane, dtype=np.int64)
-    n = x.size
-    nb = tables.num_buckets
-    st = cm.ModelState(*x.shape, side, patch, tables.prior, tables.bias)
-    # per-pixel outputs in the smallest types that hold them: large scans stay small
-    out_bucket = np.empty(n, dtype=np.uint8)
-    out_token = np.empty(n, dtype=np.uint8)  # < NUM_TOKENS = 104
-    out_snap = np.empty(n, dtype=np.int16)  # < max_snapshots(n), about 6,500 at 16 MP
-    snapshots = np.empty((max_snapshots(n, nb), cm.NUM_TOKENS), dtype=np.int64)
-    raw_words = np.zeros(n * 17 // 64 + 2, dtype=np.uint64)
-    values = np.empty(x.shape, dtype=np.int32)
-    num_snap, num_bits = pk._encode_plane(
-        x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
-        st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
-        out_bucket, out_token, out_snap, snapshots, raw_words, values, tables.lut, tables.nx, tables.lin,
-        *st.bias_state(),
-    )
-    cdfs = np.empty((num_snap, cm.NUM_TOKENS + 1), dtype=np.uint32)
-    rc.quantise_rows(snapshots[:num_snap], cdfs)
+    mp = model_pass(plane, lo, hi, delta, side, patch, tables)
+    if tables.in_order:
+        return in_order_stream(with_bands(mp, tables)), mp.values
+    return _bucketed_stream(mp, tables), mp.values
 
+
+def _cdfs(mp: ModelPass) -> np.ndarray:
+    cdfs = np.empty((len(mp.snapshots), cm.NUM_TOKENS + 1), dtype=np.uint32)
+    rc.quantise_rows(mp.snapshots, cdfs)
+    return cdfs
+
+
+def in_order_stream(mp: ModelPass) -> bytes:
+    """Format 4's plane stream (layout 2): varint raw bits, varint words, then one range-coder
+    stream of every token in coding order (u32 words), then the raw bits (u64 words). One
+    stream: no per-bucket flushes and lengths (0.2-3% of a CT slice in format 3)."""
+    cap = rc.word_capacity(mp.tokens.size)
+    words = np.empty(cap, dtype=np.uint32)
+    length = rc.encode_sequence(mp.tokens, mp.snaps, _cdfs(mp), words, 0, cap)
+    _check_coded(length)
     out = bytearray()
-    write_varint(out, int(num_bits))
-    words, bases, lengths, status = pk._code_bucket_streams(out_bucket, out_token, out_snap, cdfs, nb)
+    write_varint(out, mp.num_bits)
+    write_varint(out, int(length))
+    out += words[:length].astype("<u4").tobytes()
+    out += mp.raw_words[: (mp.num_bits + 63) // 64].astype("<u8").tobytes()
+    return bytes(out)
+
+
+def _bucketed_stream(mp: ModelPass, tables: ContextTables) -> bytes:
+    """Formats 1-3: layout 0 (a stream per bucket) or 1 (one stream grouped by bucket per
+    wavefront), whichever is smaller."""
+    nb = tables.num_buckets
+    cdfs = _cdfs(mp)
+    out = bytearray()
+    write_varint(out, mp.num_bits)
+    words, bases, lengths, status = pk._code_bucket_streams(mp.buckets, mp.tokens, mp.snaps, cdfs, nb)
     _check_coded(status)
     per_bucket = [words[bases[b] : bases[b] + lengths[b]] for b in range(nb)]
     shared = None
-    if count_runs(out_bucket, x.shape[0], x.shape[1], nb) <= SHARED_STREAM_MAX_RUNS:
-        shared_words, length = pk._code_shared_stream(out_bucket, out_token, out_snap, cdfs, *x.shape, nb)
+    if count_runs(mp.buckets, *mp.shape, nb) <= SHARED_STREAM_MAX_RUNS:
+        shared_words, length = pk._code_shared_stream(mp.buckets, mp.tokens, mp.snaps, cdfs, *mp.shape, nb)
         _check_coded(length)
         shared = shared_words[:length]
     if shared is not None and 4 * len(shared) + 4 < sum(4 * len(w) + 2 for w in per_bucket):
@@ -122,16 +233,16 @@ def encode_plane(
                 write_varint(out, len(words))
         for words in per_bucket:
             out += words.astype("<u4").tobytes()
-    out += raw_words[: (num_bits + 63) // 64].astype("<u8").tobytes()
-    return bytes(out), values
+    out += mp.raw_words[: (mp.num_bits + 63) // 64].astype("<u8").tobytes()
+    return bytes(out)
 
 
 def max_snapshots(num_symbols: int, num_buckets: int = cm.NUM_BUCKETS) -> int:
     """Upper bound on histogram snapshots for a plane (the initial one per bucket + refreshes).
 
     A bucket refreshes once it has coded MIN_SEGMENT + coded/4 new symbols, so its count grows
-    by at least 25% per refresh: at most log(n)/log(1.25) + a few refreshes per bucket. This
-    stays below 2**15 for any n < 2**60, so snapshot ids fit the int16 per-pixel output.
+    by at least 25% per refresh: at most log(n)/log(1.25) + a few refreshes per bucket. With
+    format 4's banded tables (1,280 buckets) this passes 2**15, hence int32 snapshot ids.
     """
     per_bucket = 4 + int(math.log(num_symbols + cm.MIN_SEGMENT) / math.log(1.25)) + 1
     return num_buckets * (per_bucket + 1)
@@ -181,18 +292,36 @@ def _parse_plane_stream(blob: bytes, tables: ContextTables, height: int, width: 
     return num_bits, words, starts, ends, np.concatenate((raw_words, np.zeros(spare, dtype=np.uint64)))
 
 
+def _parse_in_order_stream(blob: bytes, tables: ContextTables, height: int, width: int):
+    """Layout 2 (format 4): as _parse_plane_stream, for the one stream in coding order (`tables`
+    unused: the same signature as _parse_plane_stream, which reads the bucket mask)."""
+    num_bits, pos = read_varint(blob, 0)
+    num_words, pos = read_varint(blob, pos)
+    num_raw_words = (num_bits + 63) // 64
+    if pos + 4 * num_words + 8 * num_raw_words != len(blob):
+        raise CorruptStreamError("residual stream has the wrong length")
+    words = np.frombuffer(blob, dtype="<u4", count=num_words, offset=pos).astype(np.uint32)
+    pos += 4 * num_words
+    raw_words = np.frombuffer(blob, dtype="<u8", count=num_raw_words, offset=pos).astype(np.uint64)
+    spare = min(height, width) * 23 // 64 + 2  # see _parse_plane_stream
+    return (num_bits, words, np.zeros(1, dtype=np.int64), np.full(1, num_words, dtype=np.int64),
+            np.concatenate((raw_words, np.zeros(spare, dtype=np.uint64))))
+
+
 def decode_plane(
     blob: bytes, height: int, width: int, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None,
     patch: int = 8, tables: ContextTables = V1_TABLES,
 ) -> np.ndarray:
     """Inverse of `encode_plane` (same shape, range, delta, side information and tables)."""
-    num_bits, words, starts, ends, raw_words = _parse_plane_stream(blob, tables, height, width)
+    parse = _parse_in_order_stream if tables.in_order else _parse_plane_stream
+    num_bits, words, starts, ends, raw_words = parse(blob, tables, height, width)
     st = cm.ModelState(height, width, side, patch, tables.prior, tables.bias)
     out = np.zeros((height, width), dtype=np.int64)
     status = pk._decode_plane_all(
         words, starts, ends, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr,
         cm.PREDICTOR_MAX_WEIGHTS, st.counts, st.totals, st.snap, st.since, st.coded, st.epoch, st.refreshed, raw_words,
-        num_bits, out, tables.lut, tables.nx, tables.lin, *st.bias_state(),
+        num_bits, out, tables.lut, tables.nx, tables.lin, tables.value_thresholds, tables.flat_mode, *st.bias_state(),
+        tables.in_order,
     )
     if status == pk.ERR_RAW_OVERRUN:
         raise CorruptStreamError("residual stream is corrupt (raw bits overrun)")
@@ -225,6 +354,13 @@ def strip_rows(height: int, strips: int, align: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
+def checked_strip_rows(height: int, strips: int, patch: int) -> list[tuple[int, int]]:
+    rows = strip_rows(height, strips, patch)
+    if len(rows) != strips or strips > MAX_STRIPS:
+        raise InvalidParameterError(f"cannot cut {height} rows into {strips} strips of whole {patch}-row patches")
+    return rows
+
+
 def encode_plane_strips(
     plane: np.ndarray, lo: int, hi: int, delta: int = 0, side: np.ndarray | None = None, patch: int = 8,
     tables: ContextTables = V1_TABLES, strips: int | None = None, threads: int | None = 1,
@@ -236,10 +372,7 @@ def encode_plane_strips(
     Returns the stream and the decoded values, as `encode_plane` does. Same bytes for any count.
     """
     height, width = plane.shape
-    strips = strips or strip_count(height, width)
-    rows = strip_rows(height, strips, patch)
-    if len(rows) != strips or strips > MAX_STRIPS:
-        raise InvalidParameterError(f"cannot cut {height} rows into {strips} strips of whole {patch}-row patches")
+    rows = checked_strip_rows(height, strips or strip_count(height, width), patch)
     out = bytearray()
     write_varint(out, len(rows))
     values = np.empty(plane.shape, dtype=np.int32)

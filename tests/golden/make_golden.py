@@ -54,6 +54,19 @@ def sources(version: int = 1) -> dict[str, tuple[np.ndarray, int]]:
         out["i13_padded"] = (padded.astype(np.int16), 13)
         # tall enough to be cut into strips when strip_pixels is small (per-case config)
         out["u12_strips"] = (_smooth(rng, 200, 40, 12).astype(np.uint16), 12)
+    if version >= 4:
+        # noise that grows with intensity: intensity bands (their cases keep any that save bits)
+        yy, xx = np.mgrid[0:96, 0:96]
+        mean = 200 + 3500 * (xx / 95.0) ** 2 * (0.6 + 0.4 * np.cos(yy / 9.0))
+        counts = np.clip(np.rint(mean + rng.normal(0, 1, mean.shape) * mean * 0.03), 0, 4095)
+        out["u12_bands"] = (counts.astype(np.uint16), 12)
+        # interpolated 2x (every other pixel an average): the linear predictor per position parity
+        small = _smooth(rng, 49, 49, 12) + rng.integers(-40, 41, (49, 49))
+        up = np.zeros((97, 97), dtype=np.int64)
+        up[::2, ::2] = small
+        up[1::2, ::2] = (up[:-2:2, ::2] + up[2::2, ::2]) // 2
+        up[:, 1::2] = (up[:, :-2:2] + up[:, 2::2]) // 2
+        out["u12_upsampled"] = (np.clip(up[:96, :96], 0, 4095).astype(np.uint16), 12)
     return out
 
 
@@ -66,6 +79,11 @@ def cases(version: int = 1) -> list[dict]:
         out[-1]["config"] = {"strip_pixels": 1024}
         out.append({"case": "u12_strips_near2", "source": "u12_strips", "mode": "near-lossless", "max_error": 2,
                     "config": {"strip_pixels": 1024}})
+    if version >= 4:  # intensity bands on a small plane (per-case config)
+        bands = {"band_min_pixels": 1024, "band_min_gain": 0.0}
+        next(c for c in out if c["source"] == "u12_bands")["config"] = bands
+        out.append({"case": "u12_bands_near1", "source": "u12_bands", "mode": "near-lossless", "max_error": 1,
+                    "config": {**bands, "strip_pixels": 2048}})
     for name in ("u8_gray", "u12_gray", "i13_signed", "u8_rgb", "u16_gray"):
         for delta in (1, 2):
             out.append({"case": f"{name}_near{delta}", "source": name, "mode": "near-lossless", "max_error": delta})

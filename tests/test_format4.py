@@ -1,0 +1,261 @@
+"""Format 4's pieces: one range-coder stream per strip in coding order, and per-plane intensity
+bands (the histogram of a pixel depends on the brightness of its neighbours too)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lowrank_batch import Codec, EncodedImage
+from lowrank_batch.codec import format as fmt
+from lowrank_batch.codec import context_model as cm
+from lowrank_batch.codec import metrics
+from lowrank_batch.codec.linear_fit import fit_parity_predictor
+from lowrank_batch.codec.plane_v4 import BAND_CANDIDATES, encode_plane_v4, model_bits
+from lowrank_batch.codec.residual_coder import (V3_TABLES, V4_TABLES, band_buckets, decode_plane,
+                                                decode_plane_strips, encode_plane, encode_plane_strips,
+                                                histogram_pass, in_order_stream, model_pass,
+                                                with_value_classes)
+from lowrank_batch.errors import CorruptStreamError, InvalidParameterError
+
+from .conftest import smooth_image
+
+
+def photon_image(rng, shape=(128, 160), bits=12, gain=0.03):
+    """Noise that grows with intensity, as in a radiograph: the case intensity bands are for."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    maxval = (1 << bits) - 1
+    mean = maxval * (0.05 + 0.85 * (xx / (w - 1)) ** 2 * (0.6 + 0.4 * np.cos(yy / 9.0)))
+    return np.clip(np.rint(mean + rng.normal(0, 1, shape) * mean * gain), 0, maxval).astype(np.int64)
+
+
+def test_the_histogram_pass_gives_the_model_pass_snapshots(rng):
+    plane = photon_image(rng, (70, 90))
+    mp = model_pass(plane, 0, 4095, 0, None, 8, V4_TABLES)
+    again, cost = histogram_pass(mp, mp.buckets, V4_TABLES)
+    # every pixel coded with the same histogram (the snapshots may be numbered otherwise)
+    assert np.array_equal(again.snapshots[again.snaps.astype(int)], mp.snapshots[mp.snaps.astype(int)])
+    assert in_order_stream(again) == in_order_stream(mp)
+    assert cost == model_bits(mp) > 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31), h=st.integers(1, 60), w=st.integers(1, 60), bits=st.integers(8, 16),
+       bands=st.integers(1, 7), delta=st.sampled_from([0, 0, 1, 3]), strips=st.integers(1, 3))
+def test_any_bands_round_trip(seed, h, w, bits, bands, delta, strips):
+    rng = np.random.default_rng(seed)
+    plane = photon_image(rng, (max(h, 2), max(w, 2)), bits)
+    hi = int(plane.max())
+    thresholds = np.unique(rng.integers(1, max(2, hi + 1), bands))
+    tables = with_value_classes(V4_TABLES, thresholds)
+    strips = min(strips, max(1, plane.shape[0] // 8))
+    try:
+        blob, values, used = encode_plane_v4(plane, 0, hi, delta, None, 8, tables, strips)
+    except Exception as e:  # a strip count the rows cannot hold is refused, clearly
+        assert "strips" in str(e)
+        return
+    assert np.array_equal(used, thresholds)
+    out = decode_plane_strips(blob, *plane.shape, 0, hi, delta, None, 8, tables)
+    assert np.array_equal(out, values)
+    assert np.abs(out - plane).max() <= delta
+
+
+def test_band_buckets_are_activity_bucket_times_bands_plus_band(rng):
+    plane = photon_image(rng, (40, 50))
+    mp = model_pass(plane, 0, 4095, 0, None, 8, V4_TABLES)
+    thresholds = np.array([500, 1500, 3000])
+    buckets = band_buckets(mp, thresholds)
+    assert np.array_equal(buckets // 4, mp.buckets) and buckets.max() < 4 * V4_TABLES.num_buckets
+    assert set(np.unique(buckets % 4)) == {0, 1, 2, 3}
+
+
+def test_bands_are_chosen_where_noise_follows_intensity_and_pay(rng):
+    plane = photon_image(rng, (256, 256))
+    with_bands, _, thresholds = encode_plane_v4(plane, 0, 4095, 0, None, 8, V4_TABLES, 1)
+    without, _, none = encode_plane_v4(plane, 0, 4095, 0, None, 8, V4_TABLES, 1, choose_bands=False)
+    assert none is None and thresholds is not None and 1 <= len(thresholds) <= 7
+    assert len(with_bands) < len(without)
+    # and where the noise does not depend on intensity, they are not worth their header
+    flat_noise = smooth_image(rng, (256, 256), 12).astype(np.int64)
+    _, _, chosen = encode_plane_v4(flat_noise, 0, 4095, 0, None, 8, V4_TABLES, 1)
+    if chosen is not None:  # if chosen, they must have paid
+        plain, _, _ = encode_plane_v4(flat_noise, 0, 4095, 0, None, 8, V4_TABLES, 1, choose_bands=False)
+        banded, _, _ = encode_plane_v4(flat_noise, 0, 4095, 0, None, 8, V4_TABLES, 1)
+        assert len(banded) < len(plain)
+
+
+def test_one_stream_in_coding_order_is_smaller_than_format_3s_layouts(rng):
+    plane = photon_image(rng, (200, 200))
+    v3, _ = encode_plane_strips(plane, 0, 4095, 0, None, 8, V3_TABLES, 1)
+    v4, _, _ = encode_plane_v4(plane, 0, 4095, 0, None, 8, V4_TABLES, 1, choose_bands=False)
+    assert len(v4) < len(v3)  # the same tokens and models, without per-bucket lengths and flushes
+
+
+def test_damaged_in_order_streams_are_clear_errors(rng):
+    plane = photon_image(rng, (48, 48))
+    blob, _ = encode_plane(plane, 0, 4095, 0, None, 8, V4_TABLES)
+    for bad in (blob[:-1], blob + b"\0", blob[:3]):
+        with pytest.raises(CorruptStreamError):
+            decode_plane(bad, 48, 48, 0, 4095, 0, None, 8, V4_TABLES)
+    for k in range(20):  # flipped bits: an error or other pixels, never a crash
+        damaged = bytearray(blob)
+        damaged[int(rng.integers(4, len(blob)))] ^= 1 << int(rng.integers(0, 8))
+        try:
+            decode_plane(bytes(damaged), 48, 48, 0, 4095, 0, None, 8, V4_TABLES)
+        except CorruptStreamError:
+            pass
+
+
+def _plane_header(info: fmt.PlaneInfo) -> bytes:
+    out = bytearray()
+    fmt._write_plane_info_v3(out, info)
+    return bytes(out)
+
+
+def test_band_thresholds_round_trip_in_the_header():
+    info = fmt.PlaneInfo(-5, 4000, value_classes=np.array([-4, 7, 300, 3999]))
+    head = _plane_header(info)
+    back, pos = fmt._read_plane_info_v3(head, 0, fmt.NUM_LINEAR_TAPS, 4)
+    assert pos == len(head) and np.array_equal(back.value_classes, info.value_classes)
+    with pytest.raises(CorruptStreamError, match="plane flags"):  # format 3 never had them
+        fmt._read_plane_info_v3(head, 0, fmt.NUM_LINEAR_TAPS, 3)
+
+
+@pytest.mark.parametrize("tail, problem", [
+    (bytes([0]), "band count"),
+    (bytes([8]) + bytes(8), "band count"),
+    (bytes([2, 20, 0]), "thresholds"),  # not increasing
+    (bytes([1, 0]), "thresholds"),  # at the plane's lowest value: no pixel below it
+    (bytes([1, 0xC8, 0x01]), "thresholds"),  # 100 is above the plane's range
+])
+def test_damaged_band_thresholds_are_clear_errors(tail, problem):
+    head = bytearray()
+    fmt._write_signed(head, 0)
+    fmt._write_signed(head, 50)
+    head.append(fmt.PLANE_VALUE_CLASSES)
+    with pytest.raises(CorruptStreamError, match=problem):
+        fmt._read_plane_info_v3(bytes(head) + tail, 0, fmt.NUM_LINEAR_TAPS, 4)
+
+
+def _huge_varint() -> bytes:
+    out = bytearray()
+    fmt.write_varint(out, 1 << 70)  # past int64: must not reach a numpy array
+    return bytes(out)
+
+
+@pytest.mark.parametrize("part", ["range", "linear", "thresholds"])
+def test_huge_header_numbers_are_corrupt_stream_errors(part):
+    """A damaged header whose varints exceed 64 bits gives CorruptStreamError, never
+    OverflowError from numpy or numba."""
+    head = bytearray()
+    if part == "range":
+        fmt._write_signed(head, 0)
+        head += _huge_varint()
+        head.append(0)
+    else:
+        fmt._write_signed(head, 0)
+        fmt._write_signed(head, 50)
+        if part == "linear":
+            head.append(fmt.PLANE_LINEAR | fmt.PLANE_LINEAR_PARITY)
+            head += _huge_varint() * (fmt.LINEAR_PARITY_SETS * fmt.NUM_LINEAR_TAPS)
+        else:
+            head.append(fmt.PLANE_VALUE_CLASSES)
+            head += bytes([2]) + bytes([2]) + _huge_varint()
+    with pytest.raises(CorruptStreamError, match="corrupt"):
+        fmt._read_plane_info_v3(bytes(head), 0, fmt.NUM_LINEAR_TAPS, 4)
+
+
+def test_format_constants_match_the_context_model():
+    """format.py keeps its own copies (it reads headers without the kernels); they must agree."""
+    assert fmt.NUM_LINEAR_TAPS == len(cm.LIN_TAPS)
+    assert fmt.LINEAR_PARITY_SETS == cm.LIN_PARITY_CLASSES
+    assert max(BAND_CANDIDATES) - 1 <= fmt.MAX_VALUE_THRESHOLDS
+
+
+def test_older_versions_refuse_bands(codec, rng):
+    enc = codec.encode(smooth_image(rng, (20, 20), 12), 12, format_version=3)
+    enc.planes[0].value_classes = np.array([100])
+    with pytest.raises(InvalidParameterError, match="no intensity bands"):
+        enc.to_bytes()
+
+
+@pytest.fixture(scope="module")
+def banding_codec():
+    """Tries bands on every plane, keeps any that save bits, and cuts planes into 4K-pixel strips."""
+    base = Codec.load()
+    return Codec(base.model, dataclasses.replace(base.config, band_min_pixels=0, band_min_gain=0.0, strip_pixels=4096))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31), bits=st.integers(8, 16), channels=st.sampled_from([None, 3]),
+       mode=st.sampled_from(["lossless", "near-lossless"]), sparse=st.booleans())
+def test_whole_images_with_bands_round_trip(banding_codec, seed, bits, channels, mode, sparse):
+    rng = np.random.default_rng(seed)
+    plane = photon_image(rng, (96, 80), bits, gain=0.05)
+    if sparse:  # every 5th value: coded as indices, the bands in index space
+        plane = plane // 5 * 5
+    array = plane if channels is None else np.stack([plane, plane // 2, np.roll(plane, 3, 1)], axis=2)
+    array = array.astype(np.uint16 if bits > 8 else np.uint8)
+    delta = 2 if mode == "near-lossless" else None
+    enc = banding_codec.encode(array, bits, mode=mode, max_error=delta)
+    assert enc.version == 4
+    out = banding_codec.decode(EncodedImage.from_bytes(enc.to_bytes()))
+    assert metrics.max_abs_error(array, out) <= (delta or 0)
+    assert all(p.value_classes is None or len(p.value_classes) <= 7 for p in enc.planes)
+
+
+def test_the_default_codec_uses_bands_where_they_pay_and_decodes_them(codec, rng):
+    image = photon_image(rng, (256, 320)).astype(np.uint16)
+    enc = codec.encode(image, 12)
+    assert enc.version == 4 and enc.planes[0].value_classes is not None
+    plain = Codec(codec.model, dataclasses.replace(codec.config, band_min_pixels=1 << 40)).encode(image, 12)
+    assert plain.planes[0].value_classes is None and enc.encoded_bytes < plain.encoded_bytes
+    for threads in (1, 2):
+        assert np.array_equal(codec.decode(EncodedImage.from_bytes(enc.to_bytes()), threads=threads), image)
+
+
+def upsampled_image(rng, shape=(160, 192), bits=12):
+    """A 2x bilinear upsample of a noisy image: every other pixel is its neighbours' average."""
+    h, w = shape
+    small = smooth_image(rng, (h // 2 + 1, w // 2 + 1), bits).astype(np.int64)
+    small = np.clip(small + rng.integers(-30, 31, small.shape), 0, (1 << bits) - 1)
+    up = np.zeros((h + 1, w + 1), dtype=np.int64)
+    up[::2, ::2] = small
+    up[1::2, ::2] = (up[:-2:2, ::2] + up[2::2, ::2]) // 2
+    up[:, 1::2] = (up[:, :-2:2] + up[:, 2::2]) // 2
+    return up[:h, :w]
+
+
+def test_a_parity_fit_finds_interpolation_and_not_elsewhere(rng):
+    _, interpolated = fit_parity_predictor(upsampled_image(rng))
+    _, native = fit_parity_predictor(photon_image(rng))
+    assert interpolated > 0.1 and native < 0.05
+
+
+def test_the_codec_uses_parity_weights_on_interpolated_images_only(codec, rng):
+    image = upsampled_image(rng).astype(np.uint16)
+    enc = codec.encode(image, 12)
+    assert enc.planes[0].linear is not None and enc.planes[0].linear.shape == (4, 10)
+    assert np.array_equal(codec.decode(EncodedImage.from_bytes(enc.to_bytes())), image)
+    v3 = codec.encode(image, 12, format_version=3)
+    assert enc.encoded_bytes < 0.97 * v3.encoded_bytes
+    native = codec.encode(photon_image(rng).astype(np.uint16), 12)
+    assert native.planes[0].linear is None or native.planes[0].linear.ndim == 1
+
+
+def test_parity_weights_round_trip_in_the_header_and_only_in_version_4():
+    linear = np.arange(40, dtype=np.int64).reshape(4, 10) - 20
+    head = _plane_header(fmt.PlaneInfo(0, 4095, linear=linear))
+    back, pos = fmt._read_plane_info_v3(head, 0, fmt.NUM_LINEAR_TAPS, 4)
+    assert pos == len(head) and np.array_equal(back.linear, linear)
+    with pytest.raises(CorruptStreamError, match="plane flags"):
+        fmt._read_plane_info_v3(head, 0, fmt.NUM_LINEAR_TAPS, 3)
+    lone = bytearray(head[:4])  # lo, hi, then the parity flag without the linear flag
+    lone[3] = fmt.PLANE_LINEAR_PARITY
+    with pytest.raises(CorruptStreamError, match="plane flags"):
+        fmt._read_plane_info_v3(bytes(lone), 0, fmt.NUM_LINEAR_TAPS, 4)

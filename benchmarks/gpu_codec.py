@@ -90,7 +90,7 @@ def bit_equality(codec: Codec, cpu: Codec, images) -> dict:
     checked, equal = 0, 0
     failures = []
     for im in images:
-        for version in (1, 2, 3):
+        for version in (1, 2, 3, 4):
             for mode, kw in (("lossless", {}), ("near-lossless", {"max_error": 2})):
                 a = cpu.encode(im.pixels, im.bits_stored, mode=mode, format_version=version, **kw).to_bytes()
                 b = codec.encode(im.pixels, im.bits_stored, mode=mode, format_version=version, **kw).to_bytes()

@@ -4,9 +4,10 @@
 
 Per modality, the lossless ratio (raw = ceil(bits/8) B/px) of: format 1 with the preview at
 rank 4, step 1/8 (before Dec 2026), rank 3 / step 1/4 (the default), rank 2 / step 1/4, and
-format 2 (trained context tables and linear predictor) at the default preview, and format 3
-(the default since Dec 2026) with its preview budget (1% of the file), with the default
-preview always (budget 100%), and without the preview's bytes (what the file would be with no
+format 2 (trained context tables and linear predictor) at the default preview, format 3 with
+its preview budget (1% of the file), and format 4 (the default since Dec 2026) with its preview
+budget, with the default preview always (budget 100%), without intensity bands, with bands
+wherever they save any bits, and without the preview's bytes (what the file would be with no
 latent stream); with JPEG XL (effort 7) for reference and the mean linear-preview PSNR. Every
 file is decoded and checked.
 """
@@ -29,9 +30,12 @@ OPTIONS = {
     "f1_rank2_step4": (CodecConfig(preview_rank=2, preview_step=1 / 4), 1),
     "f2_rank3_step4": (CodecConfig(preview_rank=3, preview_step=1 / 4), 2),
     "f3_budget1pct": (CodecConfig(), 3),
-    "f3_budget100pct": (CodecConfig(preview_budget=1.0), 3),
+    "f4_budget1pct": (CodecConfig(), 4),
+    "f4_budget100pct": (CodecConfig(preview_budget=1.0), 4),
+    "f4_no_bands": (CodecConfig(band_min_pixels=1 << 40), 4),
+    "f4_bands_any_gain": (CodecConfig(band_min_gain=0.0), 4),
 }
-WITHOUT_PREVIEW = "f3_without_preview_bytes"
+WITHOUT_PREVIEW = "f4_without_preview_bytes"
 
 
 def main() -> None:
@@ -54,7 +58,7 @@ def main() -> None:
                 raise SystemExit(f"{im.name}: {name} did not decode bit-exactly")
             t[name] += len(blob)
             t["psnr"][name].append(enc.preview_psnr)
-            if name == "f3_budget1pct":
+            if name == "f4_budget1pct":
                 t[WITHOUT_PREVIEW] += len(blob) - len(enc.latent_stream)
     out = {m: {"ratio": {k: t["raw"] / t[k] for k in ["jxl", *OPTIONS, WITHOUT_PREVIEW]},
                "preview_psnr_mean": {n: float(np.mean(v)) for n, v in t["psnr"].items()}} for m, t in totals.items()}

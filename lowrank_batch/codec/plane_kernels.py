@@ -109,14 +109,21 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
     pos = 0
     dirty, dirty_list = _bias_lists(bias_sum)
     num_dirty = 0
+    # refresh checks only for the buckets the last wavefront coded in (as _decode_per_bucket);
+    # snapshot ids then follow that order, which the streams never see (ids only index models)
+    touched = np.zeros(num_buckets, dtype=np.bool_)
+    touched_list = np.empty(num_buckets, dtype=np.int64)
+    num_touched = 0
     for t in range(2 * (height - 1) + width):
         num_dirty = _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_dirty)
-        if _refresh(counts, snap, since, coded, epoch, refreshed):
-            for b in range(num_buckets):
-                if refreshed[b]:
-                    snapshots[num_snap, :] = snap[b, :]
-                    snap_index[b] = num_snap
-                    num_snap += 1
+        for k in range(num_touched):
+            b = touched_list[k]
+            touched[b] = False
+            if _refresh_one(b, counts, snap, since, coded, epoch):
+                snapshots[num_snap, :] = snap[b, :]
+                snap_index[b] = num_snap
+                num_snap += 1
+        num_touched = 0
         slot = t & (RING - 1)
         i_start, i_end = _wave_rows(t, height, width)
         for i in range(i_start, i_end + 1):
@@ -147,6 +154,10 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
             pos += 1
             _update(slot, i, j > 0, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded,
                     bias_ring, bias_sum, bias_count)
+            if not touched[b]:
+                touched[b] = True
+                touched_list[num_touched] = b
+                num_touched += 1
         num_dirty = _note_bias_contexts(t, height, width, bias_ring, dirty, dirty_list, num_dirty)
     return num_snap, bitpos
 
@@ -466,12 +477,20 @@ def _decode_per_bucket(words, decoders, streams, cdfs, lo, hi, delta, xr, side, 
     dirty, dirty_list = _bias_lists(bias_sum)
     num_dirty = 0
     bitpos = 0
+    # only a bucket that coded in the last wavefront can have become due for a refresh (the
+    # same refreshes as _refresh's scan of all): with format 4's bands (1,280 buckets) the
+    # scan of all was a tenth of a radiograph's decode
+    touched = np.zeros(counts.shape[0], dtype=np.bool_)
+    touched_list = np.empty(counts.shape[0], dtype=np.int64)
+    num_touched = 0
     for t in range(2 * (height - 1) + width):
         num_dirty = _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_dirty)
-        if _refresh(counts, snap, since, coded, epoch, refreshed):
-            for b in range(counts.shape[0]):
-                if refreshed[b]:
-                    quantise_cdf(snap[b], cdfs[b])
+        for k in range(num_touched):
+            b = touched_list[k]
+            touched[b] = False
+            if _refresh_one(b, counts, snap, since, coded, epoch):
+                quantise_cdf(snap[b], cdfs[b])
+        num_touched = 0
         slot = t & (RING - 1)
         i_start, i_end = _wave_rows(t, height, width)
         for i in range(i_start, i_end + 1):
@@ -486,6 +505,10 @@ def _decode_per_bucket(words, decoders, streams, cdfs, lo, hi, delta, xr, side, 
             out[i, j] = value
             _update(slot, i, j > 0, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded,
                     bias_ring, bias_sum, bias_count)
+            if not touched[b]:
+                touched[b] = True
+                touched_list[num_touched] = b
+                num_touched += 1
         num_dirty = _note_bias_contexts(t, height, width, bias_ring, dirty, dirty_list, num_dirty)
         if bitpos > num_bits:
             return ERR_RAW_OVERRUN

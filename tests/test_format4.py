@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lowrank_batch import Codec, EncodedImage
 from lowrank_batch.codec import format as fmt
 from lowrank_batch.codec import context_model as cm
-from lowrank_batch.codec import metrics
+from lowrank_batch.codec import metrics, trials
 from lowrank_batch.codec.linear_fit import fit_parity_predictor
 from lowrank_batch.codec.plane_v4 import BAND_CANDIDATES, encode_plane_v4, model_bits
 from lowrank_batch.codec.residual_coder import (V3_TABLES, V4_TABLES, band_buckets, decode_plane,
@@ -259,3 +259,32 @@ def test_parity_weights_round_trip_in_the_header_and_only_in_version_4():
     lone[3] = fmt.PLANE_LINEAR_PARITY
     with pytest.raises(CorruptStreamError, match="plane flags"):
         fmt._read_plane_info_v3(bytes(lone), 0, fmt.NUM_LINEAR_TAPS, 4)
+
+
+def test_guidance_must_save_its_minimum_share_of_the_trial_crop(rng):
+    """trials.guidance_helps: a reconstruction equal to the plane saves most of the crop, so it
+    passes any gate below that saving and fails one above it."""
+    plane = smooth_image(rng, (64, 64), 12).astype(np.int64)
+    info = fmt.PlaneInfo(int(plane.min()), int(plane.max()))
+    crop = (slice(0, 64), slice(0, 64))
+    guided = trials.coded_size(plane, info, 0, V4_TABLES, plane, 8)
+    unguided = trials.coded_size(plane, info, 0, V4_TABLES, None, 8)
+    saving = 1 - guided / unguided
+    assert saving > 0.1
+    assert trials.guidance_helps(plane, plane, info, 0, V4_TABLES, crop, 8, min_gain=saving - 0.01)
+    assert not trials.guidance_helps(plane, plane, info, 0, V4_TABLES, crop, 8, min_gain=saving + 0.01)
+
+
+def test_the_guidance_gate_applies_to_format_4_only(codec):
+    """CodecConfig.guidance_min_gain: at 1.0 no format-4 plane is guided (and the lossless decode
+    then needs no latents); format 3's encoder keeps its released rule."""
+    from pathlib import Path
+
+    from lowrank_batch import CodecConfig
+    source = np.load(Path(__file__).parent / "golden" / "v4" / "u8_rgb_lossless.src.npy")
+    assert any(p.guided for p in codec.encode(source, 8).planes)  # it pays here by more than 1%
+    strict = Codec(codec.model, dataclasses.replace(codec.config, guidance_min_gain=1.0))
+    enc = strict.encode(source, 8)
+    assert not any(p.guided for p in enc.planes)
+    assert np.array_equal(strict.decode(EncodedImage.from_bytes(enc.to_bytes())), source)
+    assert any(p.guided for p in strict.encode(source, 8, format_version=3).planes)

@@ -63,6 +63,11 @@ class CodecConfig:
     remap_max_density: float = 0.9
     lossy_deadzone: float = 0.15  # measured: -16% bits at 45 dB on MR, +1% on natural images
     guidance_trial_size: int = 128  # side of the crop that decides whether guided prediction pays
+    # format 4: ... and it must save this fraction of that crop. A guided plane needs the full
+    # preview latents (unguided ones shrink to preview_budget) and their decode, and two more
+    # predictors per pixel: dev corpus, every image guided by the bare "smaller crop" rule (crop
+    # gains 0.05-0.75%) came out 0.1-0.9% larger in total but RG3 (+0.06%), which decoded 10% slower
+    guidance_min_gain: float = 0.01
     linear_trial_size: int = 256  # side of the crop that decides whether the fitted linear predictor pays
     # Previews of lossless / near-lossless images run the refiner on CPU only up to this many
     # pixels: it adds 0.2-7 dB but costs ~3-11 us/px on one core, 10-100x the linear preview
@@ -209,7 +214,8 @@ class Codec:
                                                              parity=version >= 4)
             plane_tables = self._plane_tables(tables, info)
             info.guided = trials.guidance_helps(coded[c], side[c], info, delta, plane_tables,
-                                                self._trial_crop(coded[c].shape), patch)
+                                                self._trial_crop(coded[c].shape), patch,
+                                                self.config.guidance_min_gain if version >= 4 else 0.0)
             guide = side[c] if info.guided else None
             strips = strip_count(*coded[c].shape, self.config.strip_pixels)
             if version >= 4:

@@ -89,7 +89,10 @@ def test_preview_of_lossless_uses_latents_only(codec, rng):
     enc = codec.encode(array, 12)
     preview = codec.decode(enc, preview=True)
     assert preview.shape == array.shape and preview.dtype == array.dtype
-    assert 25 < metrics.psnr(array, preview, 12) < math.inf
+    # format 4 guides this image's plane no longer (guidance saves < 1% of it), so its preview
+    # is cut to CodecConfig.preview_budget of the file: a coarse thumbnail at 64^2 (~24 dB)
+    assert not any(p.guided for p in enc.planes)
+    assert 20 < metrics.psnr(array, preview, 12) < math.inf
     # archival modes record the linear preview's PSNR (no refiner run at encode)
     from lowrank_batch import Codec
     from lowrank_batch.weights.model_file import LowRankModel

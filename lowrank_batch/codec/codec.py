@@ -65,8 +65,9 @@ class CodecConfig:
     guidance_trial_size: int = 128  # side of the crop that decides whether guided prediction pays
     # format 4: ... and it must save this fraction of that crop. A guided plane needs the full
     # preview latents (unguided ones shrink to preview_budget) and their decode, and two more
-    # predictors per pixel: dev corpus, every image guided by the bare "smaller crop" rule (crop
-    # gains 0.05-0.75%) came out 0.1-0.9% larger in total but RG3 (+0.06%), which decoded 10% slower
+    # predictors per pixel. Dev corpus, images the bare "smaller crop" rule guided (crop gains
+    # 0.05-0.75%): all but one came out 0.1-0.9% larger in total; the exception, RG3, was 0.06%
+    # smaller guided but decoded 13% slower (624 vs 541 ms), so the gate trades those 0.06%
     guidance_min_gain: float = 0.01
     linear_trial_size: int = 256  # side of the crop that decides whether the fitted linear predictor pays
     # Previews of lossless / near-lossless images run the refiner on CPU only up to this many

@@ -286,8 +286,14 @@ def _cancel_bias(slot, i, pred, bucket, w, n, nw, ne, te_w, te_n, te_nw, te_ne, 
 def _refresh_bias(bias_sum, bias_count, bias_corr):
     """At a wavefront start (encoder and decoder alike): the corrections of this wavefront."""
     for c in range(bias_corr.shape[0]):
-        if bias_count[c] >= BIAS_MIN_COUNT:
-            bias_corr[c] = (bias_sum[c] + (bias_count[c] >> 1)) // bias_count[c]
+        _refresh_bias_one(c, bias_sum, bias_count, bias_corr)
+
+
+@njit(cache=True, inline="always")
+def _refresh_bias_one(c, bias_sum, bias_count, bias_corr):
+    """_refresh_bias for context c: its mean error, rounded, once it has seen enough."""
+    if bias_count[c] >= BIAS_MIN_COUNT:
+        bias_corr[c] = (bias_sum[c] + (bias_count[c] >> 1)) // bias_count[c]
 
 
 @njit(cache=True, inline="always")

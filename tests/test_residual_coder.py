@@ -67,3 +67,17 @@ def test_truncated_stream_is_a_clear_error(rng):
     for cut in (0, 3, len(blob) // 2, len(blob) - 1):
         with pytest.raises(CorruptStreamError):
             decode_plane(blob[:cut], 32, 32, 0, 4095)
+
+
+def test_value_tables_match_the_searches_they_replace(rng):
+    """planes.value_index / nearest_index answer from tables over the values' span; they must
+    give np.searchsorted's answers (and the nearest rule's, ties upward) for any integer,
+    inside or outside the span, or remapped planes would decode differently."""
+    from lowrank_batch.codec import planes
+
+    for _ in range(200):
+        values = np.unique(rng.integers(-100, 3000, rng.integers(1, 60))).astype(np.int64)
+        x = rng.integers(-400, 3400, 4000).astype(np.int64)
+        assert np.array_equal(planes.nearest_index(values, x), planes._nearest_index_search(values, x))
+        present = rng.choice(values, 500)
+        assert np.array_equal(planes.value_index(values, present), np.searchsorted(values, present))

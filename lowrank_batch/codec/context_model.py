@@ -404,7 +404,8 @@ def _refresh_one(b, counts, snap, since, coded, epoch):
     """_refresh for bucket b: whether its histogram was refreshed. Only a bucket that coded
     symbols since the last wavefront start can become due."""
     if since[b] >= MIN_SEGMENT + (coded[b] >> 2):
-        snap[b, :] = counts[b, :]
+        for k in range(counts.shape[1]):  # a loop, not a slice: no array view (NRT-free kernels)
+            snap[b, k] = counts[b, k]
         since[b] = 0
         epoch[b] += 1
         return True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .jit import refcount_free
 from .context_model import (
     EXTRA_BITS,
     NUM_PREDICTORS,
@@ -42,6 +43,21 @@ from .stream_order import order_for_single_stream
 from .tokens import floor_log2 as _floor_log2
 
 ERR_RAW_OVERRUN = -3  # the tokens ask for more raw bits than the stream holds
+
+
+@njit(cache=True, inline="always")
+def _copy_row(src, r, dst, d):
+    """dst[d, :] = src[r, :] without making views (a refcount_free kernel cannot)."""
+    for k in range(src.shape[1]):
+        dst[d, k] = src[r, k]
+
+
+@njit(cache=True, inline="always")
+def _row_sum(a, r):
+    total = 0
+    for k in range(a.shape[1]):
+        total += a[r, k]
+    return total
 
 
 @njit(cache=True, inline="always")
@@ -89,6 +105,22 @@ def _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_
 def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
                   refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
                   lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
+    """Run the model over a whole plane in wavefront order (encoder side): see _encode_loop."""
+    num_buckets = counts.shape[0]
+    dirty, dirty_list = _bias_lists(bias_sum)
+    return _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded,
+                        epoch, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
+                        lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr,
+                        np.zeros(NUM_PREDICTORS, dtype=np.int64), np.zeros(NUM_PREDICTORS, dtype=np.int64),
+                        np.zeros(num_buckets, dtype=np.int64), dirty, dirty_list, np.zeros(num_buckets, dtype=np.bool_),
+                        np.empty(num_buckets, dtype=np.int64))
+
+
+@refcount_free
+def _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
+                 max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx, lin, vthr,
+                 flat_mode, bias_ring, bias_sum, bias_count, bias_corr, sub, weights, snap_index, dirty, dirty_list,
+                 touched, touched_list):
     """Run the model over a whole plane in wavefront order (encoder side).
 
     Fills, per pixel in coding order: bucket, token and the index of the histogram snapshot
@@ -98,24 +130,18 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
     """
     height, width = x.shape
     step = 2 * delta + 1
-    sub = np.zeros(NUM_PREDICTORS, dtype=np.int64)
-    weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
     num_pred = _num_pred(has_side, lin)
     num_buckets = counts.shape[0]
-    snap_index = np.zeros(num_buckets, dtype=np.int64)
     num_snap = 0
     for b in range(num_buckets):
-        snapshots[num_snap, :] = snap[b, :]
+        _copy_row(snap, b, snapshots, num_snap)
         snap_index[b] = num_snap
         num_snap += 1
     bitpos = 0
     pos = 0
-    dirty, dirty_list = _bias_lists(bias_sum)
     num_dirty = 0
     # refresh checks only for the buckets the last wavefront coded in (as _decode_per_bucket);
     # snapshot ids then follow that order, which the streams never see (ids only index models)
-    touched = np.zeros(num_buckets, dtype=np.bool_)
-    touched_list = np.empty(num_buckets, dtype=np.int64)
     num_touched = 0
     for t in range(2 * (height - 1) + width):
         num_dirty = _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_dirty)
@@ -123,7 +149,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
             b = touched_list[k]
             touched[b] = False
             if _refresh_one(b, counts, snap, since, coded, epoch):
-                snapshots[num_snap, :] = snap[b, :]
+                _copy_row(snap, b, snapshots, num_snap)
                 snap_index[b] = num_snap
                 num_snap += 1
         num_touched = 0
@@ -188,16 +214,22 @@ def _histogram_pass(buckets, tokens, height, width, counts, totals, snap, since,
     snapshots in units of 2**-LOG2_SHIFT bits). Only the buckets the last wavefront used are
     checked for a refresh (the same refreshes as _refresh's scan of all, in O(pixels))."""
     num_buckets = counts.shape[0]
-    snap_index = np.zeros(num_buckets, dtype=np.int64)
-    snap_total = np.zeros(num_buckets, dtype=np.int64)
-    touched = np.zeros(num_buckets, dtype=np.bool_)
-    touched_list = np.empty(num_buckets, dtype=np.int64)
+    return _histogram_loop(buckets, tokens, height, width, counts, totals, snap, since, coded, epoch, out_snap,
+                           snapshots, log2_table, np.zeros(num_buckets, dtype=np.int64),
+                           np.zeros(num_buckets, dtype=np.int64), np.zeros(num_buckets, dtype=np.bool_),
+                           np.empty(num_buckets, dtype=np.int64))
+
+
+@refcount_free
+def _histogram_loop(buckets, tokens, height, width, counts, totals, snap, since, coded, epoch, out_snap, snapshots,
+                    log2_table, snap_index, snap_total, touched, touched_list):
+    num_buckets = counts.shape[0]
     num_touched = 0
     num_snap = 0
     for b in range(num_buckets):
-        snapshots[num_snap, :] = snap[b, :]
+        _copy_row(snap, b, snapshots, num_snap)
         snap_index[b] = num_snap
-        snap_total[b] = snap[b, :].sum()
+        snap_total[b] = _row_sum(snap, b)
         num_snap += 1
     cost = 0
     pos = 0
@@ -206,9 +238,9 @@ def _histogram_pass(buckets, tokens, height, width, counts, totals, snap, since,
             b = touched_list[k]
             touched[b] = False
             if _refresh_one(b, counts, snap, since, coded, epoch):
-                snapshots[num_snap, :] = snap[b, :]
+                _copy_row(snap, b, snapshots, num_snap)
                 snap_index[b] = num_snap
-                snap_total[b] = snap[b, :].sum()
+                snap_total[b] = _row_sum(snap, b)
                 num_snap += 1
         num_touched = 0
         i_start, i_end = _wave_rows(t, height, width)
@@ -245,6 +277,11 @@ def _model_bits(tokens, snaps, snapshots, log2_table):
     totals = np.zeros(snapshots.shape[0], dtype=np.int64)
     for s in range(snapshots.shape[0]):
         totals[s] = snapshots[s, :].sum()
+    return _model_bits_loop(tokens, snaps, snapshots, log2_table, totals)
+
+
+@refcount_free
+def _model_bits_loop(tokens, snaps, snapshots, log2_table, totals):
     cost = 0
     for p in range(tokens.shape[0]):
         s = np.int64(snaps[p])
@@ -414,14 +451,14 @@ def _code_bucket_streams(buckets, tokens, snaps, cdfs, num_buckets):
     words = np.empty(total, dtype=np.uint32)
     states = np.empty((num_buckets, 5), dtype=np.uint64)
     for b in range(num_buckets):
-        encoder_init(states[b])
+        encoder_init(states, b)
     for k in range(buckets.shape[0]):
         b = np.int64(buckets[k])
-        if not encode_symbol(np.int64(tokens[k]), cdfs[np.int64(snaps[k])], words, bases[b], caps[b], states[b]):
+        if not encode_symbol(np.int64(tokens[k]), cdfs, np.int64(snaps[k]), words, bases[b], caps[b], states, b):
             return words, bases, sizes, ERR_FULL
     lengths = np.zeros(num_buckets, dtype=np.int64)
     for b in range(num_buckets):
-        if not encoder_seal(words, bases[b], caps[b], states[b]):
+        if not encoder_seal(words, bases[b], caps[b], states, b):
             return words, bases, lengths, ERR_FULL
         lengths[b] = np.int64(states[b, E_WRITTEN])
     return words, bases, lengths, OK
@@ -450,41 +487,41 @@ def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, pa
     num_buckets, num_tokens = counts.shape
     decoders = np.empty((starts.shape[0], 5), dtype=np.uint64)
     for s in range(starts.shape[0]):
-        decoder_init(words, starts[s], ends[s], decoders[s])
+        decoder_init(words, starts[s], ends[s], decoders, s)
     cdfs = np.empty((num_buckets, num_tokens + 1), dtype=np.uint32)
     quantise_rows(snap, cdfs)
     if starts.shape[0] == 1 and not in_order:
-        return _decode_shared(words, decoders[0], cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
+        return _decode_shared(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
                               max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits,
                               out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr)
     # the stream each bucket's tokens are in: their own, or (in coding order) the one stream
     streams = np.zeros(num_buckets, dtype=np.int64) if in_order else np.arange(num_buckets)
+    dirty, dirty_list = _bias_lists(bias_sum)
     return _decode_per_bucket(words, decoders, streams, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
                               max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits,
-                              out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr)
+                              out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr,
+                              np.zeros(NUM_PREDICTORS, dtype=np.int64), np.zeros(NUM_PREDICTORS, dtype=np.int64),
+                              dirty, dirty_list, np.zeros(num_buckets, dtype=np.bool_),
+                              np.empty(num_buckets, dtype=np.int64))
 
 
-@njit(cache=True, nogil=True)
+@refcount_free
 def _decode_per_bucket(words, decoders, streams, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
                        max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut,
-                       nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
+                       nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr, sub, weights, dirty,
+                       dirty_list, touched, touched_list):
     """Layout 0 (and format 4's single stream): the tokens are in coding order, so every pixel
     decodes as soon as it is predicted (the encoder's loop, run backwards: no per-wavefront
     arrays). Bucket b's tokens are in stream streams[b]."""
     height, width = out.shape
     num_tokens = counts.shape[1]
     step = 2 * delta + 1
-    sub = np.zeros(NUM_PREDICTORS, dtype=np.int64)
-    weights = np.zeros(NUM_PREDICTORS, dtype=np.int64)
     num_pred = _num_pred(has_side, lin)
-    dirty, dirty_list = _bias_lists(bias_sum)
     num_dirty = 0
     bitpos = 0
     # only a bucket that coded in the last wavefront can have become due for a refresh (the
     # same refreshes as _refresh's scan of all): with format 4's bands (1,280 buckets) the
     # scan of all was a fifth of a banded radiograph's decode (RG3 782 -> 624 ms)
-    touched = np.zeros(counts.shape[0], dtype=np.bool_)
-    touched_list = np.empty(counts.shape[0], dtype=np.int64)
     num_touched = 0
     for t in range(2 * (height - 1) + width):
         num_dirty = _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_dirty)
@@ -492,7 +529,7 @@ def _decode_per_bucket(words, decoders, streams, cdfs, lo, hi, delta, xr, side, 
             b = touched_list[k]
             touched[b] = False
             if _refresh_one(b, counts, snap, since, coded, epoch):
-                quantise_cdf(snap[b], cdfs[b])
+                quantise_cdf(snap, b, cdfs)
         num_touched = 0
         slot = t & (RING - 1)
         i_start, i_end = _wave_rows(t, height, width)
@@ -501,7 +538,7 @@ def _decode_per_bucket(words, decoders, streams, cdfs, lo, hi, delta, xr, side, 
             pred8, b, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights,
                                       max_weights, step, lut, nx, lo, lin, vthr, flat_mode, bias_ring, bias_corr)
             pred = min(max((pred8 + 3) >> EXTRA_BITS, lo), hi)
-            tok = decode_symbol(cdfs[b], num_tokens, words, decoders[streams[b]])
+            tok = decode_symbol(cdfs, b, num_tokens, words, decoders, streams[b])
             if tok < 0:
                 return ERR_INVALID
             value, bitpos = _token_value(tok, raw_words, bitpos, pred, lean, step, lo, hi)
@@ -519,7 +556,7 @@ def _decode_per_bucket(words, decoders, streams, cdfs, lo, hi, delta, xr, side, 
 
 
 @njit(cache=True, nogil=True)
-def _decode_shared(words, decoder, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts,
+def _decode_shared(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts,
                    totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin, vthr,
                    flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
     """Layout 1: the shared stream is in (wavefront, bucket, row) order, so a wavefront is
@@ -548,12 +585,12 @@ def _decode_shared(words, decoder, cdfs, lo, hi, delta, xr, side, has_side, patc
         if any_refreshed:
             for b in range(num_buckets):
                 if refreshed[b]:
-                    quantise_cdf(snap[b], cdfs[b])
+                    quantise_cdf(snap, b, cdfs)
         pos = 0
         for a in range(num_active):
             b = active[a, 0]
             for _ in range(active[a, 1]):
-                symbol = decode_symbol(cdfs[b], num_tokens, words, decoder)
+                symbol = decode_symbol(cdfs, b, num_tokens, words, decoders, 0)
                 if symbol < 0:
                     return ERR_INVALID
                 grouped[pos] = symbol

@@ -26,7 +26,7 @@ def coded_planes(planes: np.ndarray, recon: np.ndarray, layout: pixels.PixelLayo
         if values is not None:
             if coded is planes:
                 coded, side = planes.copy(), recon.copy()
-            coded[c] = np.searchsorted(values, planes[c])
+            coded[c] = value_index(values, planes[c])
             side[c] = nearest_index(values, recon[c])
             infos.append(PlaneInfo(0, len(values) - 1, values))
         else:
@@ -61,9 +61,25 @@ def sparse_values(plane: np.ndarray, max_density: float) -> np.ndarray | None:
     return used + lo
 
 
-def nearest_index(values: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Index of the sorted `values` entry nearest to each x (side information in index space)."""
+def value_index(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Index of each x in the sorted `values` (every x is one of them): np.searchsorted, by a
+    table over the values' span (a 512x512 plane: 4 ms -> 0.5 ms)."""
+    table = np.zeros(int(values[-1] - values[0]) + 1, dtype=np.int64)
+    table[values - values[0]] = np.arange(len(values))
+    return table[x - values[0]]
+
+
+def _nearest_index_search(values: np.ndarray, x: np.ndarray) -> np.ndarray:
     idx = np.clip(np.searchsorted(values, x), 1, len(values) - 1) if len(values) > 1 else np.zeros_like(x)
     if len(values) > 1:
         idx = idx - ((x - values[idx - 1]) < (values[idx] - x))
     return idx
+
+
+def nearest_index(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Index of the sorted `values` entry nearest to each integer x, the upper one on a tie
+    (side information in index space). Any x below values[0] maps to 0 and above values[-1]
+    to the last, so x is clipped to the span and looked up in a table of the search's answers."""
+    lo, hi = int(values[0]), int(values[-1])
+    table = _nearest_index_search(values, np.arange(lo, hi + 1, dtype=np.int64))
+    return table[np.clip(x, lo, hi) - lo]

@@ -10,12 +10,18 @@ against constriction, which stays the reference).
 Encoder state is a uint64 row [lower, range, num_inverted, first_inverted_word, words
 written]; decoder state a uint64 row [lower, range, point, read position, end position]. All
 arithmetic is uint64 and wraps like Rust's `wrapping_*` (numba's unsigned integers wrap).
+
+The per-symbol functions take whole 2-D arrays and a row index (`cdfs, row`, `states, s`),
+never a row view, so that the refcount-free kernels (`jit.refcount_free`) can call them: a
+view needs numba's reference counting, whose atomic increments cost more than the coding.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from .jit import refcount_free
 
 PRECISION = 24
 _ONE_PREC = np.uint64(1 << PRECISION)
@@ -49,125 +55,126 @@ def word_capacity(num_symbols):
 
 
 @njit(cache=True)
-def quantise_cdf(counts, cdf):
+def quantise_cdf(counts, r, cdfs):
     """Mirror of constriction's `fast_quantized_cdf` + `from_fixed_point_cdf` (what
     `Categorical(counts.astype(float64), perfect=False)` builds): every symbol gets 1 plus
-    its truncated share of the 2**24 - n free weight. `cdf` gets n + 1 entries, cdf[n] = 2**24.
+    its truncated share of the 2**24 - n free weight. Row r of `counts` gives row r of `cdfs`:
+    n + 1 entries, cdfs[r, n] = 2**24.
 
     The counts are integers < 2**53, so the float sums are exact in any order, and there is
     one rounded multiply per entry, as in constriction.
     """
-    n = counts.shape[0]
+    n = counts.shape[1]
     total = 0.0
     for i in range(n):
-        total += np.float64(counts[i])
+        total += np.float64(counts[r, i])
     scale = np.float64((1 << PRECISION) - n) / total
     cumulative = 0.0
     for i in range(n):
-        cdf[i] = np.uint32(np.int64(cumulative * scale) + i)  # f64 -> u32 `as`: truncation
-        cumulative += np.float64(counts[i])
-    cdf[n] = np.uint32(1 << PRECISION)
+        cdfs[r, i] = np.uint32(np.int64(cumulative * scale) + i)  # f64 -> u32 `as`: truncation
+        cumulative += np.float64(counts[r, i])
+    cdfs[r, n] = np.uint32(1 << PRECISION)
 
 
 @njit(cache=True, nogil=True)
 def quantise_rows(counts, cdfs):
     """quantise_cdf for every row of `counts` into the rows of `cdfs`."""
     for r in range(counts.shape[0]):
-        quantise_cdf(counts[r], cdfs[r])
+        quantise_cdf(counts, r, cdfs)
 
 
 @njit(cache=True, inline="always")
-def _write(words, base, cap, state, word):
-    k = state[E_WRITTEN]
+def _write(words, base, cap, states, s, word):
+    k = states[s, E_WRITTEN]
     if k >= cap:
         return False
     words[base + np.int64(k)] = np.uint32(word & _WORD_MASK)
-    state[E_WRITTEN] = k + _U1
+    states[s, E_WRITTEN] = k + _U1
     return True
 
 
 @njit(cache=True, inline="always")
-def encoder_init(state):
-    """RangeEncoder::new(): lower 0, range the largest state, normal situation."""
-    state[E_LOWER] = _U0
-    state[E_RANGE] = _STATE_MAX
-    state[E_NUM_INVERTED] = _U0
-    state[E_FIRST_INVERTED] = _U0
-    state[E_WRITTEN] = _U0
+def encoder_init(states, s):
+    """RangeEncoder::new() in row s: lower 0, range the largest state, normal situation."""
+    states[s, E_LOWER] = _U0
+    states[s, E_RANGE] = _STATE_MAX
+    states[s, E_NUM_INVERTED] = _U0
+    states[s, E_FIRST_INVERTED] = _U0
+    states[s, E_WRITTEN] = _U0
 
 
 @njit(cache=True, inline="always")
-def _flush_inverted(words, base, cap, state, carry):
+def _flush_inverted(words, base, cap, states, s, carry):
     """The held-back words of an inverted situation: the first inverted lower word (+1 if the
     lower bound wrapped), then 0 (wrapped) or all ones for the others."""
-    first = state[E_FIRST_INVERTED]
+    first = states[s, E_FIRST_INVERTED]
     rest = _WORD_MASK
     if carry:
         first = (first + _U1) & _WORD_MASK
         rest = _U0
-    ok = _write(words, base, cap, state, first)
-    for _ in range(np.int64(state[E_NUM_INVERTED]) - 1):
-        ok = ok and _write(words, base, cap, state, rest)
-    state[E_NUM_INVERTED] = _U0
+    ok = _write(words, base, cap, states, s, first)
+    for _ in range(np.int64(states[s, E_NUM_INVERTED]) - 1):
+        ok = ok and _write(words, base, cap, states, s, rest)
+    states[s, E_NUM_INVERTED] = _U0
     return ok
 
 
 @njit(cache=True, inline="always")
-def encode_symbol(symbol, cdf, words, base, cap, state):
-    """Mirror of RangeEncoder::encode_symbol with a contiguous categorical model's
-    left_cumulative_and_probability (cdf[symbol], cdf[symbol + 1] - cdf[symbol]).
-    Returns False only if the word buffer is full."""
-    left = np.uint64(cdf[symbol])
-    probability = np.uint64(cdf[symbol + 1]) - left
-    lower = state[E_LOWER]
-    scale = state[E_RANGE] >> _PREC
+def encode_symbol(symbol, cdfs, row, words, base, cap, states, s):
+    """Mirror of RangeEncoder::encode_symbol (encoder state row s) with a contiguous
+    categorical model's left_cumulative_and_probability (cdf[symbol], cdf[symbol + 1] -
+    cdf[symbol]), cdf = cdfs[row]. Returns False only if the word buffer is full."""
+    left = np.uint64(cdfs[row, symbol])
+    probability = np.uint64(cdfs[row, symbol + 1]) - left
+    lower = states[s, E_LOWER]
+    scale = states[s, E_RANGE] >> _PREC
     rng = scale * probability
     new_lower = lower + scale * left
     ok = True
-    if state[E_NUM_INVERTED] > _U0 and new_lower + rng > new_lower:
-        ok = _flush_inverted(words, base, cap, state, new_lower < lower)  # back to normal
+    if states[s, E_NUM_INVERTED] > _U0 and new_lower + rng > new_lower:
+        ok = _flush_inverted(words, base, cap, states, s, new_lower < lower)  # back to normal
     lower = new_lower
     if rng < _RANGE_MIN:
         rng = rng << _WORD
         lower_word = lower >> _WORD
         lower = lower << _WORD
-        if state[E_NUM_INVERTED] > _U0:
-            state[E_NUM_INVERTED] += _U1
+        if states[s, E_NUM_INVERTED] > _U0:
+            states[s, E_NUM_INVERTED] += _U1
         elif lower + rng > lower:
-            ok = ok and _write(words, base, cap, state, lower_word)
+            ok = ok and _write(words, base, cap, states, s, lower_word)
         else:  # the range straddles a wrap: hold the word back (inverted situation)
-            state[E_NUM_INVERTED] = _U1
-            state[E_FIRST_INVERTED] = lower_word
-    state[E_LOWER] = lower
-    state[E_RANGE] = rng
+            states[s, E_NUM_INVERTED] = _U1
+            states[s, E_FIRST_INVERTED] = lower_word
+    states[s, E_LOWER] = lower
+    states[s, E_RANGE] = rng
     return ok
 
 
 @njit(cache=True)
-def encoder_seal(words, base, cap, state):
+def encoder_seal(words, base, cap, states, s):
     """Mirror of RangeEncoder::seal (what get_compressed() appends): nothing if no symbol
     was coded, else any held-back words, the word of lower + 2**32 - 1, and a zero word if
     that alone would not identify the range. Returns False only if the buffer is full."""
-    lower = state[E_LOWER]
-    rng = state[E_RANGE]
+    lower = states[s, E_LOWER]
+    rng = states[s, E_RANGE]
     if rng == _STATE_MAX:
         return True
     point = lower + _WORD_MASK
     ok = True
-    if state[E_NUM_INVERTED] > _U0:
-        ok = _flush_inverted(words, base, cap, state, point < lower)
+    if states[s, E_NUM_INVERTED] > _U0:
+        ok = _flush_inverted(words, base, cap, states, s, point < lower)
     point_word = point >> _WORD
-    ok = ok and _write(words, base, cap, state, point_word)
+    ok = ok and _write(words, base, cap, states, s, point_word)
     upper_word = (lower + rng) >> _WORD
     if upper_word == point_word:
-        ok = ok and _write(words, base, cap, state, _U0)
+        ok = ok and _write(words, base, cap, states, s, _U0)
     return ok
 
 
 @njit(cache=True, inline="always")
-def decoder_init(words, start, end, state):
-    """Mirror of RangeDecoder(words) (from_compressed / read_point): the point is the first
-    two words, zero-padded on the right when the stream is shorter."""
+def decoder_init(words, start, end, states, s):
+    """Mirror of RangeDecoder(words) (from_compressed / read_point), in decoder state row s:
+    the point is the first two words, zero-padded on the right when the stream is shorter."""
     point = _U0
     pos = start
     num_read = 0
@@ -177,22 +184,22 @@ def decoder_init(words, start, end, state):
         num_read += 1
     if num_read == 1:
         point = point << _WORD
-    state[D_LOWER] = _U0
-    state[D_RANGE] = _STATE_MAX
-    state[D_POINT] = point
-    state[D_POS] = np.uint64(pos)
-    state[D_END] = np.uint64(end)
+    states[s, D_LOWER] = _U0
+    states[s, D_RANGE] = _STATE_MAX
+    states[s, D_POINT] = point
+    states[s, D_POS] = np.uint64(pos)
+    states[s, D_END] = np.uint64(end)
 
 
 @njit(cache=True, inline="always")
-def decode_symbol(cdf, num_symbols, words, state):
-    """Mirror of RangeDecoder::decode_symbol with the contiguous categorical model's
-    quantile_function (the last symbol whose cdf entry is <= the quantile). Returns the
-    symbol, or ERR_INVALID where constriction reports invalid data. Past the end of the
-    words the point is shifted in with zeros, as constriction does."""
-    lower = state[D_LOWER]
-    point = state[D_POINT]
-    scale = state[D_RANGE] >> _PREC
+def decode_symbol(cdfs, row, num_symbols, words, states, s):
+    """Mirror of RangeDecoder::decode_symbol (decoder state row s) with the contiguous
+    categorical model cdfs[row]'s quantile_function (the last symbol whose cdf entry is <=
+    the quantile). Returns the symbol, or ERR_INVALID where constriction reports invalid
+    data. Past the end of the words the point is shifted in with zeros, as constriction does."""
+    lower = states[s, D_LOWER]
+    point = states[s, D_POINT]
+    scale = states[s, D_RANGE] >> _PREC
     quantile = (point - lower) // scale
     if quantile >= _ONE_PREC:
         return ERR_INVALID
@@ -204,23 +211,23 @@ def decode_symbol(cdf, num_symbols, words, state):
         step *= 2
     while step > 0:
         probe = lo + step
-        if probe < num_symbols and cdf[probe] <= q:
+        if probe < num_symbols and cdfs[row, probe] <= q:
             lo = probe
         step >>= 1
-    left = np.uint64(cdf[lo])
+    left = np.uint64(cdfs[row, lo])
     lower = lower + scale * left
-    rng = scale * (np.uint64(cdf[lo + 1]) - left)
+    rng = scale * (np.uint64(cdfs[row, lo + 1]) - left)
     if rng < _RANGE_MIN:
         lower = lower << _WORD
         rng = rng << _WORD
         point = point << _WORD
-        pos = state[D_POS]
-        if pos < state[D_END]:
+        pos = states[s, D_POS]
+        if pos < states[s, D_END]:
             point = point | np.uint64(words[np.int64(pos)])
-            state[D_POS] = pos + _U1
-    state[D_LOWER] = lower
-    state[D_RANGE] = rng
-    state[D_POINT] = point
+            states[s, D_POS] = pos + _U1
+    states[s, D_LOWER] = lower
+    states[s, D_RANGE] = rng
+    states[s, D_POINT] = point
     return lo
 
 
@@ -228,26 +235,34 @@ def decode_symbol(cdf, num_symbols, words, state):
 def encode_sequence(symbols, cdf_ids, cdfs, words, base, cap):
     """Encode symbols[k] with model cdfs[cdf_ids[k]] into a fresh stream at words[base:] and
     seal it; returns the number of words (ERR_FULL if they do not fit in cap)."""
-    state = np.empty(5, dtype=np.uint64)
-    encoder_init(state)
+    return _encode_sequence(symbols, cdf_ids, cdfs, words, base, cap, np.empty((1, 5), dtype=np.uint64))
+
+
+@refcount_free
+def _encode_sequence(symbols, cdf_ids, cdfs, words, base, cap, states):
+    encoder_init(states, 0)
     for k in range(symbols.shape[0]):
-        if not encode_symbol(np.int64(symbols[k]), cdfs[np.int64(cdf_ids[k])], words, base, cap, state):
+        if not encode_symbol(np.int64(symbols[k]), cdfs, np.int64(cdf_ids[k]), words, base, cap, states, 0):
             return ERR_FULL
-    if not encoder_seal(words, base, cap, state):
+    if not encoder_seal(words, base, cap, states, 0):
         return ERR_FULL
-    return np.int64(state[E_WRITTEN])
+    return np.int64(states[0, E_WRITTEN])
 
 
 @njit(cache=True)
 def decode_sequence(words, cdf_ids, cdfs, out):
     """Decode len(out) symbols from one stream, symbol k with cdfs[cdf_ids[k]]; returns OK or
     ERR_INVALID."""
-    state = np.empty(5, dtype=np.uint64)
-    decoder_init(words, 0, words.shape[0], state)
+    return _decode_sequence(words, cdf_ids, cdfs, out, np.empty((1, 5), dtype=np.uint64))
+
+
+@refcount_free
+def _decode_sequence(words, cdf_ids, cdfs, out, states):
+    decoder_init(words, 0, words.shape[0], states, 0)
     num_symbols = cdfs.shape[1] - 1
     for k in range(out.shape[0]):
-        s = decode_symbol(cdfs[np.int64(cdf_ids[k])], num_symbols, words, state)
-        if s < 0:
-            return s
-        out[k] = s
+        symbol = decode_symbol(cdfs, np.int64(cdf_ids[k]), num_symbols, words, states, 0)
+        if symbol < 0:
+            return symbol
+        out[k] = symbol
     return OK

@@ -69,7 +69,10 @@ class CodecConfig:
     # 0.05-0.75%): all but one came out 0.1-0.9% larger in total; the exception, RG3, was 0.06%
     # smaller guided but decoded 13% slower (624 vs 541 ms), so the gate trades those 0.06%
     guidance_min_gain: float = 0.01
-    linear_trial_size: int = 256  # side of the crop that decides whether the fitted linear predictor pays
+    # side of the crop that decides whether the fitted linear predictor (and a sparse plane's
+    # remap) pays. Dev corpus (ct, mr, cr): 128 instead of 256 changes 7 of 1,061,798 bytes and
+    # cuts a 512^2 CT's encode by ~12 ms (4 trial passes of 256^2 -> 128^2); 96 costs 0.5%
+    linear_trial_size: int = 128
     # Previews of lossless / near-lossless images run the refiner on CPU only up to this many
     # pixels: it adds 0.2-7 dB but costs ~3-11 us/px on one core, 10-100x the linear preview
     # and more than the full lossless decode above ~64K pixels (3 MP CR: 35 s refined, 0.18 s

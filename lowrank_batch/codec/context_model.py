@@ -324,8 +324,12 @@ def _linear(t, i, j, width, xr, w, lin, activity):
     (row, column), which fits images interpolated 2x; otherwise rows are activity classes."""
     cls = ((i & 1) << 1 | (j & 1)) if lin.shape[0] == LIN_PARITY_CLASSES else _lin_class(activity)
     acc = 0
-    for k in range(LIN_TAPS.shape[0]):
-        acc += lin[cls, k] * (_tap(t, i, j, LIN_TAPS[k, 0], LIN_TAPS[k, 1], width, xr, w) - w)
+    if i >= 2 and j >= 3 and j + 2 < width:  # every tap inside the image: no edge tests
+        for k in range(LIN_TAPS.shape[0]):
+            acc += lin[cls, k] * (xr[(t + 2 * LIN_TAPS[k, 0] + LIN_TAPS[k, 1]) & (RING - 1), i + LIN_TAPS[k, 0]] - w)
+    else:
+        for k in range(LIN_TAPS.shape[0]):
+            acc += lin[cls, k] * (_tap(t, i, j, LIN_TAPS[k, 0], LIN_TAPS[k, 1], width, xr, w) - w)
     return (w << EXTRA_BITS) + ((acc + (1 << (LIN_SHIFT - EXTRA_BITS - 1))) >> (LIN_SHIFT - EXTRA_BITS))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from .format import PlaneInfo, remap_table_bytes
 from .context_model import LIN_PARITY_CLASSES
-from .linear_fit import as_class_table, fit_linear_predictor, fit_parity_predictor
+from .linear_fit import as_class_table, fit_linear_predictor, fit_parity_predictor, fit_samples
 from .residual_coder import V3_TABLES, ContextTables, encode_plane
 
 LINEAR_HEADER_BYTES = 15  # what a plane's linear predictor weights cost in the header, about
@@ -55,7 +55,8 @@ def fitted_linear_predictor(plane: np.ndarray, info: PlaneInfo, delta: int, crop
     `without_bytes`: the crop's size without it, when a trial already coded it.
     `parity` (format 4): also try one weight set per position parity, where its fit is clearly
     better (an interpolated image); returns (taps,) or (LIN_PARITY_CLASSES, taps) weights."""
-    weights = fit_linear_predictor(plane)
+    samples = fit_samples(plane)
+    weights = fit_linear_predictor(plane, samples)
     if not weights.any():
         return None
     if without_bytes is None:
@@ -65,7 +66,7 @@ def fitted_linear_predictor(plane: np.ndarray, info: PlaneInfo, delta: int, crop
     if with_linear + LINEAR_HEADER_BYTES < best_bytes:
         best, best_bytes = weights, with_linear + LINEAR_HEADER_BYTES
     if parity:
-        by_parity, fit_gain = fit_parity_predictor(plane)
+        by_parity, fit_gain = fit_parity_predictor(plane, samples)
         if fit_gain >= PARITY_MIN_FIT_GAIN:
             size = coded_size(plane[crop], info, delta, dataclasses.replace(tables, lin=by_parity))
             if size + LIN_PARITY_CLASSES * LINEAR_HEADER_BYTES < best_bytes:

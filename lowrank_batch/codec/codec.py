@@ -33,6 +33,7 @@ from .threads import run_all
 LATENT_LIMIT = 1 << 20  # |latent| bound; a corrupt stream claiming more is refused
 QUALITY_RANGE = (10.0, 90.0)  # lossy quality: nominal PSNR in dB
 V1_REMAP_MAX_DENSITY = 0.2  # what formats 1 and 2 were released with (their encoders keep it)
+LINEAR_TRIAL_MIN_SIZE = 128  # smallest side of the linear / remap trial crop (CodecConfig.linear_trial_size)
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,11 @@ class CodecConfig:
     # 0.05-0.75%): all but one came out 0.1-0.9% larger in total; the exception, RG3, was 0.06%
     # smaller guided but decoded 13% slower (624 vs 541 ms), so the gate trades those 0.06%
     guidance_min_gain: float = 0.01
-    # side of the crop that decides whether the fitted linear predictor (and a sparse plane's
-    # remap) pays. Dev corpus (ct, mr, cr): 128 instead of 256 changes 7 of 1,061,798 bytes and
-    # cuts a 512^2 CT's encode by ~12 ms (4 trial passes of 256^2 -> 128^2); 96 costs 0.5%
-    linear_trial_size: int = 128
+    # largest side of the crop that decides whether the fitted linear predictor (and a sparse
+    # plane's remap) pays; smaller planes get a crop of 1/16 of their pixels, at least 128 on a
+    # side, so the four trial passes cost a quarter of the final one (a 512^2 CT: 128^2, encode
+    # -12 ms; dev corpus ct/mr/cr: 7 of 1,061,798 bytes change; 96^2 would cost 0.5%)
+    linear_trial_size: int = 256
     # Previews of lossless / near-lossless images run the refiner on CPU only up to this many
     # pixels: it adds 0.2-7 dB but costs ~3-11 us/px on one core, 10-100x the linear preview
     # and more than the full lossless decode above ~64K pixels (3 MP CR: 35 s refined, 0.18 s
@@ -200,7 +202,7 @@ class Codec:
         if version >= 3:
             for c, info in enumerate(infos):
                 if info.remap is not None:
-                    crop = self._trial_crop(planes[c].shape, self.config.linear_trial_size)
+                    crop = self._linear_trial_crop(planes[c].shape)
                     pays, plain_trial[c] = trials.remap_pays(planes[c], coded[c], info, layout.maxval, crop,
                                                              self._version_tables(version, None))
                     if not pays:
@@ -213,7 +215,7 @@ class Codec:
         streams: list[bytes] = []
         for c, info in enumerate(infos):
             if version >= 3:
-                crop = self._trial_crop(coded[c].shape, self.config.linear_trial_size)
+                crop = self._linear_trial_crop(coded[c].shape)
                 info.linear = trials.fitted_linear_predictor(coded[c], info, delta, crop, plain_trial.get(c), tables,
                                                              parity=version >= 4)
             plane_tables = self._plane_tables(tables, info)
@@ -325,6 +327,10 @@ class Codec:
             if best_len is None or len(blob) < best_len:
                 best, best_len = sha, len(blob)
         return best
+
+    def _linear_trial_crop(self, shape: tuple[int, int]) -> tuple[slice, slice]:
+        side = min(self.config.linear_trial_size, max(LINEAR_TRIAL_MIN_SIZE, math.isqrt(shape[0] * shape[1] // 16)))
+        return self._trial_crop(shape, side)
 
     def _trial_crop(self, shape: tuple[int, int], size: int | None = None) -> tuple[slice, slice]:
         return trials.trial_crop(shape, size or self.config.guidance_trial_size, self.model.core.patch)

@@ -288,3 +288,19 @@ def test_the_guidance_gate_applies_to_format_4_only(codec):
     assert not any(p.guided for p in enc.planes)
     assert np.array_equal(strict.decode(EncodedImage.from_bytes(enc.to_bytes())), source)
     assert any(p.guided for p in strict.encode(source, 8, format_version=3).planes)
+
+
+def test_linear_trial_crop_is_a_sixteenth_of_the_plane_within_128_to_256(codec):
+    """The linear / remap trial crop: 1/16 of a plane's pixels, at least 128 and at most
+    CodecConfig.linear_trial_size on a side (a 512^2 CT pays a quarter of its final pass for
+    the trials; a large radiograph keeps the 256^2 crop its choices were measured on)."""
+    from lowrank_batch.codec.codec import CodecConfig
+
+    def side(shape):
+        return np.zeros(shape, dtype=np.uint8)[codec._linear_trial_crop(shape)].shape
+
+    assert side((512, 512)) == (128, 128)
+    assert side((1955, 1841)) == (256, 256)
+    assert side((1024, 1024)) == (256, 256)
+    assert side((100, 90)) == (100, 90)  # smaller than the crop: the whole plane
+    assert CodecConfig().linear_trial_size == 256

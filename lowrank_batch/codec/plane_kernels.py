@@ -105,7 +105,9 @@ def _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_
 def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
                   refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
                   lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
-    """Run the model over a whole plane in wavefront order (encoder side): see _encode_loop."""
+    """Run the model over a whole plane in wavefront order (encoder side): _encode_loop with
+    its scratch arrays. `refreshed` is unused (a list of the buckets touched replaces it) but
+    kept: every kernel takes ModelState alike."""
     num_buckets = counts.shape[0]
     dirty, dirty_list = _bias_lists(bias_sum)
     return _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded,
@@ -125,9 +127,7 @@ def _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, cou
 
     Fills, per pixel in coding order: bucket, token and the index of the histogram snapshot
     the token must be coded with; appends every snapshot to `snapshots`; packs raw bits into
-    `raw_words` (LSB first). Returns (snapshots used, raw bits written). `refreshed` is unused
-    (a list of the buckets touched replaces it) but kept: every kernel takes ModelState alike.
-    """
+    `raw_words` (LSB first). Returns (snapshots used, raw bits written)."""
     height, width = x.shape
     step = 2 * delta + 1
     num_pred = _num_pred(has_side, lin)

@@ -304,3 +304,15 @@ def test_linear_trial_crop_is_a_sixteenth_of_the_plane_within_128_to_256(codec):
     assert side((1024, 1024)) == (256, 256)
     assert side((100, 90)) == (100, 90)  # smaller than the crop: the whole plane
     assert CodecConfig().linear_trial_size == 256
+
+
+def test_band_thresholds_from_one_sort_are_np_quantiles_lower(rng):
+    """band_thresholds cuts a sorted sample where np.quantile(method="lower") does (the band
+    choice, and so the bytes, must not depend on which way they are computed)."""
+    from lowrank_batch.codec.plane_v4 import band_thresholds
+
+    for _ in range(100):
+        values = rng.integers(0, rng.integers(2, 5000), rng.integers(1, 3000))
+        for bands in BAND_CANDIDATES:
+            q = np.unique(np.asarray(np.quantile(values, np.arange(1, bands) / bands, method="lower"), dtype=np.int64))
+            assert np.array_equal(band_thresholds(np.sort(values), bands), q[q > values.min()])

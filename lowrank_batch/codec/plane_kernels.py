@@ -258,16 +258,22 @@ def _histogram_loop(buckets, tokens, height, width, counts, totals, snap, since,
     return num_snap, cost
 
 
+@njit(cache=True, inline="always")
+def _band_of(value, thresholds):
+    """context_model._value_class's band: the number of thresholds at or below value."""
+    band = 0
+    for k in range(thresholds.shape[0]):
+        band += value >= thresholds[k]
+    return band
+
+
 @njit(cache=True, nogil=True)
 def _banded(buckets, band_values, thresholds):
     """Format 4 encoder: bucket * bands + band per pixel (context_model._value_class's band)."""
     bands = thresholds.shape[0] + 1
     out = np.empty(buckets.shape[0], dtype=np.int64)
     for p in range(buckets.shape[0]):
-        band = 0
-        for k in range(thresholds.shape[0]):
-            band += band_values[p] >= thresholds[k]
-        out[p] = np.int64(buckets[p]) * bands + band
+        out[p] = np.int64(buckets[p]) * bands + _band_of(band_values[p], thresholds)
     return out
 
 
@@ -290,13 +296,15 @@ def _model_bits_loop(tokens, snaps, snapshots, log2_table, totals):
 
 
 @njit(cache=True, nogil=True)
-def _static_bits(buckets, tokens, num_buckets, num_tokens, log2_table):
-    """A quick estimate of what coding `tokens` in `buckets` costs (2**-LOG2_SHIFT bits): each
-    bucket's empirical entropy plus half a log2(count) per distinct token it uses. It misjudges
-    the adaptive coder by 0.1-0.5%, so it only screens out bands that cannot pay."""
+def _banded_static_bits(buckets, band_values, thresholds, tokens, num_buckets, num_tokens, log2_table):
+    """A quick estimate of what coding `tokens` in the buckets `_banded(buckets, band_values,
+    thresholds)` costs (2**-LOG2_SHIFT bits), without making that array: each bucket's
+    empirical entropy plus half a log2(count) per distinct token it uses. It misjudges the
+    adaptive coder by 0.1-0.5%, so it only screens out bands that cannot pay."""
+    bands = thresholds.shape[0] + 1
     hist = np.zeros((num_buckets, num_tokens), dtype=np.int64)
     for p in range(buckets.shape[0]):
-        hist[buckets[p], tokens[p]] += 1
+        hist[np.int64(buckets[p]) * bands + _band_of(band_values[p], thresholds), tokens[p]] += 1
     cost = 0
     for b in range(num_buckets):
         n = 0

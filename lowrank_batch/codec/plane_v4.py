@@ -26,14 +26,15 @@ BAND_SAMPLE = 1 << 16  # ... with thresholds from quantiles of about this many p
 BAND_MIN_GAIN = 0.01
 
 
-def band_thresholds(band_values: np.ndarray, bands: int) -> np.ndarray:
-    """Thresholds that cut `band_values` into `bands` bands of about equal counts (fewer where
-    values repeat); empty if they cannot be cut."""
-    if band_values.size == 0:
+def band_thresholds(ordered: np.ndarray, bands: int) -> np.ndarray:
+    """Thresholds that cut the sorted values `ordered` into `bands` bands of about equal counts
+    (fewer where values repeat); empty if they cannot be cut. The cut points are
+    np.quantile(..., method="lower")'s, taken from one sort that every band count shares."""
+    if ordered.size == 0:
         return NO_THRESHOLDS
-    q = np.quantile(band_values, np.arange(1, bands) / bands, method="lower")
-    thresholds = np.unique(np.asarray(q, dtype=np.int64))
-    return thresholds[thresholds > band_values.min()]
+    at = np.floor((ordered.size - 1) * (np.arange(1, bands) / bands)).astype(np.intp)
+    thresholds = np.unique(ordered[at].astype(np.int64))
+    return thresholds[thresholds > ordered[0]]
 
 
 def choose_value_classes(passes: list[ModelPass], tables: ContextTables,
@@ -53,7 +54,8 @@ def choose_value_classes(passes: list[ModelPass], tables: ContextTables,
     # a regular sample of at most BAND_SAMPLE of them
     active = np.concatenate([v[mp.buckets % cm.NUM_LEVELS > 0] for v, mp in zip(band_values[:trial], passes)])
     active = active[:: max(1, active.size // BAND_SAMPLE)]
-    candidates = [t for t in (band_thresholds(active, bands) for bands in BAND_CANDIDATES) if t.size]
+    ordered = np.sort(active)
+    candidates = [t for t in (band_thresholds(ordered, bands) for bands in BAND_CANDIDATES) if t.size]
     if not _bands_may_pay(passes[:trial], band_values, candidates, tables, min_gain):
         return None, passes
     best, best_trials = None, passes[:trial]
@@ -80,8 +82,8 @@ def _bands_may_pay(passes: list[ModelPass], band_values: list[np.ndarray], candi
     gives any of the candidate bands at least 3/4 of `min_gain`: most CT and MR planes stop here."""
     def estimate(thresholds: np.ndarray) -> int:
         nb = tables.num_buckets * (thresholds.size + 1)
-        return sum(pk._static_bits(pk._banded(mp.buckets, v, thresholds), mp.tokens, nb, cm.NUM_TOKENS,
-                                   pk.LOG2_TABLE) for mp, v in zip(passes, band_values))
+        return sum(pk._banded_static_bits(mp.buckets, v, thresholds, mp.tokens, nb, cm.NUM_TOKENS, pk.LOG2_TABLE)
+                   for mp, v in zip(passes, band_values))
 
     plain = estimate(NO_THRESHOLDS)
     return any(estimate(t) < plain * (1 - 0.75 * min_gain) for t in candidates)

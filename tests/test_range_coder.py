@@ -2,6 +2,7 @@
 symbols and models, constriction's streams decode, and corrupt streams fail cleanly."""
 
 import constriction
+import numba
 import numpy as np
 import pytest
 
@@ -151,3 +152,46 @@ def test_random_damage_never_crashes(rng):
         except CorruptStreamError:
             continue
         assert out.shape == (40, 40)
+
+
+@numba.njit(cache=False)
+def _decode_both_ways(words, cdfs, cdf_ids, slots):
+    """Decode the same stream with decode_symbol (binary search) and decode_symbol_slotted."""
+    num_symbols = cdfs.shape[1] - 1
+    a = np.empty((1, 5), dtype=np.uint64)
+    b = np.empty((1, 5), dtype=np.uint64)
+    rc.decoder_init(words, 0, words.shape[0], a, 0)
+    rc.decoder_init(words, 0, words.shape[0], b, 0)
+    out = np.empty((cdf_ids.shape[0], 2), dtype=np.int64)
+    for k in range(cdf_ids.shape[0]):
+        out[k, 0] = rc.decode_symbol(cdfs, cdf_ids[k], num_symbols, words, a, 0)
+        out[k, 1] = rc.decode_symbol_slotted(cdfs, slots, cdf_ids[k], num_symbols, words, b, 0)
+    return out, a, b
+
+
+def test_slotted_symbol_search_finds_the_binary_searchs_symbol(rng):
+    """The plane decoder finds symbols from a slot table (fill_slots); on any stream, even
+    random words, and any models (flat, peaked, many tiny symbols) it must decode exactly what
+    the binary search decodes, and leave the same state."""
+    for trial in range(20):
+        n = int(rng.integers(2, 200))
+        counts = np.ones((6, n), dtype=np.int64)
+        counts[0] = rng.integers(1, 1000, n)
+        counts[1, rng.integers(0, n)] = 1 << 20  # one symbol takes almost everything
+        counts[2] = rng.geometric(0.05, n)
+        counts[3, : n // 2] = 1 << 12  # a cliff
+        counts[4] = rng.integers(1, 3, n)
+        cdfs = np.empty((6, n + 1), dtype=np.uint32)
+        rc.quantise_rows(counts, cdfs)
+        slots = np.empty((6, 1 << rc.SLOT_BITS), dtype=np.uint8)
+        for r in range(6):
+            rc.fill_slots(cdfs, r, slots)
+        ids = rng.integers(0, 6, 3000)
+        symbols = np.array([rng.choice(n, p=counts[i] / counts[i].sum()) for i in ids], dtype=np.int64)
+        words = np.empty(rc.word_capacity(len(symbols)), dtype=np.uint32)
+        length = rc.encode_sequence(symbols, ids, cdfs, words, 0, len(words))
+        for stream in (words[:length], rng.integers(0, 1 << 32, 500, dtype=np.uint64).astype(np.uint32)):
+            out, a, b = _decode_both_ways(stream, cdfs, ids, slots)
+            assert np.array_equal(out[:, 0], out[:, 1]), trial
+            assert np.array_equal(a, b)
+        assert np.array_equal(_decode_both_ways(words[:length], cdfs, ids, slots)[0][:, 0], symbols)

@@ -29,12 +29,15 @@ from .range_coder import (
     ERR_FULL,
     ERR_INVALID,
     OK,
+    SLOT_BITS,
     decode_symbol,
+    decode_symbol_slotted,
     decoder_init,
     encode_sequence,
     encode_symbol,
     encoder_init,
     encoder_seal,
+    fill_slots,
     quantise_cdf,
     quantise_rows,
     word_capacity,
@@ -505,7 +508,11 @@ def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, pa
     # the stream each bucket's tokens are in: their own, or (in coding order) the one stream
     streams = np.zeros(num_buckets, dtype=np.int64) if in_order else np.arange(num_buckets)
     dirty, dirty_list = _bias_lists(bias_sum)
-    return _decode_per_bucket(words, decoders, streams, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
+    slots = np.empty((num_buckets, 1 << SLOT_BITS), dtype=np.uint8)  # tokens: NUM_TOKENS = 104 < 256
+    for b in range(num_buckets):
+        fill_slots(cdfs, b, slots)
+    return _decode_per_bucket(words, decoders, streams, cdfs, slots, lo, hi, delta, xr, side, has_side, patch_mask, te,
+                              perr,
                               max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits,
                               out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr,
                               np.zeros(NUM_PREDICTORS, dtype=np.int64), np.zeros(NUM_PREDICTORS, dtype=np.int64),
@@ -514,7 +521,7 @@ def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, pa
 
 
 @refcount_free
-def _decode_per_bucket(words, decoders, streams, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
+def _decode_per_bucket(words, decoders, streams, cdfs, slots, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
                        max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut,
                        nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr, sub, weights, dirty,
                        dirty_list, touched, touched_list):
@@ -538,6 +545,7 @@ def _decode_per_bucket(words, decoders, streams, cdfs, lo, hi, delta, xr, side, 
             touched[b] = False
             if _refresh_one(b, counts, snap, since, coded, epoch):
                 quantise_cdf(snap, b, cdfs)
+                fill_slots(cdfs, b, slots)
         num_touched = 0
         slot = t & (RING - 1)
         i_start, i_end = _wave_rows(t, height, width)
@@ -546,7 +554,7 @@ def _decode_per_bucket(words, decoders, streams, cdfs, lo, hi, delta, xr, side, 
             pred8, b, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights,
                                       max_weights, step, lut, nx, lo, lin, vthr, flat_mode, bias_ring, bias_corr)
             pred = min(max((pred8 + 3) >> EXTRA_BITS, lo), hi)
-            tok = decode_symbol(cdfs, b, num_tokens, words, decoders, streams[b])
+            tok = decode_symbol_slotted(cdfs, slots, b, num_tokens, words, decoders, streams[b])
             if tok < 0:
                 return ERR_INVALID
             value, bitpos = _token_value(tok, raw_words, bitpos, pred, lean, step, lo, hi)

@@ -83,6 +83,22 @@ def quantise_rows(counts, cdfs):
         quantise_cdf(counts, r, cdfs)
 
 
+SLOT_BITS = 8  # the decoder's symbol lookup: 2**8 slots per model (models of <= 256 symbols)
+_SLOT_SHIFT = PRECISION - SLOT_BITS
+
+
+@njit(cache=True, inline="always")
+def fill_slots(cdfs, r, slots):
+    """slots[r, k] = the last symbol whose cdfs[r] entry is <= k * 2**(24 - SLOT_BITS): where
+    `decode_symbol_slotted`'s search for a quantile in slot k starts (rebuilt with the cdf)."""
+    num_symbols = cdfs.shape[1] - 1
+    symbol = 0
+    for k in range(1 << SLOT_BITS):
+        while symbol + 1 < num_symbols and cdfs[r, symbol + 1] <= np.uint32(k << _SLOT_SHIFT):
+            symbol += 1
+        slots[r, k] = symbol
+
+
 @njit(cache=True, inline="always")
 def _write(words, base, cap, states, s, word):
     k = states[s, E_WRITTEN]
@@ -192,15 +208,41 @@ def decoder_init(words, start, end, states, s):
 
 
 @njit(cache=True, inline="always")
+def _quantile(states, s):
+    """The decoder's quantile in [0, 2**24) and its scale, or quantile >= 2**24 where
+    constriction reports invalid data."""
+    scale = states[s, D_RANGE] >> _PREC
+    return (states[s, D_POINT] - states[s, D_LOWER]) // scale, scale
+
+
+@njit(cache=True, inline="always")
+def _consume(cdfs, row, symbol, scale, words, states, s):
+    """The decoder's state after `symbol`: narrow the range to it, refill a word if needed.
+    Past the end of the words the point is shifted in with zeros, as constriction does."""
+    left = np.uint64(cdfs[row, symbol])
+    lower = states[s, D_LOWER] + scale * left
+    rng = scale * (np.uint64(cdfs[row, symbol + 1]) - left)
+    point = states[s, D_POINT]
+    if rng < _RANGE_MIN:
+        lower = lower << _WORD
+        rng = rng << _WORD
+        point = point << _WORD
+        pos = states[s, D_POS]
+        if pos < states[s, D_END]:
+            point = point | np.uint64(words[np.int64(pos)])
+            states[s, D_POS] = pos + _U1
+    states[s, D_LOWER] = lower
+    states[s, D_RANGE] = rng
+    states[s, D_POINT] = point
+
+
+@njit(cache=True, inline="always")
 def decode_symbol(cdfs, row, num_symbols, words, states, s):
     """Mirror of RangeDecoder::decode_symbol (decoder state row s) with the contiguous
     categorical model cdfs[row]'s quantile_function (the last symbol whose cdf entry is <=
     the quantile). Returns the symbol, or ERR_INVALID where constriction reports invalid
-    data. Past the end of the words the point is shifted in with zeros, as constriction does."""
-    lower = states[s, D_LOWER]
-    point = states[s, D_POINT]
-    scale = states[s, D_RANGE] >> _PREC
-    quantile = (point - lower) // scale
+    data."""
+    quantile, scale = _quantile(states, s)
     if quantile >= _ONE_PREC:
         return ERR_INVALID
     q = np.uint32(quantile)
@@ -214,21 +256,24 @@ def decode_symbol(cdfs, row, num_symbols, words, states, s):
         if probe < num_symbols and cdfs[row, probe] <= q:
             lo = probe
         step >>= 1
-    left = np.uint64(cdfs[row, lo])
-    lower = lower + scale * left
-    rng = scale * (np.uint64(cdfs[row, lo + 1]) - left)
-    if rng < _RANGE_MIN:
-        lower = lower << _WORD
-        rng = rng << _WORD
-        point = point << _WORD
-        pos = states[s, D_POS]
-        if pos < states[s, D_END]:
-            point = point | np.uint64(words[np.int64(pos)])
-            states[s, D_POS] = pos + _U1
-    states[s, D_LOWER] = lower
-    states[s, D_RANGE] = rng
-    states[s, D_POINT] = point
+    _consume(cdfs, row, lo, scale, words, states, s)
     return lo
+
+
+@njit(cache=True, inline="always")
+def decode_symbol_slotted(cdfs, slots, row, num_symbols, words, states, s):
+    """decode_symbol, the symbol found from its quantile's slot (`fill_slots`) by a short
+    linear scan instead of a binary search: the same symbol (the last whose cdf entry is <= the
+    quantile), with a shorter chain of dependent loads for the likely ones."""
+    quantile, scale = _quantile(states, s)
+    if quantile >= _ONE_PREC:
+        return ERR_INVALID
+    q = np.uint32(quantile)
+    symbol = np.int64(slots[row, np.int64(quantile >> np.uint64(_SLOT_SHIFT))])
+    while symbol + 1 < num_symbols and cdfs[row, symbol + 1] <= q:
+        symbol += 1
+    _consume(cdfs, row, symbol, scale, words, states, s)
+    return symbol
 
 
 @njit(cache=True)

@@ -23,19 +23,23 @@ MAX_WEIGHT = 1 << 15  # |weight| in units of 2**-LIN_SHIFT; larger is refused as
 
 def _tap_differences(plane: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(taps - W, x - W) for every pixel of the given rows; taps outside the image read as W,
-    as in the coder (the first column's W differs from the coder's, which only blurs the fit)."""
-    x = plane.astype(np.float64)
-    h, w = x.shape
+    as in the coder (the first column's W differs from the coder's, which only blurs the fit).
+    Only the rows the taps reach are converted and padded, not the whole plane."""
+    h, w = plane.shape
     pad = 3
-    padded = np.pad(x, pad, mode="edge")
-    r = rows[:, None] + pad
-    cols = np.arange(w)[None, :] + pad
-    west = padded[r, cols - 1]
+
+    def rows_at(di: int) -> np.ndarray:
+        # rows + di, columns edge-padded; a row above the image is clipped (its taps read W below)
+        return np.pad(plane[np.clip(rows + di, 0, h - 1)].astype(np.float64), ((0, 0), (pad, pad)), mode="edge")
+
+    shifted = {di: rows_at(di) for di in sorted(set(LIN_TAPS[:, 0].tolist()) | {0})}
+    west = shifted[0][:, pad - 1 : pad - 1 + w]
+    cols = np.arange(w)[None, :]
     columns = []
     for di, dj in LIN_TAPS.tolist():
-        outside = (rows[:, None] + di < 0) | (np.arange(w)[None, :] + dj < 0) | (np.arange(w)[None, :] + dj >= w)
-        columns.append(np.where(outside, west, padded[r + di, cols + dj]) - west)
-    return np.stack(columns, axis=-1).reshape(-1, len(LIN_TAPS)), (x[rows] - west).ravel()
+        outside = (rows[:, None] + di < 0) | (cols + dj < 0) | (cols + dj >= w)
+        columns.append(np.where(outside, west, shifted[di][:, pad + dj : pad + dj + w]) - west)
+    return np.stack(columns, axis=-1).reshape(-1, len(LIN_TAPS)), (shifted[0][:, pad : pad + w] - west).ravel()
 
 
 def _samples(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -81,3 +81,18 @@ def test_value_tables_match_the_searches_they_replace(rng):
         assert np.array_equal(planes.nearest_index(values, x), planes._nearest_index_search(values, x))
         present = rng.choice(values, 500)
         assert np.array_equal(planes.value_index(values, present), np.searchsorted(values, present))
+
+
+def test_value_tables_fall_back_to_the_search_for_huge_or_invalid_spans():
+    """A damaged or hostile header can hold remap values spanning 2**40 (formats 1-2 store the
+    gaps as unbounded varints) or repeated values: the decoder's side information must then
+    come from the search, not from a table the size of the span (8 TiB)."""
+    from lowrank_batch.codec import planes
+
+    huge = np.array([0, 1 << 40], dtype=np.int64)
+    x = np.array([5, -3, (1 << 40) - 5, 1 << 41], dtype=np.int64)
+    assert np.array_equal(planes.nearest_index(huge, x), planes._nearest_index_search(huge, x))
+    assert np.array_equal(planes.value_index(huge, huge), [0, 1])
+    repeated = np.array([10, 10, 20], dtype=np.int64)
+    x = np.arange(0, 30, dtype=np.int64)
+    assert np.array_equal(planes.nearest_index(repeated, x), planes._nearest_index_search(repeated, x))

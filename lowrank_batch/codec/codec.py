@@ -33,7 +33,7 @@ from .threads import run_all
 LATENT_LIMIT = 1 << 20  # |latent| bound; a corrupt stream claiming more is refused
 QUALITY_RANGE = (10.0, 90.0)  # lossy quality: nominal PSNR in dB
 V1_REMAP_MAX_DENSITY = 0.2  # what formats 1 and 2 were released with (their encoders keep it)
-LINEAR_TRIAL_MIN_SIZE = 128  # smallest side of the linear / remap trial crop (CodecConfig.linear_trial_size)
+LINEAR_TRIAL_MIN_SIZE = 128  # smallest side of the linear / remap trial crop (largest: CodecConfig.linear_trial_size)
 
 
 @dataclass(frozen=True)

@@ -73,15 +73,16 @@ def _as_weights(coef: np.ndarray) -> np.ndarray:
     return np.clip(scaled, -MAX_WEIGHT + 1, MAX_WEIGHT - 1).astype(np.int64)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class FitSamples:
     """The pixels a plane's fits read (`_samples`) and, once computed, their one-set fit: the
-    encoder's two fits (one set, one per parity) share both (a 512^2 CT: 15 -> 9 ms)."""
+    encoder's two fits (one set, one per parity) share both (a 512^2 CT: 15 -> 9 ms). The fits
+    given samples read them only, not their `plane` argument."""
 
     a: np.ndarray
     y: np.ndarray
     parity: np.ndarray
-    _single: np.ndarray | None = None
+    _single: np.ndarray | None = dataclasses.field(default=None, init=False, repr=False)
 
     def single(self) -> np.ndarray:
         if self._single is None:

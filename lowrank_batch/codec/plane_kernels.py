@@ -11,6 +11,7 @@ from .jit import refcount_free
 from .context_model import (
     EXTRA_BITS,
     NUM_PREDICTORS,
+    NUM_TOKENS,
     RING,
     _predict,
     _quantise,
@@ -46,6 +47,8 @@ from .stream_order import order_for_single_stream
 from .tokens import floor_log2 as _floor_log2
 
 ERR_RAW_OVERRUN = -3  # the tokens ask for more raw bits than the stream holds
+if NUM_TOKENS > 256:  # the decoder's slot tables (range_coder.fill_slots) hold symbols as uint8
+    raise ImportError(f"{NUM_TOKENS} tokens do not fit the uint8 slot tables of _decode_plane_all")
 
 
 @njit(cache=True, inline="always")
@@ -508,13 +511,12 @@ def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, pa
     # the stream each bucket's tokens are in: their own, or (in coding order) the one stream
     streams = np.zeros(num_buckets, dtype=np.int64) if in_order else np.arange(num_buckets)
     dirty, dirty_list = _bias_lists(bias_sum)
-    slots = np.empty((num_buckets, 1 << SLOT_BITS), dtype=np.uint8)  # tokens: NUM_TOKENS = 104 < 256
+    slots = np.empty((num_buckets, 1 << SLOT_BITS), dtype=np.uint8)  # NUM_TOKENS <= 256: checked above
     for b in range(num_buckets):
         fill_slots(cdfs, b, slots)
     return _decode_per_bucket(words, decoders, streams, cdfs, slots, lo, hi, delta, xr, side, has_side, patch_mask, te,
-                              perr,
-                              max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits,
-                              out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr,
+                              perr, max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words,
+                              num_bits, out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr,
                               np.zeros(NUM_PREDICTORS, dtype=np.int64), np.zeros(NUM_PREDICTORS, dtype=np.int64),
                               dirty, dirty_list, np.zeros(num_buckets, dtype=np.bool_),
                               np.empty(num_buckets, dtype=np.int64))

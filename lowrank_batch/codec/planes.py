@@ -61,9 +61,19 @@ def sparse_values(plane: np.ndarray, max_density: float) -> np.ndarray | None:
     return used + lo
 
 
+def _table_pays(values: np.ndarray, x: np.ndarray) -> bool:
+    """Whether a lookup table over the values' span is small (no larger than the lookups, or
+    128K entries) and valid (strictly increasing values). A damaged or hostile header's remap
+    table can span 2**40: the decoder then searches instead of allocating the span."""
+    span = int(values[-1]) - int(values[0]) + 1
+    return span <= max(x.size, 1 << 17) and bool(np.all(values[1:] > values[:-1]))
+
+
 def value_index(values: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Index of each x in the sorted `values` (every x is one of them): np.searchsorted, by a
-    table over the values' span (a 512x512 plane: 4 ms -> 0.5 ms)."""
+    table over the values' span where that is small (a 512x512 plane: 4 ms -> 0.5 ms)."""
+    if not _table_pays(values, x):
+        return np.searchsorted(values, x)
     table = np.zeros(int(values[-1] - values[0]) + 1, dtype=np.int64)
     table[values - values[0]] = np.arange(len(values))
     return table[x - values[0]]
@@ -80,6 +90,8 @@ def nearest_index(values: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Index of the sorted `values` entry nearest to each integer x, the upper one on a tie
     (side information in index space). Any x below values[0] maps to 0 and above values[-1]
     to the last, so x is clipped to the span and looked up in a table of the search's answers."""
+    if not _table_pays(values, x):
+        return _nearest_index_search(values, x)
     lo, hi = int(values[0]), int(values[-1])
     table = _nearest_index_search(values, np.arange(lo, hi + 1, dtype=np.int64))
     return table[np.clip(x, lo, hi) - lo]

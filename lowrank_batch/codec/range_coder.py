@@ -12,8 +12,8 @@ written]; decoder state a uint64 row [lower, range, point, read position, end po
 arithmetic is uint64 and wraps like Rust's `wrapping_*` (numba's unsigned integers wrap).
 
 The per-symbol functions take whole 2-D arrays and a row index (`cdfs, row`, `states, s`),
-never a row view, so that the refcount-free kernels (`jit.refcount_free`) can call them: a
-view needs numba's reference counting, whose atomic increments cost more than the coding.
+never a row view: each view numba makes in an ordinary kernel costs atomic reference-count
+updates, which cost more than the coding (see `jit.refcount_free`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def quantise_rows(counts, cdfs):
         quantise_cdf(counts, r, cdfs)
 
 
-SLOT_BITS = 8  # the decoder's symbol lookup: 2**8 slots per model (models of <= 256 symbols)
+SLOT_BITS = 8  # the decoder's symbol lookup: 2**8 slots per model, each the symbol its search starts from
 _SLOT_SHIFT = PRECISION - SLOT_BITS
 
 

@@ -404,12 +404,19 @@ def _refresh(counts, snap, since, coded, epoch, refreshed):
 
 
 @njit(cache=True, inline="always")
+def _copy_row(src, r, dst, d):
+    """dst[d, :] = src[r, :] as a loop: a slice assignment needs numba's reference counting,
+    which the kernels of jit.refcount_free compile without."""
+    for k in range(src.shape[1]):
+        dst[d, k] = src[r, k]
+
+
+@njit(cache=True, inline="always")
 def _refresh_one(b, counts, snap, since, coded, epoch):
     """_refresh for bucket b: whether its histogram was refreshed. Only a bucket that coded
     symbols since the last wavefront start can become due."""
     if since[b] >= MIN_SEGMENT + (coded[b] >> 2):
-        for k in range(counts.shape[1]):  # a loop, not a slice: no array view (NRT-free kernels)
-            snap[b, k] = counts[b, k]
+        _copy_row(counts, b, snap, b)
         since[b] = 0
         epoch[b] += 1
         return True

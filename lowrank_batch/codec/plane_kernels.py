@@ -15,6 +15,7 @@ from .context_model import (
     RING,
     _predict,
     _quantise,
+    _copy_row,
     _count,
     _refresh,
     _refresh_bias_one,
@@ -49,13 +50,6 @@ from .tokens import floor_log2 as _floor_log2
 ERR_RAW_OVERRUN = -3  # the tokens ask for more raw bits than the stream holds
 if NUM_TOKENS > 256:  # the decoder's slot tables (range_coder.fill_slots) hold symbols as uint8
     raise ImportError(f"{NUM_TOKENS} tokens do not fit the uint8 slot tables of _decode_plane_all")
-
-
-@njit(cache=True, inline="always")
-def _copy_row(src, r, dst, d):
-    """dst[d, :] = src[r, :] without making views (a refcount_free kernel cannot)."""
-    for k in range(src.shape[1]):
-        dst[d, k] = src[r, k]
 
 
 @njit(cache=True, inline="always")
@@ -286,14 +280,13 @@ def _banded(buckets, band_values, thresholds):
 @njit(cache=True, nogil=True)
 def _model_bits(tokens, snaps, snapshots, log2_table):
     """The tokens' cost under their histogram snapshots, as _histogram_pass counts it."""
-    totals = np.zeros(snapshots.shape[0], dtype=np.int64)
-    for s in range(snapshots.shape[0]):
-        totals[s] = snapshots[s, :].sum()
-    return _model_bits_loop(tokens, snaps, snapshots, log2_table, totals)
+    return _model_bits_loop(tokens, snaps, snapshots, log2_table, np.empty(snapshots.shape[0], dtype=np.int64))
 
 
 @refcount_free
 def _model_bits_loop(tokens, snaps, snapshots, log2_table, totals):
+    for s in range(snapshots.shape[0]):
+        totals[s] = _row_sum(snapshots, s)
     cost = 0
     for p in range(tokens.shape[0]):
         s = np.int64(snaps[p])

@@ -316,3 +316,87 @@ def test_band_thresholds_from_one_sort_are_np_quantiles_lower(rng):
         for bands in BAND_CANDIDATES:
             q = np.unique(np.asarray(np.quantile(values, np.arange(1, bands) / bands, method="lower"), dtype=np.int64))
             assert np.array_equal(band_thresholds(np.sort(values), bands), q[q > values.min()])
+
+
+def _static_bits_alone(buckets, values, thresholds, tokens, num_buckets):
+    """The band screen's estimate for one band choice, counted on its own (numpy)."""
+    from lowrank_batch.codec import plane_kernels as pk
+
+    banded = buckets.astype(np.int64) * (thresholds.size + 1) + np.searchsorted(thresholds, values, side="right")
+    hist = np.bincount(banded * cm.NUM_TOKENS + tokens, minlength=num_buckets * (thresholds.size + 1) * cm.NUM_TOKENS)
+    cost = 0
+    for row in hist.reshape(-1, cm.NUM_TOKENS):
+        used = row[row > 0]
+        if used.size:
+            n = int(used.sum())
+            log_n = int(pk._log2_fixed(n, pk.LOG2_TABLE))
+            cost += n * log_n + ((used.size - 1) * log_n >> 1)
+            cost -= sum(int(h) * int(pk._log2_fixed(int(h), pk.LOG2_TABLE)) for h in used)
+    return cost
+
+
+def test_the_band_screen_counts_every_choice_as_if_alone(rng):
+    """plane_v4._bands_may_pay counts all band choices in one pass over an edge band per
+    threshold of any choice: each choice's estimate must be the one it gets counted alone,
+    for nested choices (the encoder's quantiles) and for choices that share no threshold."""
+    from lowrank_batch.codec import plane_kernels as pk
+
+    num_buckets = 12
+    for _ in range(20):
+        n = int(rng.integers(1, 4000))
+        buckets = rng.integers(0, num_buckets, n).astype(np.uint8)
+        tokens = rng.integers(0, int(rng.integers(1, cm.NUM_TOKENS)), n).astype(np.uint8)
+        values = rng.integers(-50, 3000, n)
+        choices = [np.sort(rng.choice(np.arange(-40, 3000), int(k), replace=False)).astype(np.int64)
+                   for k in rng.integers(1, 8, 3)]
+        edges = np.unique(np.concatenate(choices))
+        lower = np.concatenate(([np.iinfo(np.int64).min], edges))
+        maps = np.array([np.zeros(edges.size + 1, dtype=np.int64)]
+                        + [np.searchsorted(t, lower, side="right") for t in choices], dtype=np.int64)
+        got = pk._static_bits_by_bands(buckets, values, edges, maps, tokens, num_buckets, cm.NUM_TOKENS, pk.LOG2_TABLE)
+        want = [_static_bits_alone(buckets, values, t, tokens, num_buckets)
+                for t in [np.zeros(0, dtype=np.int64), *choices]]
+        assert got.tolist() == want
+
+
+@pytest.mark.parametrize("interpolated", [False, True])
+def test_the_linear_trial_reports_the_crop_size_of_its_choice(rng, interpolated):
+    """trials.fitted_linear_predictor's second answer is the crop coded as it chose (the
+    guidance trial takes it for its unguided side instead of coding the crop again)."""
+    from lowrank_batch.codec.linear_fit import as_class_table
+
+    plane = photon_image(rng, (96, 96))
+    if interpolated:  # every other column an average of its neighbours: one weight set per parity pays
+        plane[:, 1:-1:2] = (plane[:, :-2:2] + plane[:, 2::2]) // 2
+    info = fmt.PlaneInfo(0, 4095)
+    crop = trials.trial_crop(plane.shape, 64, 8)
+    weights, size = trials.fitted_linear_predictor(plane, info, 0, crop, None, V4_TABLES, parity=True)
+    if interpolated:
+        assert weights is not None and weights.ndim == 2
+    tables = V4_TABLES
+    if weights is not None:
+        tables = dataclasses.replace(V4_TABLES, lin=weights if weights.ndim == 2 else as_class_table(weights))
+    assert size == trials.coded_size(plane[crop], info, 0, tables)
+    # a flat plane fits no weights and codes no crop: nothing to report
+    flat = np.full((64, 64), 7, dtype=np.int64)
+    assert trials.fitted_linear_predictor(flat, fmt.PlaneInfo(0, 15), 0, crop, None, V4_TABLES) == (None, None)
+
+
+def test_guidance_given_the_unguided_size_decides_on_it(rng):
+    plane = smooth_image(rng, (64, 64), 12).astype(np.int64)
+    info = fmt.PlaneInfo(int(plane.min()), int(plane.max()))
+    crop = (slice(0, 64), slice(0, 64))
+    unguided = trials.coded_size(plane, info, 0, V4_TABLES, None, 8)
+    guided = trials.coded_size(plane, info, 0, V4_TABLES, plane, 8)
+    assert trials.guidance_helps(plane, plane, info, 0, V4_TABLES, crop, 8, 0.0, unguided)
+    assert not trials.guidance_helps(plane, plane, info, 0, V4_TABLES, crop, 8, 0.0, guided)  # no saving
+
+
+def test_fewer_preview_components_at_the_same_step_are_the_first_latents(codec, rng):
+    """The preview budget takes a rank-2 preview's latents from the rank-3 ones at the same
+    step instead of projecting again: they must be the same numbers."""
+    planes = smooth_image(rng, (96, 80), 12).astype(np.int64)[None]
+    maxval, step = 4095, 300 / 4095
+    three = codec._project(planes, maxval, 3, step, 0.0)
+    assert np.array_equal(three[..., :2], codec._project(planes, maxval, 2, step, 0.0))
+    assert np.array_equal(three[..., :1], codec._project(planes, maxval, 1, step, 0.0))

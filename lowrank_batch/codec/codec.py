@@ -185,7 +185,13 @@ class Codec:
                 break
             if rank > self.model.core.max_rank:
                 continue
-            _, _, rank, step, latents, recon = self._latents(planes, layout, mode, quality, rank, step_fraction)
+            if rank <= default[0] and self._preview_step(planes, layout, step_fraction) == default[1]:
+                # fewer components at the default's step: its first latents, exactly (each latent
+                # is its own column of an exact integer product in lowrank.project)
+                step, latents = default[1], np.ascontiguousarray(default[2][..., :rank])
+                recon = self._reconstruct(latents, step, layout)
+            else:
+                _, _, rank, step, latents, recon = self._latents(planes, layout, mode, quality, rank, step_fraction)
             stream, _ = encode_plane(stack_latents(latents), int(latents.min()), int(latents.max()))
             if len(stream) < len(best[4]):
                 best = (rank, step, latents, recon, stream)
@@ -214,14 +220,19 @@ class Codec:
         tables = self._version_tables(version, tables_sha)
         streams: list[bytes] = []
         for c, info in enumerate(infos):
+            guidance_crop = self._trial_crop(coded[c].shape)
+            unguided_bytes = None  # the guidance crop's size as chosen, when the linear trial coded that crop
             if version >= 3:
                 crop = self._linear_trial_crop(coded[c].shape)
-                info.linear = trials.fitted_linear_predictor(coded[c], info, delta, crop, plain_trial.get(c), tables,
-                                                             parity=version >= 4)
+                info.linear, chosen_bytes = trials.fitted_linear_predictor(coded[c], info, delta, crop,
+                                                                           plain_trial.get(c), tables,
+                                                                           parity=version >= 4)
+                if crop == guidance_crop:
+                    unguided_bytes = chosen_bytes
             plane_tables = self._plane_tables(tables, info)
-            info.guided = trials.guidance_helps(coded[c], side[c], info, delta, plane_tables,
-                                                self._trial_crop(coded[c].shape), patch,
-                                                self.config.guidance_min_gain if version >= 4 else 0.0)
+            info.guided = trials.guidance_helps(coded[c], side[c], info, delta, plane_tables, guidance_crop, patch,
+                                                self.config.guidance_min_gain if version >= 4 else 0.0,
+                                                unguided_bytes)
             guide = side[c] if info.guided else None
             strips = strip_count(*coded[c].shape, self.config.strip_pixels)
             if version >= 4:
@@ -254,14 +265,18 @@ class Codec:
             step = quality_to_step(quality)
         else:
             rank = core.check_rank(rank or min(self.config.preview_rank, core.max_rank))
-            span = int(planes.max()) - int(planes.min())
-            step = max(1.0, (preview_step or self.config.preview_step) * span) / maxval  # at least one grey level
+            step = self._preview_step(planes, layout, preview_step)
         # lossy colour images: decorrelate colours before the latents (as JPEG 2000 does)
         colour = "ycocg" if mode == "lossy" and layout.channels == 3 else "none"
         latent_planes = pixels.ycocg_forward(planes, maxval) if colour == "ycocg" else planes
         deadzone = self.config.lossy_deadzone if mode == "lossy" else 0.0
         latents = self._project(latent_planes, maxval, rank, step, deadzone)
         return latent_planes, colour, rank, step, latents, self._reconstruct(latents, step, layout)
+
+    def _preview_step(self, planes: np.ndarray, layout: pixels.PixelLayout, preview_step: float | None) -> float:
+        """An archival mode's latent step: a fraction of the planes' span, at least one grey level."""
+        span = int(planes.max()) - int(planes.min())
+        return max(1.0, (preview_step or self.config.preview_step) * span) / layout.maxval
 
     def refiner_inputs(self, array: np.ndarray, bits_stored: int, mode: str = "lossless",
                        quality: float | None = None) -> tuple[np.ndarray, np.ndarray, float, float]:

@@ -112,8 +112,10 @@ def fit_parity_predictor(plane: np.ndarray, samples: FitSamples | None = None) -
     if min(np.bincount(parity, minlength=LIN_PARITY_CLASSES)) < 4 * len(LIN_TAPS):
         return np.zeros((LIN_PARITY_CLASSES, len(LIN_TAPS)), dtype=np.int64), 0.0
     single = np.abs(y - a @ s.single()).sum()
-    coefs = [_irls(a[parity == c], y[parity == c]) for c in range(LIN_PARITY_CLASSES)]
-    split = sum(np.abs(y[parity == c] - a[parity == c] @ coefs[c]).sum() for c in range(LIN_PARITY_CLASSES))
+    classes = [parity == c for c in range(LIN_PARITY_CLASSES)]
+    subsets = [(a[m], y[m]) for m in classes]
+    coefs = [_irls(a_c, y_c) for a_c, y_c in subsets]
+    split = sum(np.abs(y_c - a_c @ coef).sum() for (a_c, y_c), coef in zip(subsets, coefs))
     return np.stack([_as_weights(c) for c in coefs]), float(1 - split / max(single, 1e-9))
 
 

@@ -295,29 +295,44 @@ def _model_bits_loop(tokens, snaps, snapshots, log2_table, totals):
 
 
 @njit(cache=True, nogil=True)
-def _banded_static_bits(buckets, band_values, thresholds, tokens, num_buckets, num_tokens, log2_table):
-    """A quick estimate of what coding `tokens` in the buckets `_banded(buckets, band_values,
-    thresholds)` costs (2**-LOG2_SHIFT bits), without making that array: each bucket's
-    empirical entropy plus half a log2(count) per distinct token it uses. It misjudges the
-    adaptive coder by 0.1-0.5%, so it only screens out bands that cannot pay."""
-    bands = thresholds.shape[0] + 1
-    hist = np.zeros((num_buckets, num_tokens), dtype=np.int64)
+def _static_bits_by_bands(buckets, band_values, edges, band_maps, tokens, num_buckets, num_tokens, log2_table):
+    """A quick estimate, for each of several band choices, of what coding `tokens` in the
+    buckets `_banded(buckets, band_values, thresholds)` costs (2**-LOG2_SHIFT bits), without
+    making those arrays: each bucket's empirical entropy plus half a log2(count) per distinct
+    token it uses. It misjudges the adaptive coder by 0.1-0.5%, so it only screens out bands
+    that cannot pay.
+
+    One pass over the pixels serves every choice: `edges` holds the union of their thresholds
+    (sorted, distinct), and row k of `band_maps` gives choice k's band for each band of `edges`
+    (every threshold of a choice is an edge, so an edge band lies inside one band of it)."""
+    fine = edges.shape[0] + 1
+    hist = np.zeros((num_buckets * fine, num_tokens), dtype=np.int64)
     for p in range(buckets.shape[0]):
-        hist[np.int64(buckets[p]) * bands + _band_of(band_values[p], thresholds), tokens[p]] += 1
-    cost = 0
-    for b in range(num_buckets):
-        n = 0
-        used = 0
-        for t in range(num_tokens):
-            h = hist[b, t]
-            if h:
-                n += h
-                used += 1
-                cost -= h * _log2_fixed(h, log2_table)
-        if n:
-            log_n = _log2_fixed(n, log2_table)
-            cost += n * log_n + ((used - 1) * log_n >> 1)
-    return cost
+        hist[np.int64(buckets[p]) * fine + _band_of(band_values[p], edges), tokens[p]] += 1
+    costs = np.zeros(band_maps.shape[0], dtype=np.int64)
+    merged = np.empty(num_tokens, dtype=np.int64)
+    for k in range(band_maps.shape[0]):
+        bands = band_maps[k, fine - 1] + 1
+        cost = 0
+        for b in range(num_buckets):
+            for band in range(bands):
+                merged[:] = 0
+                for u in range(fine):
+                    if band_maps[k, u] == band:
+                        merged += hist[b * fine + u]
+                n = 0
+                used = 0
+                for t in range(num_tokens):
+                    h = merged[t]
+                    if h:
+                        n += h
+                        used += 1
+                        cost -= h * _log2_fixed(h, log2_table)
+                if n:
+                    log_n = _log2_fixed(n, log2_table)
+                    cost += n * log_n + ((used - 1) * log_n >> 1)
+        costs[k] = cost
+    return costs
 
 
 @njit(cache=True, nogil=True)

@@ -80,13 +80,16 @@ def _bands_may_pay(passes: list[ModelPass], band_values: list[np.ndarray], candi
                    tables: ContextTables, min_gain: float) -> bool:
     """Whether a quick entropy estimate (a few ns per pixel, against ~25 for the exact count)
     gives any of the candidate bands at least 3/4 of `min_gain`: most CT and MR planes stop here."""
-    def estimate(thresholds: np.ndarray) -> int:
-        nb = tables.num_buckets * (thresholds.size + 1)
-        return sum(pk._banded_static_bits(mp.buckets, v, thresholds, mp.tokens, nb, cm.NUM_TOKENS, pk.LOG2_TABLE)
-                   for mp, v in zip(passes, band_values))
-
-    plain = estimate(NO_THRESHOLDS)
-    return any(estimate(t) < plain * (1 - 0.75 * min_gain) for t in candidates)
+    edges = np.unique(np.concatenate([NO_THRESHOLDS, *candidates])).astype(np.int64)
+    # row 0: no bands; row k: candidate k's band of each edge band (its count of thresholds at or below the band)
+    lower = np.concatenate(([np.iinfo(np.int64).min], edges))
+    band_maps = np.array([np.zeros(edges.size + 1, dtype=np.int64)]
+                         + [np.searchsorted(t, lower, side="right") for t in candidates], dtype=np.int64)
+    estimates = sum(pk._static_bits_by_bands(mp.buckets, v, edges, band_maps, mp.tokens, tables.num_buckets,
+                                             cm.NUM_TOKENS, pk.LOG2_TABLE)
+                    for mp, v in zip(passes, band_values))
+    plain, *banded = (int(e) for e in estimates)
+    return any(e < plain * (1 - 0.75 * min_gain) for e in banded)
 
 
 def model_bits(mp: ModelPass) -> int:

@@ -49,36 +49,42 @@ def remap_pays(plane: np.ndarray, indices: np.ndarray, info: PlaneInfo, maxval: 
 
 def fitted_linear_predictor(plane: np.ndarray, info: PlaneInfo, delta: int, crop: tuple[slice, slice],
                             without_bytes: int | None = None, tables: ContextTables = V3_TABLES,
-                            parity: bool = False) -> np.ndarray | None:
+                            parity: bool = False) -> tuple[np.ndarray | None, int | None]:
     """Format 3: the plane's fitted linear predictor if it makes the crop smaller by more than
     its header bytes (it helps MR most, and rarely pays on small or flat planes).
     `without_bytes`: the crop's size without it, when a trial already coded it.
     `parity` (format 4): also try one weight set per position parity, where its fit is clearly
-    better (an interpolated image); returns (taps,) or (LIN_PARITY_CLASSES, taps) weights."""
+    better (an interpolated image); returns (taps,) or (LIN_PARITY_CLASSES, taps) weights.
+    Also returns the crop's size as chosen (header not counted), None where no trial coded it:
+    the guidance trial on the same crop needs that size for its unguided side."""
     samples = fit_samples(plane)
     weights = fit_linear_predictor(plane, samples)
     if not weights.any():
-        return None
+        return None, without_bytes
     if without_bytes is None:
         without_bytes = coded_size(plane[crop], info, delta, tables)
-    best, best_bytes = None, without_bytes
+    best, best_bytes, best_crop = None, without_bytes, without_bytes
     with_linear = coded_size(plane[crop], info, delta, dataclasses.replace(tables, lin=as_class_table(weights)))
     if with_linear + LINEAR_HEADER_BYTES < best_bytes:
-        best, best_bytes = weights, with_linear + LINEAR_HEADER_BYTES
+        best, best_bytes, best_crop = weights, with_linear + LINEAR_HEADER_BYTES, with_linear
     if parity:
         by_parity, fit_gain = fit_parity_predictor(plane, samples)
         if fit_gain >= PARITY_MIN_FIT_GAIN:
             size = coded_size(plane[crop], info, delta, dataclasses.replace(tables, lin=by_parity))
             if size + LIN_PARITY_CLASSES * LINEAR_HEADER_BYTES < best_bytes:
-                best = by_parity
-    return best
+                best, best_crop = by_parity, size
+    return best, best_crop
 
 
 def guidance_helps(plane: np.ndarray, side: np.ndarray, info: PlaneInfo, delta: int, tables: ContextTables,
-                   crop: tuple[slice, slice], patch: int, min_gain: float = 0.0) -> bool:
+                   crop: tuple[slice, slice], patch: int, min_gain: float = 0.0,
+                   unguided_bytes: int | None = None) -> bool:
     """Whether predictors guided by the reconstruction pay off on this plane: the crop coded
     with them is smaller, by at least `min_gain` of it (format 4: CodecConfig.guidance_min_gain).
-    On the crop they save up to 0.75% on photographs and lose up to 2.6% on CT."""
+    On the crop they save up to 0.75% on photographs and lose up to 2.6% on CT.
+    `unguided_bytes`: the crop's size without them, when a trial already coded it (the same
+    crop and tables)."""
     guided = coded_size(plane[crop], info, delta, tables, side[crop], patch)
-    unguided = coded_size(plane[crop], info, delta, tables, None, patch)
+    unguided = unguided_bytes if unguided_bytes is not None else coded_size(plane[crop], info, delta, tables,
+                                                                             None, patch)
     return guided < unguided and guided <= unguided * (1 - min_gain)

@@ -176,7 +176,8 @@ def _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, cou
                 if off + nraw > 64:
                     raw_words[word + 1] |= np.uint64(raw) >> np.uint64(64 - off)
                 bitpos += nraw
-            out_values[i, j] = value
+            if delta != 0:  # lossless: the values are x itself (model_pass)
+                out_values[i, j] = value
             out_bucket[pos] = b
             out_token[pos] = tok
             out_snap[pos] = snap_index[b]

@@ -131,7 +131,7 @@ def model_pass(plane: np.ndarray, lo: int, hi: int, delta: int, side: np.ndarray
     out_snap = np.empty(n, dtype=np.int32)
     snapshots = np.empty((max_snapshots(n, nb), cm.NUM_TOKENS), dtype=np.int64)
     raw_words = np.zeros(n * 17 // 64 + 2, dtype=np.uint64)
-    values = np.empty(x.shape, dtype=np.int32)
+    values = x.astype(np.int32) if delta == 0 else np.empty(x.shape, dtype=np.int32)  # lossless: the kernel leaves it
     num_snap, num_bits = pk._encode_plane(
         x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
         st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,

@@ -280,7 +280,6 @@ def test_the_guidance_gate_applies_to_format_4_only(codec):
     then needs no latents); format 3's encoder keeps its released rule."""
     from pathlib import Path
 
-    from lowrank_batch import CodecConfig
     source = np.load(Path(__file__).parent / "golden" / "v4" / "u8_rgb_lossless.src.npy")
     assert any(p.guided for p in codec.encode(source, 8).planes)  # it pays here by more than 1%
     strict = Codec(codec.model, dataclasses.replace(codec.config, guidance_min_gain=1.0))
@@ -320,7 +319,7 @@ def test_band_thresholds_from_one_sort_are_np_quantiles_lower(rng):
 
 def _static_bits_alone(buckets, values, thresholds, tokens, num_buckets):
     """The band screen's estimate for one band choice, counted on its own (numpy)."""
-    from lowrank_batch.codec import plane_kernels as pk
+    from lowrank_batch.codec import band_kernels as bk
 
     banded = buckets.astype(np.int64) * (thresholds.size + 1) + np.searchsorted(thresholds, values, side="right")
     hist = np.bincount(banded * cm.NUM_TOKENS + tokens, minlength=num_buckets * (thresholds.size + 1) * cm.NUM_TOKENS)
@@ -329,9 +328,9 @@ def _static_bits_alone(buckets, values, thresholds, tokens, num_buckets):
         used = row[row > 0]
         if used.size:
             n = int(used.sum())
-            log_n = int(pk._log2_fixed(n, pk.LOG2_TABLE))
+            log_n = int(bk._log2_fixed(n, bk.LOG2_TABLE))
             cost += n * log_n + ((used.size - 1) * log_n >> 1)
-            cost -= sum(int(h) * int(pk._log2_fixed(int(h), pk.LOG2_TABLE)) for h in used)
+            cost -= sum(int(h) * int(bk._log2_fixed(int(h), bk.LOG2_TABLE)) for h in used)
     return cost
 
 
@@ -339,7 +338,7 @@ def test_the_band_screen_counts_every_choice_as_if_alone(rng):
     """plane_v4._bands_may_pay counts all band choices in one pass over an edge band per
     threshold of any choice: each choice's estimate must be the one it gets counted alone,
     for nested choices (the encoder's quantiles) and for choices that share no threshold."""
-    from lowrank_batch.codec import plane_kernels as pk
+    from lowrank_batch.codec import band_kernels as bk
 
     num_buckets = 12
     for _ in range(20):
@@ -353,7 +352,7 @@ def test_the_band_screen_counts_every_choice_as_if_alone(rng):
         lower = np.concatenate(([np.iinfo(np.int64).min], edges))
         maps = np.array([np.zeros(edges.size + 1, dtype=np.int64)]
                         + [np.searchsorted(t, lower, side="right") for t in choices], dtype=np.int64)
-        got = pk._static_bits_by_bands(buckets, values, edges, maps, tokens, num_buckets, cm.NUM_TOKENS, pk.LOG2_TABLE)
+        got = bk._static_bits_by_bands(buckets, values, edges, maps, tokens, num_buckets, cm.NUM_TOKENS, bk.LOG2_TABLE)
         want = [_static_bits_alone(buckets, values, t, tokens, num_buckets)
                 for t in [np.zeros(0, dtype=np.int64), *choices]]
         assert got.tolist() == want

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import context_model as cm
-from . import plane_kernels as pk
+from . import band_kernels as bk
 from .residual_coder import (NO_THRESHOLDS, V4_TABLES, ContextTables, ModelPass, checked_strip_rows, histogram_pass,
                              in_order_stream, model_pass, strip_count, with_bands, with_value_classes)
 from .threads import run_all
@@ -49,7 +49,7 @@ def choose_value_classes(passes: list[ModelPass], tables: ContextTables,
     trial = 1
     while trial < len(passes) and sum(mp.tokens.size for mp in passes[:trial]) < BAND_TRIAL_PIXELS:
         trial += 1
-    band_values = [pk._band_values(mp.values) for mp in passes]
+    band_values = [bk._band_values(mp.values) for mp in passes]
     # thresholds from the pixels with some activity (flat background would put them all at 0),
     # a regular sample of at most BAND_SAMPLE of them
     active = np.concatenate([v[mp.buckets % cm.NUM_LEVELS > 0] for v, mp in zip(band_values[:trial], passes)])
@@ -59,19 +59,19 @@ def choose_value_classes(passes: list[ModelPass], tables: ContextTables,
     if not _bands_may_pay(passes[:trial], band_values, candidates, tables, min_gain):
         return None, passes
     best, best_trials = None, passes[:trial]
-    plain_bits = best_bits = sum(map(model_bits, passes[:trial])) >> pk.LOG2_SHIFT
+    plain_bits = best_bits = sum(map(model_bits, passes[:trial])) >> bk.LOG2_SHIFT
     for thresholds in candidates:
         band_tables = with_value_classes(tables, thresholds)
-        banded = [histogram_pass(mp, pk._banded(mp.buckets, v, thresholds), band_tables)
+        banded = [histogram_pass(mp, bk._banded(mp.buckets, v, thresholds), band_tables)
                   for mp, v in zip(passes[:trial], band_values)]
-        bits = (sum(c for _, c in banded) >> pk.LOG2_SHIFT) + 8 * (1 + 3 * thresholds.size)  # + header, about
+        bits = (sum(c for _, c in banded) >> bk.LOG2_SHIFT) + 8 * (1 + 3 * thresholds.size)  # + header, about
         if bits >= best_bits:
             break
         best, best_bits, best_trials = thresholds, bits, [mp for mp, _ in banded]
     if best is None or best_bits > plain_bits * (1 - min_gain):
         return None, passes
     band_tables = with_value_classes(tables, best)
-    rest = [histogram_pass(mp, pk._banded(mp.buckets, v, best), band_tables)[0]
+    rest = [histogram_pass(mp, bk._banded(mp.buckets, v, best), band_tables)[0]
             for mp, v in zip(passes[trial:], band_values[trial:])]
     return best, best_trials + rest
 
@@ -85,8 +85,8 @@ def _bands_may_pay(passes: list[ModelPass], band_values: list[np.ndarray], candi
     lower = np.concatenate(([np.iinfo(np.int64).min], edges))
     band_maps = np.array([np.zeros(edges.size + 1, dtype=np.int64)]
                          + [np.searchsorted(t, lower, side="right") for t in candidates], dtype=np.int64)
-    estimates = sum(pk._static_bits_by_bands(mp.buckets, v, edges, band_maps, mp.tokens, tables.num_buckets,
-                                             cm.NUM_TOKENS, pk.LOG2_TABLE)
+    estimates = sum(bk._static_bits_by_bands(mp.buckets, v, edges, band_maps, mp.tokens, tables.num_buckets,
+                                             cm.NUM_TOKENS, bk.LOG2_TABLE)
                     for mp, v in zip(passes, band_values))
     plain, *banded = (int(e) for e in estimates)
     return any(e < plain * (1 - 0.75 * min_gain) for e in banded)
@@ -94,7 +94,7 @@ def _bands_may_pay(passes: list[ModelPass], band_values: list[np.ndarray], candi
 
 def model_bits(mp: ModelPass) -> int:
     """The tokens' cost under their snapshots, as `histogram_pass` counts it (2**-16 bits)."""
-    return int(pk._model_bits(mp.tokens, mp.snaps, mp.snapshots, pk.LOG2_TABLE))
+    return int(bk._model_bits(mp.tokens, mp.snaps, mp.snapshots, bk.LOG2_TABLE))
 
 
 def encode_plane_v4(

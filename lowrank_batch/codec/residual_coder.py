@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CorruptStreamError, InvalidParameterError
+from . import band_kernels as bk
 from . import context_model as cm
 from . import plane_kernels as pk
 from . import range_coder as rc
@@ -144,7 +145,7 @@ def model_pass(plane: np.ndarray, lo: int, hi: int, delta: int, side: np.ndarray
 def band_buckets(mp: ModelPass, thresholds: np.ndarray) -> np.ndarray:
     """Format 4: each pixel's bucket once the plane's intensity bands split every activity
     bucket (bucket * bands + band, as context_model._predict computes it)."""
-    return pk._banded(mp.buckets, pk._band_values(mp.values), np.asarray(thresholds, dtype=np.int64))
+    return bk._banded(mp.buckets, bk._band_values(mp.values), np.asarray(thresholds, dtype=np.int64))
 
 
 def histogram_pass(mp: ModelPass, buckets: np.ndarray, tables: ContextTables) -> tuple[ModelPass, int]:
@@ -154,9 +155,9 @@ def histogram_pass(mp: ModelPass, buckets: np.ndarray, tables: ContextTables) ->
     st = cm.ModelState(*mp.shape, None, 8, tables.prior, False)
     snaps = np.empty(buckets.size, dtype=np.int32)
     snapshots = np.empty((max_snapshots(buckets.size, nb), cm.NUM_TOKENS), dtype=np.int64)
-    num_snap, cost = pk._histogram_pass(np.ascontiguousarray(buckets, dtype=np.int64), mp.tokens, *mp.shape, st.counts,
+    num_snap, cost = bk._histogram_pass(np.ascontiguousarray(buckets, dtype=np.int64), mp.tokens, *mp.shape, st.counts,
                                         st.totals, st.snap, st.since, st.coded, st.epoch, snaps, snapshots,
-                                        pk.LOG2_TABLE)
+                                        bk.LOG2_TABLE)
     return dataclasses.replace(mp, buckets=buckets, snaps=snaps, snapshots=snapshots[:num_snap]), int(cost)
 
 

@@ -102,8 +102,7 @@ def test_driver_killed_then_rerun_archives_everything_once(cluster, tmp_path, ki
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (dst.exists() and any((dst / "_commits").glob("*.json"))):
             time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
-    proc.wait()
+    _kill_session(proc)  # the driver and the Ray it started: the whole run crashes at once
     committed = len(list((dst / "_commits").glob("*.json"))) if (dst / "_commits").exists() else 0
     assert (committed == 0) if kill_at == "after-listing" else (1 <= committed < 20), "kill landed elsewhere"
     summary = run_encode(str(src), str(dst), EncodeSettings(),
@@ -116,6 +115,39 @@ def test_driver_killed_then_rerun_archives_everything_once(cluster, tmp_path, ki
     for name, a in images.items():
         assert np.array_equal(ArchiveDecoder(archive).get(name), a)
     assert {f"data/{p.name}" for p in (dst / "data").glob("*.parquet")} == archive.committed_files  # no orphans
+
+
+def _kill_session(proc, timeout=60.0):
+    """SIGKILL every live process of proc's session (the driver's own, start_new_session), until
+    none is left. Ray's processes die with their parent only asynchronously, and its reaper
+    leaves the driver's process group: one that outlived the kill could commit a unit after the
+    rerun's orphan sweep (age 0 here) had removed its data file."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + timeout
+    while alive := _live_session_members(proc.pid):
+        assert time.monotonic() < deadline, f"processes {alive} of the killed run outlived SIGKILL"
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+
+
+def _live_session_members(sid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, session
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == sid and fields[0] not in "ZX":  # a zombie writes nothing
+            members.append(int(entry))
+    return members
 
 
 @pytest.fixture(autouse=True)

@@ -302,7 +302,7 @@ def main() -> None:
     from tests.s3server import seaweedfs
 
     result: dict = {}
-    with tempfile.TemporaryDirectory() as tmp, seaweedfs(Path(tmp), buckets=("src", "archive")) as endpoint:
+    with tempfile.TemporaryDirectory() as tmp, seaweedfs(Path(tmp), buckets=("src", "archive")):
         env = dict(os.environ)
         result["archive"] = build(args.rows, args.commits, args.sources)
         print(json.dumps(result["archive"]), flush=True)

@@ -40,7 +40,7 @@ def cmd_codec_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_codec_decode(args: argparse.Namespace) -> int:
-    from . import Codec, EncodedImage
+    from . import EncodedImage
     from .images import write_image
 
     enc = EncodedImage.from_bytes(Path(args.input).read_bytes())

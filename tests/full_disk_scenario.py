@@ -45,7 +45,6 @@ def fill(mount: Path) -> Path:
 
 def archive_state(dst: Path) -> dict:
     from lowrank_batch.archive import Archive
-    from lowrank_batch.pipeline.decoding import ArchiveDecoder
 
     names = {d: sorted(p.name for p in (dst / d).glob("*")) if (dst / d).exists() else []
              for d in ("data", "failures", "_commits", "runs")}

@@ -114,7 +114,6 @@ def test_archive_reader_raises_only_our_errors(tmp_path_factory, record, data):
 @pytest.mark.parametrize("file", ["../outside.parquet", "/etc/passwd", "data/../../x.parquet", "other/x.parquet"])
 def test_a_commit_record_naming_a_file_outside_the_archive_is_refused(tmp_path, file):
     from lowrank_batch.archive import Archive
-    from lowrank_batch.pipeline.decoding import ArchiveDecoder
 
     (tmp_path / "outside.parquet").write_bytes(b"PAR1")
     root = tmp_path / "archive"

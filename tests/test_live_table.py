@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 from lowrank_batch.archive import Archive, UnitWriter
 from lowrank_batch.archive.schema import DICOM_COLUMNS, SCHEMA
 from lowrank_batch.archive.table import dicom_columns
-from lowrank_batch.archive.layout import write_tombstones
 
 from .test_archive import rows_for
 from .test_maintenance import build

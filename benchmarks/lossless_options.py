@@ -5,7 +5,8 @@
 Per modality, the lossless ratio (raw = ceil(bits/8) B/px) of: format 1 with the preview at
 rank 4, step 1/8 (before Dec 2026), rank 3 / step 1/4 (the default), rank 2 / step 1/4, and
 format 2 (trained context tables and linear predictor) at the default preview, format 3 with
-its preview budget (1% of the file), and format 4 (the default since Dec 2026) with its preview
+its preview budget (1% of the file), format 5 (the default since Dec 2026: format 4 with trained
+predictor weights), and format 4 with its preview
 budget, with the default preview always (budget 100%), without intensity bands, with bands
 wherever they save any bits, and without the preview's bytes (what the file would be with no
 latent stream); with JPEG XL (effort 7) for reference and the mean linear-preview PSNR. Every
@@ -30,6 +31,7 @@ OPTIONS = {
     "f1_rank2_step4": (CodecConfig(preview_rank=2, preview_step=1 / 4), 1),
     "f2_rank3_step4": (CodecConfig(preview_rank=3, preview_step=1 / 4), 2),
     "f3_budget1pct": (CodecConfig(), 3),
+    "f5_trained_weights": (CodecConfig(), 5),
     "f4_budget1pct": (CodecConfig(), 4),
     "f4_budget100pct": (CodecConfig(preview_budget=1.0), 4),
     "f4_no_bands": (CodecConfig(band_min_pixels=1 << 40), 4),

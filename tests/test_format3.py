@@ -135,8 +135,8 @@ def test_preview_is_kept_within_its_budget_where_the_residual_does_not_use_it(co
 
 def test_older_versions_still_encode(codec, rng):
     image = smooth_image(rng, (30, 30), 12)
-    assert codec.encode(image, 12).to_bytes()[4] == 4  # the default since format 4
-    for version in (1, 2, 3):
+    assert codec.encode(image, 12).to_bytes()[4] == 5  # the default since format 5
+    for version in (1, 2, 3, 4):
         blob = codec.encode(image, 12, format_version=version).to_bytes()
         assert blob[4] == version
         assert np.array_equal(codec.decode(EncodedImage.from_bytes(blob)), image)

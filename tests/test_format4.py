@@ -203,7 +203,7 @@ def test_whole_images_with_bands_round_trip(banding_codec, seed, bits, channels,
     array = array.astype(np.uint16 if bits > 8 else np.uint8)
     delta = 2 if mode == "near-lossless" else None
     enc = banding_codec.encode(array, bits, mode=mode, max_error=delta)
-    assert enc.version == 4
+    assert enc.version == 5
     out = banding_codec.decode(EncodedImage.from_bytes(enc.to_bytes()))
     assert metrics.max_abs_error(array, out) <= (delta or 0)
     assert all(p.value_classes is None or len(p.value_classes) <= 7 for p in enc.planes)
@@ -212,7 +212,7 @@ def test_whole_images_with_bands_round_trip(banding_codec, seed, bits, channels,
 def test_the_default_codec_uses_bands_where_they_pay_and_decodes_them(codec, rng):
     image = photon_image(rng, (256, 320)).astype(np.uint16)
     enc = codec.encode(image, 12)
-    assert enc.version == 4 and enc.planes[0].value_classes is not None
+    assert enc.version == 5 and enc.planes[0].value_classes is not None
     plain = Codec(codec.model, dataclasses.replace(codec.config, band_min_pixels=1 << 40)).encode(image, 12)
     assert plain.planes[0].value_classes is None and enc.encoded_bytes < plain.encoded_bytes
     for threads in (1, 2):

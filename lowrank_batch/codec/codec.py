@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from ..errors import ChecksumMismatchError, CorruptStreamError, InvalidParameterError, WeightsError
+from . import context_model as cm
 from . import lora, lowrank, metrics, pixels, trials
-from .format import FORMAT_VERSION, MODES, READABLE_VERSIONS, EncodedImage, PlaneInfo
+from .format import FORMAT_VERSION, MODES, READABLE_VERSIONS, EncodedImage, PlaneInfo, plane_predictor_weights
 from .linear_fit import as_class_table
 from .loaded import LowRankModel
 from .planes import coded_planes, decoder_side_information, stack_latents
@@ -81,12 +82,21 @@ class CodecConfig:
     # linear, 2.3 s lossless). On a GPU it always runs; lossy decode always runs it.
     cpu_preview_refine_max_pixels: int = 1 << 16
     default_quality: float = 45.0
+    # format 5: how much the residual predictor's blend trusts each predictor, by role (the plain
+    # ones, the guided pair, the linear one); trained on the dev corpus (context_model)
+    predictor_weights: tuple[int, ...] = cm.TRAINED_PREDICTOR_WEIGHTS
 
     def __post_init__(self) -> None:
         if not 1 <= self.preview_rank:
             raise InvalidParameterError(f"preview_rank must be >= 1, got {self.preview_rank}")
         if not 0 < self.preview_step <= 1:
             raise InvalidParameterError(f"preview_step must be in (0, 1], got {self.preview_step}")
+        weights = tuple(self.predictor_weights)
+        if len(weights) != cm.NUM_PREDICTORS or not all(
+                isinstance(w, (int, np.integer)) and 1 <= w <= cm.MAX_PREDICTOR_WEIGHT for w in weights):
+            raise InvalidParameterError(f"predictor_weights must be {cm.NUM_PREDICTORS} integers from 1 to "
+                                        f"{cm.MAX_PREDICTOR_WEIGHT}, got {self.predictor_weights!r}")
+        object.__setattr__(self, "predictor_weights", tuple(int(w) for w in weights))  # a list from JSON, say
 
 
 def quality_to_step(quality: float) -> float:
@@ -210,14 +220,14 @@ class Codec:
                 if info.remap is not None:
                     crop = self._linear_trial_crop(planes[c].shape)
                     pays, plain_trial[c] = trials.remap_pays(planes[c], coded[c], info, layout.maxval, crop,
-                                                             self._version_tables(version, None))
+                                                             self._encoder_tables(version, None))
                     if not pays:
                         coded[c], side[c], infos[c] = planes[c], recon[c], PlaneInfo(0, layout.maxval)
                         del plain_trial[c]
         decoded = np.empty_like(coded) if mode == "near-lossless" else None  # lossless: equals coded
         patch = self.model.core.patch
         tables_sha = self._choose_tables(coded[0], infos[0], delta) if version == 2 else None
-        tables = self._version_tables(version, tables_sha)
+        tables = self._encoder_tables(version, tables_sha)
         streams: list[bytes] = []
         for c, info in enumerate(infos):
             guidance_crop = self._trial_crop(coded[c].shape)
@@ -245,6 +255,9 @@ class Codec:
                                                      strips)
             else:
                 stream, values = encode_plane(coded[c], info.lo, info.hi, delta, guide, patch, plane_tables)
+            if version >= 5:
+                info.predictor_weights = plane_predictor_weights(self.config.predictor_weights, info.guided,
+                                                                 info.linear is not None)
             if decoded is not None:
                 decoded[c] = values
             streams.append(stream)
@@ -362,13 +375,23 @@ class Codec:
             return V4_TABLES
         return V3_TABLES if version == 3 else self.context_tables(tables_sha)
 
+    def _encoder_tables(self, version: int, tables_sha: str | None) -> ContextTables:
+        """The tables the encoder codes (and tries) a format version's planes with: format 5's
+        with the configured predictor weights, which each plane's header then records."""
+        tables = self._version_tables(version, tables_sha)
+        if version >= 5:
+            tables = dataclasses.replace(tables, weight_table=cm.weight_table(self.config.predictor_weights))
+        return tables
+
     @staticmethod
     def _plane_tables(tables: ContextTables, info: PlaneInfo) -> ContextTables:
-        """The residual coder's tables for one plane: with its own linear predictor (format 3)
-        and intensity bands (format 4)."""
+        """The residual coder's tables for one plane: with its own linear predictor (format 3),
+        intensity bands (format 4) and predictor weights (format 5)."""
         if info.linear is not None:  # one weight set for all activity classes, or (format 4) one per parity
             lin = info.linear if info.linear.ndim == 2 else as_class_table(info.linear)
             tables = dataclasses.replace(tables, lin=lin)
+        if info.predictor_weights is not None:
+            tables = dataclasses.replace(tables, weight_table=cm.weight_table(info.predictor_weights))
         return with_value_classes(tables, info.value_classes)
 
     # ---------------------------------------------------------------- decode

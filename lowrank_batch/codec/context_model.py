@@ -19,6 +19,7 @@ so decode is bit-exact on any machine.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -36,7 +37,16 @@ PRIOR_WEIGHT = 1024.0
 MIN_SEGMENT = 16  # symbols a bucket codes before its histogram is first refreshed
 PLAIN_PREDICTORS = 7  # libjxl's 4 weighted-predictor ones, LOCO-I's MED, gradient, (W+NE)/2
 NUM_PREDICTORS = PLAIN_PREDICTORS + 3  # + 2 guided by the reconstruction + 1 trained linear (format 2)
+# each predictor's maximum weight in the blend (libjxl's ErrorWeight scale), by role: the plain
+# ones, the guided pair, the linear one. Formats 1-4; format 5 stores each plane's own.
 PREDICTOR_MAX_WEIGHTS = np.array([13, 12, 12, 12, 12, 12, 12, 12, 12, 12], dtype=np.int64)
+# Format 5's encoder default, trained to minimise the lossless bytes of the dev corpus (ct, mr, cr;
+# each modality's total counts alike) by coordinate search (benchmarks/predictor_weights.py): the
+# blend trusts the fitted linear predictor three times more, MED, the gradient and the second
+# libjxl predictor less. Dev corpus: CT -2.3%, MR -1.7%, CR -0.5%. The guided pair is untrained
+# (few planes are guided). They are format 5's defaults (format.V5_PREDICTOR_WEIGHTS); a plane
+# coded with other weights carries them in its header.
+TRAINED_PREDICTOR_WEIGHTS = (4, 1, 9, 15, 12, 3, 9, 12, 12, 36)
 # The trained linear predictor's taps (row, column offsets), all on earlier wavefronts; it
 # predicts x - W from the taps' differences to W with integer weights in units of 2**-LIN_SHIFT
 LIN_TAPS = np.array([(-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-1, -2), (-2, 1), (-2, -1), (-2, 2), (0, -3)],
@@ -80,16 +90,42 @@ V1_LUT = np.arange(NUM_BUCKETS, dtype=np.int64)  # format 1: the bucket is the a
 _DIV_LOOKUP = np.array([(1 << 24) // d if d else 0 for d in range(256)], dtype=np.int64)
 
 
-def _error_weight_py(err_sum: int, max_weight: int) -> int:
-    """_error_weight in plain Python, to fill the table below."""
-    shift = max(0, (err_sum + 1).bit_length() - 1 - 5)
-    return 4 + ((max_weight * ((1 << 24) // ((err_sum >> shift) + 1))) >> shift)
-
-
 WEIGHT_TABLE_SIZE = 1024
-# _error_weight for small error sums, per predictor (the common case), computed once
-_WEIGHT_TABLE = np.array([[_error_weight_py(e, int(m)) for e in range(WEIGHT_TABLE_SIZE)]
-                          for m in PREDICTOR_MAX_WEIGHTS], dtype=np.int64)
+MAX_PREDICTOR_WEIGHT = 255  # format 5: a plane's predictor weights are 1..this (header bound)
+
+
+@functools.lru_cache(maxsize=64)  # shared by every plane with these weights: never written to
+def _weight_table(max_weights: tuple[int, ...]) -> np.ndarray:
+    table = np.empty((len(max_weights), WEIGHT_TABLE_SIZE + 1), dtype=np.int64)
+    err_sum = np.arange(WEIGHT_TABLE_SIZE, dtype=np.int64)
+    shift = np.maximum(0, np.array([(e + 1).bit_length() - 1 - 5 for e in range(WEIGHT_TABLE_SIZE)]))
+    div = (1 << 24) // ((err_sum >> shift) + 1)
+    for k, m in enumerate(max_weights):
+        table[k, :WEIGHT_TABLE_SIZE] = 4 + ((m * div) >> shift)  # _error_weight_py, for every small sum
+        table[k, WEIGHT_TABLE_SIZE] = m
+    return table
+
+
+def weight_table(max_weights) -> np.ndarray:
+    """The blend's weight table for the predictors' maximum weights (one per position in the
+    blend): _error_weight of every small error sum, per predictor (the common case, computed
+    once), and in the last column the maximum weight itself, for larger sums."""
+    return _weight_table(tuple(int(m) for m in max_weights))
+
+
+DEFAULT_WEIGHT_TABLE = weight_table(PREDICTOR_MAX_WEIGHTS)  # formats 1-4
+LINEAR_ROLE = PLAIN_PREDICTORS + 2  # rows of a weight table by role: plain, the guided pair, the linear one
+
+
+def blend_table(role_table: np.ndarray, has_side: bool, has_linear: bool) -> np.ndarray:
+    """A weight table by position in a plane's blend (_predict: the plain predictors, then the
+    guided pair where the plane has side information, then the linear one where it has weights)
+    from one by role. Without side information the linear predictor sits where the guided pair
+    would; formats 1-4 gave every position but the first the same weight, so for them the
+    result is the same table."""
+    if has_side or not has_linear:
+        return role_table
+    return role_table[list(range(PLAIN_PREDICTORS)) + [LINEAR_ROLE]]
 
 
 @njit(cache=True, inline="always")
@@ -130,7 +166,7 @@ def num_wavefronts(height: int, width: int) -> int:
 
 
 @njit(cache=True, inline="always")
-def _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, j, has_w, has_n, has_ne, has_nw):
+def _weighted_average(sub, num_pred, perr, weights, weight_table, s1, s2, s3, i, j, has_w, has_n, has_ne, has_nw):
     """libjxl's weighted average: each sub-prediction weighted by the inverse of its recent
     error at N, NE, NW, W and WW; weights cut to ~5 bits, division by table lookup.
 
@@ -146,7 +182,7 @@ def _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, 
             s += perr[s2, i - 1, NUM_PREDICTORS + k]  # N + NW
             if has_ne:
                 s += perr[s1, i - 1, k]
-        weights[k] = _WEIGHT_TABLE[k, s] if s < WEIGHT_TABLE_SIZE else _error_weight(s, max_weights[k])
+        weights[k] = weight_table[k, s] if s < WEIGHT_TABLE_SIZE else _error_weight(s, weight_table[k, WEIGHT_TABLE_SIZE])
         total_weight += weights[k]
     shift = _floor_log2(total_weight) - 4
     weight_sum = 0
@@ -159,7 +195,7 @@ def _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, 
 
 
 @njit(cache=True, inline="always")
-def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights, step, lut, nx, lo,
+def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, weight_table, step, lut, nx, lo,
              lin, vthr, flat_mode, bias_ring, bias_corr):
     """Prediction (with EXTRA_BITS fractional bits) and context activity of pixel (i, j) on
     wavefront t = 2i + j.
@@ -219,7 +255,7 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         sub[num_pred] = _linear(t, i, j, width, xr, w, lin, abs(te_w) + abs(te_n) + abs(te_nw) + abs(te_ne))
         num_pred += 1
 
-    pred = _weighted_average(sub, num_pred, perr, weights, max_weights, s1, s2, s3, i, j, has_w, has_n, has_ne, has_nw)
+    pred = _weighted_average(sub, num_pred, perr, weights, weight_table, s1, s2, s3, i, j, has_w, has_n, has_ne, has_nw)
 
     same_sign = (te_n >= 0) == (te_w >= 0) and (te_n >= 0) == (te_ne >= 0)
     if not same_sign:

@@ -16,9 +16,10 @@ lossless), of the model and of the adapter; PSNR figures as float32. Version 2 a
 SHA-256 of the residual coder's trained context tables (the same residual stream layout,
 with that many buckets in the bitmask); version 1 images use the built-in format-1 tables.
 Version 3 codes each plane's remap table as runs, may carry a per-plane linear predictor's
-integer weights, and cuts large planes into independent strips. Version 4 (the default) codes
-each strip as one range-coder stream in coding order and may carry per-plane intensity band
-thresholds (FORMAT.md).
+integer weights, and cuts large planes into independent strips. Version 4 codes each strip as
+one range-coder stream in coding order and may carry per-plane intensity band thresholds.
+Version 5 (the default) may carry each plane's predictor weights: how much the blend trusts
+each predictor (FORMAT.md).
 """
 
 from __future__ import annotations
@@ -37,8 +38,17 @@ from .varint import read_varint, write_varint
 MAGIC = b"LRBI"
 NUM_LINEAR_TAPS = 10  # version 3's linear predictor (codec/context_model.py LIN_TAPS)
 LINEAR_PARITY_SETS = 4  # version 4: weight sets of a linear predictor per position parity (LIN_PARITY_CLASSES)
-FORMAT_VERSION = 4  # what encode writes by default
-READABLE_VERSIONS = (1, 2, 3, 4)  # every version ever released: archives outlive the code
+# version 5: the blend's predictor weights by role (codec/context_model.py PREDICTOR_MAX_WEIGHTS):
+# the plain predictors, the pair guided by the reconstruction, the linear one
+PLAIN_PREDICTORS = 7
+NUM_PREDICTORS = PLAIN_PREDICTORS + 3
+DEFAULT_PREDICTOR_WEIGHTS = (13, 12, 12, 12, 12, 12, 12, 12, 12, 12)  # versions 1-4 (fixed)
+# version 5: a plane without the PLANE_PREDICTOR_WEIGHTS flag blends with these (trained on the dev
+# corpus, context_model.TRAINED_PREDICTOR_WEIGHTS); a plane whose weights differ carries its own
+V5_PREDICTOR_WEIGHTS = (4, 1, 9, 15, 12, 3, 9, 12, 12, 36)
+MAX_PREDICTOR_WEIGHT = 255
+FORMAT_VERSION = 5  # what encode writes by default
+READABLE_VERSIONS = (1, 2, 3, 4, 5)  # every version ever released: archives outlive the code
 MODES = ("lossless", "near-lossless", "lossy")
 COLOUR_TRANSFORMS = ("none", "rct", "ycocg")  # rct: lossless residual planes; ycocg: lossy latents
 PLANE_VALUE_LIMIT = 1 << 24  # |plane value| bound (16-bit pixels, +1 bit for RCT); beyond: a corrupt header
@@ -52,6 +62,9 @@ class PlaneInfo:
     guided: bool = False  # residual prediction uses the low-rank reconstruction
     linear: np.ndarray | None = None  # version 3: fitted linear predictor weights (taps,); version 4 also (4, taps)
     value_classes: np.ndarray | None = None  # version 4: intensity band thresholds (increasing ints)
+    # version 5: the blend's predictor weights by role (NUM_PREDICTORS ints, 1..MAX_PREDICTOR_WEIGHT);
+    # roles the plane does not use (the guided pair, the linear one) hold their defaults
+    predictor_weights: np.ndarray | None = None
 
 
 @dataclass
@@ -220,6 +233,8 @@ def _pack_header(enc: EncodedImage) -> bytes:
             raise InvalidParameterError(f"format version {enc.version} has no intensity bands")
         if plane.linear is not None and plane.linear.ndim == 2 and enc.version < 4:
             raise InvalidParameterError(f"format version {enc.version} has no linear predictor per parity")
+        if plane.predictor_weights is not None and enc.version < 5:
+            raise InvalidParameterError(f"format version {enc.version} has no predictor weights")
         if enc.version >= 3:
             _write_plane_info_v3(out, plane)
         else:
@@ -255,6 +270,7 @@ def _write_plane_info_v1(out: bytearray, plane: PlaneInfo) -> None:
 
 PLANE_GUIDED, PLANE_REMAP, PLANE_LINEAR, PLANE_REMAP_BITMAP = 1, 2, 4, 8  # version 3 per-plane flags
 PLANE_VALUE_CLASSES, PLANE_LINEAR_PARITY = 16, 32  # version 4
+PLANE_PREDICTOR_WEIGHTS = 64  # version 5
 MAX_VALUE_THRESHOLDS = 7  # version 4: at most 8 intensity bands per plane
 
 
@@ -268,6 +284,10 @@ def _write_plane_info_v3(out: bytearray, plane: PlaneInfo) -> None:
     flags = PLANE_GUIDED * plane.guided | PLANE_LINEAR * (plane.linear is not None)
     flags |= PLANE_VALUE_CLASSES * (plane.value_classes is not None)
     flags |= PLANE_LINEAR_PARITY * (plane.linear is not None and plane.linear.ndim == 2)
+    roles = predictor_roles(plane.guided, plane.linear is not None)
+    own_weights = plane.predictor_weights is not None and any(  # version 5: only weights off its defaults
+        int(plane.predictor_weights[r]) != V5_PREDICTOR_WEIGHTS[r] for r in roles)
+    flags |= PLANE_PREDICTOR_WEIGHTS * own_weights
     if table is not None:
         flags |= table[0]
     out.append(flags)
@@ -282,6 +302,32 @@ def _write_plane_info_v3(out: bytearray, plane: PlaneInfo) -> None:
         _write_signed(out, thresholds[0])
         for a, b in zip(thresholds[:-1], thresholds[1:]):
             write_varint(out, b - a)
+    if own_weights:  # version 5: the weights of the roles the plane uses
+        weights = plane.predictor_weights.tolist()
+        for role in roles:
+            if not 1 <= weights[role] <= MAX_PREDICTOR_WEIGHT:
+                raise InvalidParameterError(f"predictor weight {weights[role]} is outside 1..{MAX_PREDICTOR_WEIGHT}")
+            write_varint(out, weights[role])
+
+
+def plane_predictor_weights(weights, guided: bool, linear: bool) -> np.ndarray:
+    """Version 5: `weights` (by role) as a plane's header keeps them: the roles the plane does
+    not use hold the version's defaults (they weigh nothing in its blend)."""
+    used = np.array(V5_PREDICTOR_WEIGHTS, dtype=np.int64)
+    roles = predictor_roles(guided, linear)
+    used[roles] = np.asarray(weights, dtype=np.int64)[roles]
+    return used
+
+
+def predictor_roles(guided: bool, linear: bool) -> list[int]:
+    """Version 5: the predictor roles a plane's blend uses (the plain ones, the guided pair,
+    the linear one), whose weights its header carries."""
+    roles = list(range(PLAIN_PREDICTORS))
+    if guided:
+        roles += [PLAIN_PREDICTORS, PLAIN_PREDICTORS + 1]
+    if linear:
+        roles.append(PLAIN_PREDICTORS + 2)
+    return roles
 
 
 def remap_table_bytes(values: np.ndarray) -> tuple[int, bytes]:
@@ -345,6 +391,8 @@ def _read_plane_info_v3(h: bytes, pos: int, num_taps: int, version: int = 3) -> 
     known = PLANE_GUIDED | PLANE_REMAP | PLANE_LINEAR | PLANE_REMAP_BITMAP
     if version >= 4:
         known |= PLANE_VALUE_CLASSES | PLANE_LINEAR_PARITY
+    if version >= 5:
+        known |= PLANE_PREDICTOR_WEIGHTS
     if flags & ~known or (flags & PLANE_REMAP and flags & PLANE_REMAP_BITMAP) or (
             flags & PLANE_LINEAR_PARITY and not flags & PLANE_LINEAR):
         raise CorruptStreamError(f"encoded image header is corrupt (plane flags {flags})")
@@ -385,7 +433,15 @@ def _read_plane_info_v3(h: bytes, pos: int, num_taps: int, version: int = 3) -> 
     bands = None
     if flags & PLANE_VALUE_CLASSES:
         bands, pos = _read_value_classes(h, pos, lo, hi)
-    return PlaneInfo(lo, hi, remap, bool(flags & PLANE_GUIDED), linear, bands), pos
+    weights = np.array(V5_PREDICTOR_WEIGHTS, dtype=np.int64) if version >= 5 else None
+    if flags & PLANE_PREDICTOR_WEIGHTS:
+        for role in predictor_roles(bool(flags & PLANE_GUIDED), linear is not None):
+            w, pos = read_varint(h, pos)
+            if not 1 <= w <= MAX_PREDICTOR_WEIGHT:  # checked before it reaches the int64 array
+                raise CorruptStreamError(f"encoded image header is corrupt (predictor weight {w} "
+                                         f"outside 1..{MAX_PREDICTOR_WEIGHT})")
+            weights[role] = w
+    return PlaneInfo(lo, hi, remap, bool(flags & PLANE_GUIDED), linear, bands, weights), pos
 
 
 def _read_value_classes(h: bytes, pos: int, lo: int, hi: int) -> tuple[np.ndarray, int]:

@@ -93,7 +93,7 @@ def _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_
 
 @njit(cache=True, nogil=True)
 def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
-                  refreshed, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
+                  refreshed, weight_table, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
                   lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
     """Run the model over a whole plane in wavefront order (encoder side): _encode_loop with
     its scratch arrays. `refreshed` is unused (a list of the buckets touched replaces it) but
@@ -101,7 +101,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
     num_buckets = counts.shape[0]
     dirty, dirty_list = _bias_lists(bias_sum)
     return _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded,
-                        epoch, max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
+                        epoch, weight_table, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
                         lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr,
                         np.zeros(NUM_PREDICTORS, dtype=np.int64), np.zeros(NUM_PREDICTORS, dtype=np.int64),
                         np.zeros(num_buckets, dtype=np.int64), dirty, dirty_list, np.zeros(num_buckets, dtype=np.bool_),
@@ -110,7 +110,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
 
 @refcount_free
 def _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
-                 max_weights, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx, lin, vthr,
+                 weight_table, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx, lin, vthr,
                  flat_mode, bias_ring, bias_sum, bias_count, bias_corr, sub, weights, snap_index, dirty, dirty_list,
                  touched, touched_list):
     """Run the model over a whole plane in wavefront order (encoder side).
@@ -147,7 +147,7 @@ def _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, cou
         i_start, i_end = _wave_rows(t, height, width)
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
-            pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, max_weights,
+            pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, weight_table,
                                              step, lut, nx, lo, lin, vthr, flat_mode, bias_ring, bias_corr)
             pred = (pred8 + 3) >> EXTRA_BITS
             pred = min(max(pred, lo), hi)
@@ -183,7 +183,7 @@ def _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, cou
 
 
 @njit(cache=True)
-def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, out_pred8, out_pred,
+def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, weight_table, out_pred8, out_pred,
                        out_bucket, out_lean, subs, height, width, lut, nx, lin, vthr, flat_mode, bias_ring, bias_corr):
     """Decoder side: predictions and buckets of every pixel on wavefront t."""
     step = 2 * delta + 1
@@ -192,7 +192,7 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
     k = 0
     for i in range(i_start, i_end + 1):
         j = t - 2 * i
-        pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, subs[k], weights, max_weights,
+        pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, subs[k], weights, weight_table,
                                          step, lut, nx, lo, lin, vthr, flat_mode, bias_ring, bias_corr)
         pred = (pred8 + 3) >> EXTRA_BITS
         out_pred8[k] = pred8
@@ -247,7 +247,7 @@ def _token_value(tok, raw_words, bitpos, pred, lean, step, lo, hi):
 
 
 @njit(cache=True)
-def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts, snap, since,
+def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, weight_table, counts, snap, since,
                        coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width,
                        lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
     """Decoder side, one call per wavefront (after the bias corrections' refresh): refresh
@@ -255,7 +255,7 @@ def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
     the pixels by bucket. `order` gets pixel positions grouped by bucket; `active` rows are
     (bucket, count) in bucket order. Returns (pixels, active buckets, any histogram refreshed)."""
     any_refreshed = _refresh(counts, snap, since, coded, epoch, refreshed)
-    k = _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, pred8s, preds,
+    k = _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, weight_table, pred8s, preds,
                            buckets, leans, subs, height, width, lut, nx, lin, vthr, flat_mode, bias_ring, bias_corr)
     num_buckets = counts.shape[0]
     sizes = np.zeros(num_buckets, dtype=np.int64)
@@ -321,7 +321,7 @@ def _code_shared_stream(buckets, tokens, snaps, cdfs, height, width, num_buckets
 
 
 @njit(cache=True, nogil=True)
-def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts,
+def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, weight_table, counts,
                       totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin, vthr,
                       flat_mode, bias_ring, bias_sum, bias_count, bias_corr, in_order):
     """Decode a whole plane in one call (no GIL held): per wavefront refresh the histograms and
@@ -338,7 +338,7 @@ def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, pa
     quantise_rows(snap, cdfs)
     if starts.shape[0] == 1 and not in_order:
         return _decode_shared(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
-                              max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits,
+                              weight_table, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits,
                               out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr)
     # the stream each bucket's tokens are in: their own, or (in coding order) the one stream
     streams = np.zeros(num_buckets, dtype=np.int64) if in_order else np.arange(num_buckets)
@@ -347,7 +347,7 @@ def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, pa
     for b in range(num_buckets):
         fill_slots(cdfs, b, slots)
     return _decode_per_bucket(words, decoders, streams, cdfs, slots, lo, hi, delta, xr, side, has_side, patch_mask, te,
-                              perr, max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words,
+                              perr, weight_table, counts, totals, snap, since, coded, epoch, refreshed, raw_words,
                               num_bits, out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr,
                               np.zeros(NUM_PREDICTORS, dtype=np.int64), np.zeros(NUM_PREDICTORS, dtype=np.int64),
                               dirty, dirty_list, np.zeros(num_buckets, dtype=np.bool_),
@@ -356,7 +356,7 @@ def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, pa
 
 @refcount_free
 def _decode_per_bucket(words, decoders, streams, cdfs, slots, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
-                       max_weights, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut,
+                       weight_table, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut,
                        nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr, sub, weights, dirty,
                        dirty_list, touched, touched_list):
     """Layout 0 (and format 4's single stream): the tokens are in coding order, so every pixel
@@ -386,7 +386,7 @@ def _decode_per_bucket(words, decoders, streams, cdfs, slots, lo, hi, delta, xr,
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
             pred8, b, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights,
-                                      max_weights, step, lut, nx, lo, lin, vthr, flat_mode, bias_ring, bias_corr)
+                                      weight_table, step, lut, nx, lo, lin, vthr, flat_mode, bias_ring, bias_corr)
             pred = min(max((pred8 + 3) >> EXTRA_BITS, lo), hi)
             tok = decode_symbol_slotted(cdfs, slots, b, num_tokens, words, decoders, streams[b])
             if tok < 0:
@@ -406,7 +406,7 @@ def _decode_per_bucket(words, decoders, streams, cdfs, slots, lo, hi, delta, xr,
 
 
 @njit(cache=True, nogil=True)
-def _decode_shared(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts,
+def _decode_shared(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, weight_table, counts,
                    totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin, vthr,
                    flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
     """Layout 1: the shared stream is in (wavefront, bucket, row) order, so a wavefront is
@@ -429,7 +429,7 @@ def _decode_shared(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, pat
     for t in range(2 * (height - 1) + width):
         num_dirty = _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_dirty)
         k, num_active, any_refreshed = _prepare_wavefront(
-            t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, max_weights, counts, snap, since, coded, epoch,
+            t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, weight_table, counts, snap, since, coded, epoch,
             refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width, lut, nx, lin, vthr, flat_mode,
             bias_ring, bias_sum, bias_count, bias_corr)
         if any_refreshed:

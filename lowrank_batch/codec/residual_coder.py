@@ -66,6 +66,8 @@ class ContextTables:
     value_thresholds: np.ndarray = field(default_factory=lambda: NO_THRESHOLDS)
     in_order: bool = False
     flat_mode: bool = False  # format 4: flat neighbourhoods predict W, in buckets of their own
+    # the blend's weight table by role (context_model.weight_table); format 5: the plane's predictor weights
+    weight_table: np.ndarray = field(default_factory=lambda: cm.DEFAULT_WEIGHT_TABLE)
 
     @property
     def num_buckets(self) -> int:
@@ -133,9 +135,10 @@ def model_pass(plane: np.ndarray, lo: int, hi: int, delta: int, side: np.ndarray
     snapshots = np.empty((max_snapshots(n, nb), cm.NUM_TOKENS), dtype=np.int64)
     raw_words = np.zeros(n * 17 // 64 + 2, dtype=np.uint64)
     values = x.astype(np.int32) if delta == 0 else np.empty(x.shape, dtype=np.int32)  # lossless: the kernel leaves it
+    blend = cm.blend_table(tables.weight_table, side is not None, tables.lin.shape[0] > 0)
     num_snap, num_bits = pk._encode_plane(
         x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
-        st.since, st.coded, st.epoch, st.refreshed, cm.PREDICTOR_MAX_WEIGHTS,
+        st.since, st.coded, st.epoch, st.refreshed, blend,
         out_bucket, out_token, out_snap, snapshots, raw_words, values, tables.lut, tables.nx, tables.lin,
         tables.value_thresholds, tables.flat_mode, *st.bias_state(),
     )
@@ -318,9 +321,10 @@ def decode_plane(
     num_bits, words, starts, ends, raw_words = parse(blob, tables, height, width)
     st = cm.ModelState(height, width, side, patch, tables.prior, tables.bias)
     out = np.zeros((height, width), dtype=np.int64)
+    blend = cm.blend_table(tables.weight_table, side is not None, tables.lin.shape[0] > 0)
     status = pk._decode_plane_all(
         words, starts, ends, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr,
-        cm.PREDICTOR_MAX_WEIGHTS, st.counts, st.totals, st.snap, st.since, st.coded, st.epoch, st.refreshed, raw_words,
+        blend, st.counts, st.totals, st.snap, st.since, st.coded, st.epoch, st.refreshed, raw_words,
         num_bits, out, tables.lut, tables.nx, tables.lin, tables.value_thresholds, tables.flat_mode, *st.bias_state(),
         tables.in_order,
     )

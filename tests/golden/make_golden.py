@@ -84,6 +84,11 @@ def cases(version: int = 1) -> list[dict]:
         next(c for c in out if c["source"] == "u12_bands")["config"] = bands
         out.append({"case": "u12_bands_near1", "source": "u12_bands", "mode": "near-lossless", "max_error": 1,
                     "config": {**bands, "strip_pixels": 2048}})
+    if version >= 5:  # planes that carry their own predictor weights (off the format's defaults)
+        own = {"predictor_weights": [13, 12, 12, 12, 12, 12, 12, 20, 20, 24]}
+        out.append({"case": "u12_gray_own_weights", "source": "u12_gray", "mode": "lossless", "config": own})
+        out.append({"case": "u8_rgb_own_weights_near1", "source": "u8_rgb", "mode": "near-lossless",
+                    "max_error": 1, "config": own})
     for name in ("u8_gray", "u12_gray", "i13_signed", "u8_rgb", "u16_gray"):
         for delta in (1, 2):
             out.append({"case": f"{name}_near{delta}", "source": name, "mode": "near-lossless", "max_error": delta})

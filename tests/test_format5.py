@@ -1,0 +1,146 @@
+"""Format 5: the blend's predictor weights are trained (the format's defaults) and a plane coded
+with other weights carries its own in its header, so the decoder needs nothing but the bytes."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lowrank_batch import Codec, EncodedImage
+from lowrank_batch.codec import context_model as cm
+from lowrank_batch.codec import format as fmt
+from lowrank_batch.codec.codec import CodecConfig
+from lowrank_batch.codec.format import PlaneInfo, plane_predictor_weights, predictor_roles
+from lowrank_batch.errors import CorruptStreamError, InvalidParameterError
+
+from .conftest import smooth_image
+
+OWN = (13, 12, 12, 12, 12, 12, 12, 20, 20, 24)  # the weights formats 1-4 used, but for the last three
+
+
+def test_format_constants_match_the_context_model():
+    assert fmt.PLAIN_PREDICTORS == cm.PLAIN_PREDICTORS and fmt.NUM_PREDICTORS == cm.NUM_PREDICTORS
+    assert fmt.DEFAULT_PREDICTOR_WEIGHTS == tuple(cm.PREDICTOR_MAX_WEIGHTS.tolist())
+    assert fmt.V5_PREDICTOR_WEIGHTS == cm.TRAINED_PREDICTOR_WEIGHTS
+    assert fmt.MAX_PREDICTOR_WEIGHT == cm.MAX_PREDICTOR_WEIGHT
+    assert cm.LINEAR_ROLE == fmt.predictor_roles(True, True)[-1]
+
+
+def test_the_weight_table_is_the_error_weight_of_every_small_sum():
+    table = cm.weight_table(OWN)
+    assert table.shape == (cm.NUM_PREDICTORS, cm.WEIGHT_TABLE_SIZE + 1)
+    for k, m in enumerate(OWN):
+        assert table[k, cm.WEIGHT_TABLE_SIZE] == m
+        for s in (0, 1, 2, 31, 32, 33, 100, 511, 512, cm.WEIGHT_TABLE_SIZE - 1):
+            assert table[k, s] == cm._error_weight(s, m)
+    assert cm.weight_table(list(OWN)) is table  # one table per weight set, shared by every plane
+
+
+def test_the_blend_table_puts_the_linear_predictor_where_the_blend_has_it():
+    table = cm.weight_table(OWN)
+    assert cm.blend_table(table, True, True) is table and cm.blend_table(table, False, False) is table
+    no_side = cm.blend_table(table, False, True)  # the linear predictor right after the plain ones
+    assert np.array_equal(no_side[: cm.PLAIN_PREDICTORS], table[: cm.PLAIN_PREDICTORS])
+    assert np.array_equal(no_side[cm.PLAIN_PREDICTORS], table[cm.LINEAR_ROLE])
+    # formats 1-4: every position but the first weighs alike, so the remapping changes nothing
+    default = cm.DEFAULT_WEIGHT_TABLE
+    assert np.array_equal(cm.blend_table(default, False, True), default[: cm.PLAIN_PREDICTORS + 1])
+
+
+@pytest.mark.parametrize("guided", [False, True])
+@pytest.mark.parametrize("linear", [False, True])
+def test_plane_weights_round_trip_through_the_header(guided, linear):
+    lin = np.arange(fmt.NUM_LINEAR_TAPS) - 4 if linear else None
+    weights = plane_predictor_weights((200, 1, 2, 3, 4, 5, 6, 7, 8, 255), guided, linear)
+    plane = PlaneInfo(0, 4095, None, guided, lin, None, weights)
+    out = bytearray()
+    fmt._write_plane_info_v3(out, plane)
+    back, pos = fmt._read_plane_info_v3(bytes(out), 0, fmt.NUM_LINEAR_TAPS, version=5)
+    assert pos == len(out) and np.array_equal(back.predictor_weights, weights)
+    # roles the plane does not use keep the format's defaults: nothing about them is stored
+    unused = sorted(set(range(fmt.NUM_PREDICTORS)) - set(predictor_roles(guided, linear)))
+    assert all(back.predictor_weights[r] == fmt.V5_PREDICTOR_WEIGHTS[r] for r in unused)
+    default = PlaneInfo(0, 4095, None, guided, lin, None, plane_predictor_weights(fmt.V5_PREDICTOR_WEIGHTS, guided,
+                                                                                  linear))
+    short = bytearray()
+    fmt._write_plane_info_v3(short, default)  # the format's own weights cost no bytes
+    varint_bytes = [2 if weights[r] >= 128 else 1 for r in predictor_roles(guided, linear)]
+    assert len(out) - len(short) == sum(varint_bytes)
+    back, _ = fmt._read_plane_info_v3(bytes(short), 0, fmt.NUM_LINEAR_TAPS, version=5)
+    assert np.array_equal(back.predictor_weights, default.predictor_weights)
+
+
+def _plane_bytes(first_weight_bytes: bytes) -> bytes:
+    plane = PlaneInfo(0, 255, None, False, None, None, plane_predictor_weights(OWN, False, False))
+    out = bytearray()
+    fmt._write_plane_info_v3(out, plane)
+    weights_at = len(out) - fmt.PLAIN_PREDICTORS
+    assert out[weights_at] == OWN[0]
+    return bytes(out[:weights_at]) + first_weight_bytes + bytes(out[weights_at + 1:])
+
+
+@pytest.mark.parametrize("damage, message", [(b"\x00", "predictor weight 0"), (b"\x80\x02", "predictor weight 256"),
+                                             (b"\xff" * 12, "varint too long")])
+def test_a_damaged_weight_is_a_corrupt_header(damage, message):
+    fmt._read_plane_info_v3(_plane_bytes(bytes([OWN[0]])), 0, fmt.NUM_LINEAR_TAPS, version=5)  # undamaged: reads
+    with pytest.raises(CorruptStreamError, match=message):
+        fmt._read_plane_info_v3(_plane_bytes(damage), 0, fmt.NUM_LINEAR_TAPS, version=5)
+    with pytest.raises(CorruptStreamError, match="truncated"):
+        fmt._read_plane_info_v3(_plane_bytes(bytes([OWN[0]]))[:-1], 0, fmt.NUM_LINEAR_TAPS, version=5)
+
+
+def test_the_weights_flag_is_unknown_before_format_5():
+    out = bytearray()
+    fmt._write_plane_info_v3(out, PlaneInfo(0, 255, None, False, None, None, plane_predictor_weights(OWN, False, False)))
+    with pytest.raises(CorruptStreamError, match="plane flags"):
+        fmt._read_plane_info_v3(bytes(out), 0, fmt.NUM_LINEAR_TAPS, version=4)
+
+
+def test_older_versions_refuse_weights(codec, rng):
+    enc = codec.encode(smooth_image(rng, (20, 20), 12), 12, format_version=4)
+    assert enc.planes[0].predictor_weights is None
+    enc.planes[0].predictor_weights = plane_predictor_weights(OWN, False, False)
+    with pytest.raises(InvalidParameterError, match="no predictor weights"):
+        enc.to_bytes()
+
+
+@pytest.mark.parametrize("weights", [(1,) * 9, (0,) + OWN[1:], OWN[:-1] + (256,), OWN[:-1] + (2.5,)])
+def test_the_config_refuses_bad_weights(weights):
+    with pytest.raises(InvalidParameterError, match="predictor_weights"):
+        CodecConfig(predictor_weights=weights)
+
+
+def test_the_config_keeps_weights_as_a_tuple():
+    assert CodecConfig(predictor_weights=list(OWN)).predictor_weights == OWN
+    assert CodecConfig().predictor_weights == fmt.V5_PREDICTOR_WEIGHTS
+
+
+def test_an_image_coded_with_its_own_weights_decodes_with_any_config(codec, rng):
+    image = smooth_image(rng, (64, 72), 12)
+    own = Codec(codec.model, dataclasses.replace(codec.config, predictor_weights=OWN))
+    enc, mine = codec.encode(image, 12), own.encode(image, 12)
+    assert enc.version == mine.version == 5
+    assert np.array_equal(enc.planes[0].predictor_weights,
+                          plane_predictor_weights(fmt.V5_PREDICTOR_WEIGHTS, enc.planes[0].guided,
+                                                  enc.planes[0].linear is not None))
+    assert not np.array_equal(mine.planes[0].predictor_weights, enc.planes[0].predictor_weights)
+    assert enc.residual_streams != mine.residual_streams  # the weights steer the prediction
+    for blob in (enc.to_bytes(), mine.to_bytes()):  # the header, not the decoder's config, says
+        for decoder in (codec, own):
+            assert np.array_equal(decoder.decode(EncodedImage.from_bytes(blob)), image)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31), bits=st.integers(8, 16), channels=st.sampled_from([None, 3]),
+       mode=st.sampled_from(["lossless", "near-lossless"]),
+       weights=st.lists(st.integers(1, 255), min_size=10, max_size=10))
+def test_any_weights_round_trip(codec, seed, bits, channels, mode, weights):
+    rng = np.random.default_rng(seed)
+    image = smooth_image(rng, (40, 36) if channels is None else (40, 36, channels), bits)
+    coder = Codec(codec.model, dataclasses.replace(codec.config, predictor_weights=tuple(weights)))
+    delta = 1 if mode == "near-lossless" else None
+    enc = coder.encode(image, bits, mode=mode, max_error=delta)
+    out = codec.decode(EncodedImage.from_bytes(enc.to_bytes()))
+    assert np.abs(out.astype(np.int64) - image).max() <= (delta or 0)

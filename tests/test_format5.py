@@ -144,3 +144,34 @@ def test_any_weights_round_trip(codec, seed, bits, channels, mode, weights):
     enc = coder.encode(image, bits, mode=mode, max_error=delta)
     out = codec.decode(EncodedImage.from_bytes(enc.to_bytes()))
     assert np.abs(out.astype(np.int64) - image).max() <= (delta or 0)
+
+
+def test_format_5_refreshes_histograms_more_often():
+    from lowrank_batch.codec.residual_coder import V4_TABLES, V5_TABLES
+
+    assert V4_TABLES.refresh == (cm.MIN_SEGMENT, cm.REFRESH_SHIFT) == (16, 2)  # formats 1-4, fixed
+    assert V5_TABLES.refresh == cm.V5_REFRESH
+    assert np.array_equal(V5_TABLES.weight_table, cm.weight_table(fmt.V5_PREDICTOR_WEIGHTS))
+    codec = Codec.load()
+    assert codec._version_tables(5, None) is V5_TABLES and codec._version_tables(4, None) is V4_TABLES
+
+
+@pytest.mark.parametrize("refresh", [(16, 2), cm.V5_REFRESH, (1, 6)])
+@pytest.mark.parametrize("kind", ["noise", "flat", "one_bucket"])
+def test_the_snapshot_bound_holds(rng, refresh, kind):
+    """The encoder's snapshot array is sized by max_snapshots and written without bounds checks:
+    the bound must hold however the pixels spread over the buckets."""
+    from lowrank_batch.codec.residual_coder import V5_TABLES, max_snapshots, model_pass
+
+    shape = (96, 200)
+    if kind == "noise":
+        plane = rng.integers(0, 4096, shape)
+    elif kind == "flat":  # one bucket (flat neighbourhoods) takes almost every pixel
+        plane = np.full(shape, 700)
+        plane[::17, ::13] += 1
+    else:  # steady small errors: most pixels in one activity bucket
+        plane = 2000 + (np.arange(shape[1])[None, :] % 2) * 3 + np.zeros(shape, dtype=np.int64)
+    tables = dataclasses.replace(V5_TABLES, refresh=refresh)
+    mp = model_pass(plane, int(plane.min()), int(plane.max()), 0, None, 8, tables)
+    bound = max_snapshots(plane.size, tables.num_buckets, refresh)
+    assert tables.num_buckets < len(mp.snapshots) <= bound

@@ -39,8 +39,8 @@ def _log2_fixed(n, log2_table):
 
 
 @njit(cache=True, nogil=True)
-def _histogram_pass(buckets, tokens, height, width, counts, totals, snap, since, coded, epoch, out_snap, snapshots,
-                    log2_table):
+def _histogram_pass(buckets, tokens, height, width, counts, totals, snap, since, coded, epoch, refresh, out_snap,
+                    snapshots, log2_table):
     """Format 4 encoder: the histogram side of `_encode_plane` alone, for buckets chosen after
     the model pass (the predictions do not depend on them). Fills `out_snap` and `snapshots`
     with the models `_encode_plane` would have used (`log2_table`: LOG2_TABLE, an argument so
@@ -48,15 +48,15 @@ def _histogram_pass(buckets, tokens, height, width, counts, totals, snap, since,
     snapshots in units of 2**-LOG2_SHIFT bits). Only the buckets the last wavefront used are
     checked for a refresh (the same refreshes as _refresh's scan of all, in O(pixels))."""
     num_buckets = counts.shape[0]
-    return _histogram_loop(buckets, tokens, height, width, counts, totals, snap, since, coded, epoch, out_snap,
+    return _histogram_loop(buckets, tokens, height, width, counts, totals, snap, since, coded, epoch, refresh, out_snap,
                            snapshots, log2_table, np.zeros(num_buckets, dtype=np.int64),
                            np.zeros(num_buckets, dtype=np.int64), np.zeros(num_buckets, dtype=np.bool_),
                            np.empty(num_buckets, dtype=np.int64))
 
 
 @refcount_free
-def _histogram_loop(buckets, tokens, height, width, counts, totals, snap, since, coded, epoch, out_snap, snapshots,
-                    log2_table, snap_index, snap_total, touched, touched_list):
+def _histogram_loop(buckets, tokens, height, width, counts, totals, snap, since, coded, epoch, refresh, out_snap,
+                    snapshots, log2_table, snap_index, snap_total, touched, touched_list):
     num_buckets = counts.shape[0]
     num_touched = 0
     num_snap = 0
@@ -71,7 +71,7 @@ def _histogram_loop(buckets, tokens, height, width, counts, totals, snap, since,
         for k in range(num_touched):
             b = touched_list[k]
             touched[b] = False
-            if _refresh_one(b, counts, snap, since, coded, epoch):
+            if _refresh_one(b, counts, snap, since, coded, epoch, refresh):
                 _copy_row(snap, b, snapshots, num_snap)
                 snap_index[b] = num_snap
                 snap_total[b] = _row_sum(snap, b)

@@ -27,7 +27,7 @@ from .loaded import LowRankModel
 from .planes import coded_planes, decoder_side_information, stack_latents
 from .refine import refine_planes
 from .plane_v4 import encode_plane_v4
-from .residual_coder import (V1_TABLES, V3_TABLES, V4_TABLES, ContextTables, decode_plane, encode_plane,
+from .residual_coder import (V1_TABLES, V3_TABLES, V4_TABLES, V5_TABLES, ContextTables, decode_plane, encode_plane,
                              encode_plane_strips, split_strips, strip_count, with_value_classes)
 from .threads import run_all
 
@@ -264,7 +264,8 @@ class Codec:
         if mode == "lossless":
             return streams, infos, colour, tables_sha, pixels.pixel_sha256(array), math.inf
         out = pixels.from_planes(decoded, layout)
-        return streams, infos, colour, tables_sha, pixels.pixel_sha256(out), metrics.psnr(array, out, layout.bits_stored)
+        psnr = metrics.psnr(array, out, layout.bits_stored)
+        return streams, infos, colour, tables_sha, pixels.pixel_sha256(out), psnr
 
     def _latents(self, planes: np.ndarray, layout: pixels.PixelLayout, mode: str, quality: float,
                  rank: int | None, preview_step: float | None = None):
@@ -372,7 +373,7 @@ class Codec:
     def _version_tables(self, version: int, tables_sha: str | None) -> ContextTables:
         """The residual coder's tables of a format version (before each plane's own additions)."""
         if version >= 4:
-            return V4_TABLES
+            return V5_TABLES if version >= 5 else V4_TABLES
         return V3_TABLES if version == 3 else self.context_tables(tables_sha)
 
     def _encoder_tables(self, version: int, tables_sha: str | None) -> ContextTables:

@@ -104,7 +104,8 @@ class EncodedImage:
 
     def to_bytes(self) -> bytes:
         if (self.version == 2) != (self.tables_sha256 is not None):
-            raise InvalidParameterError(f"format version {self.version} and context tables {self.tables_sha256} disagree")
+            raise InvalidParameterError(
+                f"format version {self.version} and context tables {self.tables_sha256} disagree")
         header = _pack_header(self)
         out = bytearray(MAGIC)
         if self.version not in READABLE_VERSIONS:

@@ -93,16 +93,16 @@ def _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_
 
 @njit(cache=True, nogil=True)
 def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
-                  refreshed, weight_table, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
-                  lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
+                  refresh, refreshed, weight_table, out_bucket, out_token, out_snap, snapshots, raw_words, out_values,
+                  lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
     """Run the model over a whole plane in wavefront order (encoder side): _encode_loop with
     its scratch arrays. `refreshed` is unused (a list of the buckets touched replaces it) but
     kept: every kernel takes ModelState alike."""
     num_buckets = counts.shape[0]
     dirty, dirty_list = _bias_lists(bias_sum)
     return _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded,
-                        epoch, weight_table, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx,
-                        lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr,
+                        epoch, refresh, weight_table, out_bucket, out_token, out_snap, snapshots, raw_words, out_values,
+                        lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr,
                         np.zeros(NUM_PREDICTORS, dtype=np.int64), np.zeros(NUM_PREDICTORS, dtype=np.int64),
                         np.zeros(num_buckets, dtype=np.int64), dirty, dirty_list, np.zeros(num_buckets, dtype=np.bool_),
                         np.empty(num_buckets, dtype=np.int64))
@@ -110,9 +110,9 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
 
 @refcount_free
 def _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, counts, totals, snap, since, coded, epoch,
-                 weight_table, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx, lin, vthr,
-                 flat_mode, bias_ring, bias_sum, bias_count, bias_corr, sub, weights, snap_index, dirty, dirty_list,
-                 touched, touched_list):
+                 refresh, weight_table, out_bucket, out_token, out_snap, snapshots, raw_words, out_values, lut, nx, lin,
+                 vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr, sub, weights, snap_index, dirty,
+                 dirty_list, touched, touched_list):
     """Run the model over a whole plane in wavefront order (encoder side).
 
     Fills, per pixel in coding order: bucket, token and the index of the histogram snapshot
@@ -138,7 +138,7 @@ def _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, cou
         for k in range(num_touched):
             b = touched_list[k]
             touched[b] = False
-            if _refresh_one(b, counts, snap, since, coded, epoch):
+            if _refresh_one(b, counts, snap, since, coded, epoch, refresh):
                 _copy_row(snap, b, snapshots, num_snap)
                 snap_index[b] = num_snap
                 num_snap += 1
@@ -147,8 +147,9 @@ def _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, cou
         i_start, i_end = _wave_rows(t, height, width)
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
-            pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights, weight_table,
-                                             step, lut, nx, lo, lin, vthr, flat_mode, bias_ring, bias_corr)
+            pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights,
+                                             weight_table, step, lut, nx, lo, lin, vthr, flat_mode, bias_ring,
+                                             bias_corr)
             pred = (pred8 + 3) >> EXTRA_BITS
             pred = min(max(pred, lo), hi)
             e = _quantise(x[i, j] - pred, delta)
@@ -192,8 +193,8 @@ def _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, per
     k = 0
     for i in range(i_start, i_end + 1):
         j = t - 2 * i
-        pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, subs[k], weights, weight_table,
-                                         step, lut, nx, lo, lin, vthr, flat_mode, bias_ring, bias_corr)
+        pred8, activity, lean = _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, subs[k], weights,
+                                         weight_table, step, lut, nx, lo, lin, vthr, flat_mode, bias_ring, bias_corr)
         pred = (pred8 + 3) >> EXTRA_BITS
         out_pred8[k] = pred8
         out_lean[k] = lean
@@ -248,13 +249,13 @@ def _token_value(tok, raw_words, bitpos, pred, lean, step, lo, hi):
 
 @njit(cache=True)
 def _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, weight_table, counts, snap, since,
-                       coded, epoch, refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width,
-                       lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
+                       coded, epoch, refresh, refreshed, pred8s, preds, buckets, leans, subs, order, active, height,
+                       width, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
     """Decoder side, one call per wavefront (after the bias corrections' refresh): refresh
-    histograms, predict every pixel, and group
-    the pixels by bucket. `order` gets pixel positions grouped by bucket; `active` rows are
-    (bucket, count) in bucket order. Returns (pixels, active buckets, any histogram refreshed)."""
-    any_refreshed = _refresh(counts, snap, since, coded, epoch, refreshed)
+    histograms, predict every pixel, and group the pixels by bucket. `order` gets pixel
+    positions grouped by bucket; `active` rows are (bucket, count) in bucket order. Returns
+    (pixels, active buckets, any histogram refreshed)."""
+    any_refreshed = _refresh(counts, snap, since, coded, epoch, refresh, refreshed)
     k = _predict_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, weight_table, pred8s, preds,
                            buckets, leans, subs, height, width, lut, nx, lin, vthr, flat_mode, bias_ring, bias_corr)
     num_buckets = counts.shape[0]
@@ -321,9 +322,9 @@ def _code_shared_stream(buckets, tokens, snaps, cdfs, height, width, num_buckets
 
 
 @njit(cache=True, nogil=True)
-def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, weight_table, counts,
-                      totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin, vthr,
-                      flat_mode, bias_ring, bias_sum, bias_count, bias_corr, in_order):
+def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, weight_table,
+                      counts, totals, snap, since, coded, epoch, refresh, refreshed, raw_words, num_bits, out, lut, nx,
+                      lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr, in_order):
     """Decode a whole plane in one call (no GIL held): per wavefront refresh the histograms and
     re-quantise the refreshed ones, predict, range-decode the tokens, finish.
 
@@ -338,8 +339,8 @@ def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, pa
     quantise_rows(snap, cdfs)
     if starts.shape[0] == 1 and not in_order:
         return _decode_shared(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
-                              weight_table, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits,
-                              out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr)
+                              weight_table, counts, totals, snap, since, coded, epoch, refresh, refreshed, raw_words,
+                              num_bits, out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr)
     # the stream each bucket's tokens are in: their own, or (in coding order) the one stream
     streams = np.zeros(num_buckets, dtype=np.int64) if in_order else np.arange(num_buckets)
     dirty, dirty_list = _bias_lists(bias_sum)
@@ -347,18 +348,19 @@ def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, pa
     for b in range(num_buckets):
         fill_slots(cdfs, b, slots)
     return _decode_per_bucket(words, decoders, streams, cdfs, slots, lo, hi, delta, xr, side, has_side, patch_mask, te,
-                              perr, weight_table, counts, totals, snap, since, coded, epoch, refreshed, raw_words,
-                              num_bits, out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr,
-                              np.zeros(NUM_PREDICTORS, dtype=np.int64), np.zeros(NUM_PREDICTORS, dtype=np.int64),
-                              dirty, dirty_list, np.zeros(num_buckets, dtype=np.bool_),
+                              perr, weight_table, counts, totals, snap, since, coded, epoch, refresh, refreshed,
+                              raw_words, num_bits, out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count,
+                              bias_corr, np.zeros(NUM_PREDICTORS, dtype=np.int64),
+                              np.zeros(NUM_PREDICTORS, dtype=np.int64), dirty, dirty_list,
+                              np.zeros(num_buckets, dtype=np.bool_),
                               np.empty(num_buckets, dtype=np.int64))
 
 
 @refcount_free
 def _decode_per_bucket(words, decoders, streams, cdfs, slots, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
-                       weight_table, counts, totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut,
-                       nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr, sub, weights, dirty,
-                       dirty_list, touched, touched_list):
+                       weight_table, counts, totals, snap, since, coded, epoch, refresh, refreshed, raw_words, num_bits,
+                       out, lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr, sub, weights,
+                       dirty, dirty_list, touched, touched_list):
     """Layout 0 (and format 4's single stream): the tokens are in coding order, so every pixel
     decodes as soon as it is predicted (the encoder's loop, run backwards: no per-wavefront
     arrays). Bucket b's tokens are in stream streams[b]."""
@@ -377,7 +379,7 @@ def _decode_per_bucket(words, decoders, streams, cdfs, slots, lo, hi, delta, xr,
         for k in range(num_touched):
             b = touched_list[k]
             touched[b] = False
-            if _refresh_one(b, counts, snap, since, coded, epoch):
+            if _refresh_one(b, counts, snap, since, coded, epoch, refresh):
                 quantise_cdf(snap, b, cdfs)
                 fill_slots(cdfs, b, slots)
         num_touched = 0
@@ -407,7 +409,7 @@ def _decode_per_bucket(words, decoders, streams, cdfs, slots, lo, hi, delta, xr,
 
 @njit(cache=True, nogil=True)
 def _decode_shared(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, weight_table, counts,
-                   totals, snap, since, coded, epoch, refreshed, raw_words, num_bits, out, lut, nx, lin, vthr,
+                   totals, snap, since, coded, epoch, refresh, refreshed, raw_words, num_bits, out, lut, nx, lin, vthr,
                    flat_mode, bias_ring, bias_sum, bias_count, bias_corr):
     """Layout 1: the shared stream is in (wavefront, bucket, row) order, so a wavefront is
     predicted whole, decoded bucket by bucket, then finished."""
@@ -428,10 +430,11 @@ def _decode_shared(words, decoders, cdfs, lo, hi, delta, xr, side, has_side, pat
     bitpos = 0
     for t in range(2 * (height - 1) + width):
         num_dirty = _refresh_noted_bias(bias_sum, bias_count, bias_corr, dirty, dirty_list, num_dirty)
-        k, num_active, any_refreshed = _prepare_wavefront(
-            t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, weight_table, counts, snap, since, coded, epoch,
-            refreshed, pred8s, preds, buckets, leans, subs, order, active, height, width, lut, nx, lin, vthr, flat_mode,
-            bias_ring, bias_sum, bias_count, bias_corr)
+        k, num_active, any_refreshed = _prepare_wavefront(t, lo, hi, delta, xr, side, has_side, patch_mask, te, perr,
+                                                          weight_table, counts, snap, since, coded, epoch, refresh,
+                                                          refreshed, pred8s, preds, buckets, leans, subs, order, active,
+                                                          height, width, lut, nx, lin, vthr, flat_mode, bias_ring,
+                                                          bias_sum, bias_count, bias_corr)
         if any_refreshed:
             for b in range(num_buckets):
                 if refreshed[b]:

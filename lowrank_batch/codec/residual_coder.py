@@ -52,6 +52,7 @@ class ContextTables:
     Format 3: format 1's buckets with bias cancellation and a per-plane fitted linear predictor.
     Format 4: format 3 plus flat-neighbourhood buckets, per-plane intensity bands and one
     range-coder stream per strip in coding order.
+    Format 5: format 4 with each plane's predictor weights and histograms refreshed more often.
     """
 
     lut: np.ndarray  # int64 (fine contexts,) -> bucket
@@ -68,6 +69,7 @@ class ContextTables:
     flat_mode: bool = False  # format 4: flat neighbourhoods predict W, in buckets of their own
     # the blend's weight table by role (context_model.weight_table); format 5: the plane's predictor weights
     weight_table: np.ndarray = field(default_factory=lambda: cm.DEFAULT_WEIGHT_TABLE)
+    refresh: tuple[int, int] = (cm.MIN_SEGMENT, cm.REFRESH_SHIFT)  # format 5: cm.V5_REFRESH
 
     @property
     def num_buckets(self) -> int:
@@ -83,6 +85,8 @@ V3_TABLES = ContextTables(cm.V1_LUT, 1, cm._PRIOR, bias=True)  # + each plane's 
 # format 4: buckets NUM_BUCKETS.. are flat neighbourhoods' (context_model._predict), with the same priors
 V4_TABLES = ContextTables(np.arange(2 * cm.NUM_BUCKETS, dtype=np.int64), 1, np.concatenate((cm._PRIOR, cm._PRIOR)),
                           bias=True, in_order=True, flat_mode=True)  # + each plane's linear predictor and bands
+V5_TABLES = dataclasses.replace(V4_TABLES, weight_table=cm.weight_table(cm.TRAINED_PREDICTOR_WEIGHTS),
+                                refresh=cm.V5_REFRESH)  # + each plane's own weights, if it has them
 
 
 def with_value_classes(tables: ContextTables, thresholds: np.ndarray | None) -> ContextTables:
@@ -126,19 +130,19 @@ def model_pass(plane: np.ndarray, lo: int, hi: int, delta: int, side: np.ndarray
     x = np.ascontiguousarray(plane, dtype=np.int64)
     n = x.size
     nb = tables.num_buckets
-    st = cm.ModelState(*x.shape, side, patch, tables.prior, tables.bias)
+    st = cm.ModelState(*x.shape, side, patch, tables.prior, tables.bias, tables.refresh)
     # per-pixel outputs in the smallest types that hold them: large scans stay small
     out_bucket = np.empty(n, dtype=np.uint8)
     out_token = np.empty(n, dtype=np.uint8)  # < NUM_TOKENS = 104
     # snapshot ids: int32, since format 4's banded tables (up to 1,280 buckets) can pass 2**15
     out_snap = np.empty(n, dtype=np.int32)
-    snapshots = np.empty((max_snapshots(n, nb), cm.NUM_TOKENS), dtype=np.int64)
+    snapshots = np.empty((max_snapshots(n, nb, tables.refresh), cm.NUM_TOKENS), dtype=np.int64)
     raw_words = np.zeros(n * 17 // 64 + 2, dtype=np.uint64)
     values = x.astype(np.int32) if delta == 0 else np.empty(x.shape, dtype=np.int32)  # lossless: the kernel leaves it
     blend = cm.blend_table(tables.weight_table, side is not None, tables.lin.shape[0] > 0)
     num_snap, num_bits = pk._encode_plane(
         x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
-        st.since, st.coded, st.epoch, st.refreshed, blend,
+        st.since, st.coded, st.epoch, st.refresh, st.refreshed, blend,
         out_bucket, out_token, out_snap, snapshots, raw_words, values, tables.lut, tables.nx, tables.lin,
         tables.value_thresholds, tables.flat_mode, *st.bias_state(),
     )
@@ -155,11 +159,11 @@ def histogram_pass(mp: ModelPass, buckets: np.ndarray, tables: ContextTables) ->
     """`mp` with its pixels in `buckets` (of `tables`): new snapshots, and the tokens' cost under
     them (bits, in units of 2**-16: an integer, so the encoder's choices are the same anywhere)."""
     nb = tables.num_buckets
-    st = cm.ModelState(*mp.shape, None, 8, tables.prior, False)
+    st = cm.ModelState(*mp.shape, None, 8, tables.prior, False, tables.refresh)
     snaps = np.empty(buckets.size, dtype=np.int32)
-    snapshots = np.empty((max_snapshots(buckets.size, nb), cm.NUM_TOKENS), dtype=np.int64)
+    snapshots = np.empty((max_snapshots(buckets.size, nb, tables.refresh), cm.NUM_TOKENS), dtype=np.int64)
     num_snap, cost = bk._histogram_pass(np.ascontiguousarray(buckets, dtype=np.int64), mp.tokens, *mp.shape, st.counts,
-                                        st.totals, st.snap, st.since, st.coded, st.epoch, snaps, snapshots,
+                                        st.totals, st.snap, st.since, st.coded, st.epoch, st.refresh, snaps, snapshots,
                                         bk.LOG2_TABLE)
     return dataclasses.replace(mp, buckets=buckets, snaps=snaps, snapshots=snapshots[:num_snap]), int(cost)
 
@@ -178,8 +182,8 @@ def encode_plane(
     """Code `plane` (integers in [lo, hi]); `delta` > 0 allows that much error per pixel.
 
     `side` is the integer low-rank reconstruction (same shape, built from `patch` x `patch`
-    blocks) that guides prediction; the decoder must be given the identical array. Returns the stream and what the decoder will
-    reconstruct from it (the plane itself when delta is 0).
+    blocks) that guides prediction; the decoder must be given the identical array. Returns the
+    stream and what the decoder will reconstruct from it (the plane itself when delta is 0).
     """
     mp = model_pass(plane, lo, hi, delta, side, patch, tables)
     if tables.in_order:
@@ -241,14 +245,19 @@ def _bucketed_stream(mp: ModelPass, tables: ContextTables) -> bytes:
     return bytes(out)
 
 
-def max_snapshots(num_symbols: int, num_buckets: int = cm.NUM_BUCKETS) -> int:
+def max_snapshots(num_symbols: int, num_buckets: int = cm.NUM_BUCKETS,
+                  refresh: tuple[int, int] = (cm.MIN_SEGMENT, cm.REFRESH_SHIFT)) -> int:
     """Upper bound on histogram snapshots for a plane (the initial one per bucket + refreshes).
 
-    A bucket refreshes once it has coded MIN_SEGMENT + coded/4 new symbols, so its count grows
-    by at least 25% per refresh: at most log(n)/log(1.25) + a few refreshes per bucket. With
-    format 4's banded tables (1,280 buckets) this passes 2**15, hence int32 snapshot ids.
+    A bucket refreshes once it has coded min_segment + coded/2**shift new symbols, so after its
+    first refresh its count grows by a factor of at least 1 + 2**-shift per refresh: a bucket of
+    n symbols refreshes at most 1 + log(n / min_segment) / log(1 + 2**-shift) times. That is
+    concave in n, so the buckets together refresh at most num_buckets times the bound at the
+    mean count. With format 4's banded tables (1,280 buckets) this passes 2**15, hence int32
+    snapshot ids.
     """
-    per_bucket = 4 + int(math.log(num_symbols + cm.MIN_SEGMENT) / math.log(1.25)) + 1
+    min_segment, shift = refresh
+    per_bucket = 4 + int(math.log(num_symbols / num_buckets + min_segment) / math.log(1 + 2.0**-shift)) + 1
     return num_buckets * (per_bucket + 1)
 
 
@@ -319,12 +328,12 @@ def decode_plane(
     """Inverse of `encode_plane` (same shape, range, delta, side information and tables)."""
     parse = _parse_in_order_stream if tables.in_order else _parse_plane_stream
     num_bits, words, starts, ends, raw_words = parse(blob, tables, height, width)
-    st = cm.ModelState(height, width, side, patch, tables.prior, tables.bias)
+    st = cm.ModelState(height, width, side, patch, tables.prior, tables.bias, tables.refresh)
     out = np.zeros((height, width), dtype=np.int64)
     blend = cm.blend_table(tables.weight_table, side is not None, tables.lin.shape[0] > 0)
     status = pk._decode_plane_all(
         words, starts, ends, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr,
-        blend, st.counts, st.totals, st.snap, st.since, st.coded, st.epoch, st.refreshed, raw_words,
+        blend, st.counts, st.totals, st.snap, st.since, st.coded, st.epoch, st.refresh, st.refreshed, raw_words,
         num_bits, out, tables.lut, tables.nx, tables.lin, tables.value_thresholds, tables.flat_mode, *st.bias_state(),
         tables.in_order,
     )

@@ -1,14 +1,16 @@
 """Format 5's predictor weights: how they were trained, and what they save (dev corpus only).
 
     python -m benchmarks.predictor_weights                    # the trained weights vs formats 1-4's
-    python -m benchmarks.predictor_weights --weights 4,1,9,15,12,3,9,12,12,36 13,12,12,12,12,12,12,12,12,12
+    python -m benchmarks.predictor_weights --weights 2,1,11,13,14,3,9,12,12,36 13,12,12,12,12,12,12,12,12,12
     python -m benchmarks.predictor_weights --search [--start W] [--rounds 2]
 
 The blend of the residual coder's predictors weighs each one by the inverse of its recent
 error, scaled by a per-predictor maximum weight (libjxl's ErrorWeight scale). Formats 1-4 fixed
 those at 13, 12, 12, ...; format 5's defaults (context_model.TRAINED_PREDICTOR_WEIGHTS) came
 from --search: a coordinate search over the weight of each role (the 7 plain predictors, the
-guided pair, the linear one), each step trying -6, -3, +3, +6, +12 and keeping the best, with
+guided pair, the linear one), each step trying -6, -3, +3, +6, +12 (then a finer round over
+the plain and linear roles: --rounds 1 --steps=-2,2,-4,4 --roles 0,1,2,3,4,5,6,9, with the
+refreshes and wide taps of format 5 in place) and keeping the best, with
 every candidate judged by the real encoder's bytes on the dev corpus's CT, MR and CR images
 (each modality's total counts alike). Only coded bytes count (latent and residual streams), so
 a candidate is not charged the few header bytes a plane with non-default weights carries.
@@ -52,7 +54,8 @@ def _parse(text: str) -> tuple[int, ...]:
     return weights
 
 
-def search(codec: Codec, images, start: tuple[int, ...], rounds: int) -> tuple[int, ...]:
+def search(codec: Codec, images, start: tuple[int, ...], rounds: int, steps=STEPS,
+           roles=range(fmt.NUM_PREDICTORS)) -> tuple[int, ...]:
     base = coded_bytes(codec, images, fmt.DEFAULT_PREDICTOR_WEIGHTS)
 
     def cost(weights) -> float:  # the mean relative size over the modalities
@@ -61,8 +64,8 @@ def search(codec: Codec, images, start: tuple[int, ...], rounds: int) -> tuple[i
 
     best, best_cost = start, cost(start)
     for _ in range(rounds):
-        for role in range(fmt.NUM_PREDICTORS):
-            for step in STEPS:
+        for role in roles:
+            for step in steps:
                 candidate = list(best)
                 candidate[role] = min(fmt.MAX_PREDICTOR_WEIGHT, max(1, candidate[role] + step))
                 c = cost(tuple(candidate))
@@ -78,11 +81,15 @@ def main() -> None:
     parser.add_argument("--search", action="store_true", help="run the coordinate search")
     parser.add_argument("--start", type=_parse, default=fmt.DEFAULT_PREDICTOR_WEIGHTS)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=lambda t: [int(v) for v in t.split(",")], default=list(STEPS),
+                        help="changes tried per role, e.g. -2,-1,1,2 for a finer search")
+    parser.add_argument("--roles", type=lambda t: [int(v) for v in t.split(",")], default=list(range(10)),
+                        help="roles searched (0-6 plain, 7-8 guided, 9 linear)")
     args = parser.parse_args()
     codec = Codec.load()
     images = list(dev_images(MODALITIES))  # never the held-out files
     if args.search:
-        print("trained:", ",".join(map(str, search(codec, images, args.start, args.rounds))))
+        print("trained:", ",".join(map(str, search(codec, images, args.start, args.rounds, args.steps, args.roles))))
         return
     base = coded_bytes(codec, images, fmt.DEFAULT_PREDICTOR_WEIGHTS)
     rows = {}

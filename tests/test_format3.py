@@ -142,23 +142,25 @@ def test_older_versions_still_encode(codec, rng):
         assert np.array_equal(codec.decode(EncodedImage.from_bytes(blob)), image)
 
 
-def test_tap_differences_match_a_per_pixel_reference(rng):
+@pytest.mark.parametrize("wide", [False, True])  # format 5 may widen the taps
+def test_tap_differences_match_a_per_pixel_reference(rng, wide):
     """The fit's samples (taps - W, x - W), computed on padded row blocks, against the rule
     written out per pixel: W is the left neighbour (the pixel's own value in column 0), a tap
     outside the image reads W."""
-    from lowrank_batch.codec.context_model import LIN_TAPS
+    from lowrank_batch.codec.context_model import LIN_TAPS, LIN_TAPS_WIDE
     from lowrank_batch.codec.linear_fit import _tap_differences
 
+    taps = LIN_TAPS_WIDE if wide else LIN_TAPS
     for _ in range(20):
         h, w = rng.integers(1, 12, 2)
         plane = rng.integers(-50, 4000, (h, w))
         rows = np.unique(rng.integers(0, h, rng.integers(1, h + 1)))
-        a, y = _tap_differences(plane, rows)
+        a, y = _tap_differences(plane, rows, taps)
         k = 0
         for r in rows:
             for j in range(w):
                 west = plane[r, j - 1] if j > 0 else plane[r, 0]
-                for t, (di, dj) in enumerate(LIN_TAPS.tolist()):
+                for t, (di, dj) in enumerate(taps.tolist()):
                     inside = r + di >= 0 and 0 <= j + dj < w
                     assert a[k, t] == (plane[r + di, j + dj] if inside else west) - west
                 assert y[k] == plane[r, j] - west

@@ -175,3 +175,60 @@ def test_the_snapshot_bound_holds(rng, refresh, kind):
     mp = model_pass(plane, int(plane.min()), int(plane.max()), 0, None, 8, tables)
     bound = max_snapshots(plane.size, tables.num_buckets, refresh)
     assert tables.num_buckets < len(mp.snapshots) <= bound
+
+
+def test_the_wide_taps_extend_the_narrow_ones_on_earlier_wavefronts():
+    assert np.array_equal(cm.LIN_TAPS_WIDE[: len(cm.LIN_TAPS)], cm.LIN_TAPS)
+    assert len(cm.LIN_TAPS_WIDE) == fmt.NUM_WIDE_LINEAR_TAPS and len(set(map(tuple, cm.LIN_TAPS_WIDE.tolist()))) == 16
+    back = 2 * cm.LIN_TAPS_WIDE[:, 0] + cm.LIN_TAPS_WIDE[:, 1]  # wavefronts back from the pixel's
+    assert (back < 0).all() and (-back < cm.RING).all()  # decoded already, and still in the ring
+    assert np.abs(cm.LIN_TAPS_WIDE[:, 1]).max() <= 3 and cm.LIN_TAPS_WIDE[:, 0].min() >= -3  # the fast path's bounds
+
+
+@pytest.mark.parametrize("sets", [1, fmt.LINEAR_PARITY_SETS])
+def test_wide_linear_weights_round_trip_through_the_header(rng, sets):
+    weights = rng.integers(-(1 << 14), 1 << 14, (sets, fmt.NUM_WIDE_LINEAR_TAPS))
+    linear = weights[0] if sets == 1 else weights
+    plane = PlaneInfo(0, 4095, None, False, linear, None, plane_predictor_weights(fmt.V5_PREDICTOR_WEIGHTS, False, True))
+    out = bytearray()
+    fmt._write_plane_info_v3(out, plane)
+    back, pos = fmt._read_plane_info_v3(bytes(out), 0, fmt.NUM_LINEAR_TAPS, version=5)
+    assert pos == len(out) and np.array_equal(back.linear, linear)
+    with pytest.raises(CorruptStreamError, match="plane flags"):  # flag 128 is format 5's
+        fmt._read_plane_info_v3(bytes(out), 0, fmt.NUM_LINEAR_TAPS, version=4)
+
+
+def test_older_versions_refuse_wide_linear_weights(codec, rng):
+    enc = codec.encode(smooth_image(rng, (20, 20), 12), 12, format_version=4)
+    enc.planes[0].linear = np.zeros(fmt.NUM_WIDE_LINEAR_TAPS, dtype=np.int64)
+    with pytest.raises(InvalidParameterError, match="no linear predictor of 16 taps"):
+        enc.to_bytes()
+    enc.planes[0].linear = np.zeros(12, dtype=np.int64)
+    enc.version = 5
+    with pytest.raises(InvalidParameterError, match="no linear predictor of 12 taps"):
+        enc.to_bytes()
+
+
+def test_the_wide_flag_needs_a_linear_predictor():
+    out = bytearray()
+    fmt._write_plane_info_v3(out, PlaneInfo(0, 255))
+    flags_at = len(out) - 1
+    damaged = bytearray(out)
+    damaged[flags_at] |= fmt.PLANE_LINEAR_WIDE
+    with pytest.raises(CorruptStreamError, match="plane flags"):
+        fmt._read_plane_info_v3(bytes(damaged), 0, fmt.NUM_LINEAR_TAPS, version=5)
+
+
+def test_a_ct_slice_takes_the_wide_predictor_and_decodes_exactly(codec):
+    """The dev corpus's 512^2 CT: its 16-tap fit saves ~0.8% (the trial scales the crop's
+    saving to the plane); decoded bit for bit on one and two threads."""
+    from lowrank_batch.devcorpus import dev_images
+
+    ct = next(im for im in dev_images(("ct",)) if im.name.startswith("693_UNCR"))
+    enc = codec.encode(ct.pixels, ct.bits_stored)
+    assert enc.planes[0].linear.shape == (fmt.NUM_WIDE_LINEAR_TAPS,)
+    narrow = codec.encode(ct.pixels, ct.bits_stored, format_version=4)
+    assert narrow.planes[0].linear.shape == (fmt.NUM_LINEAR_TAPS,)
+    blob = enc.to_bytes()
+    for threads in (1, 2):
+        assert np.array_equal(codec.decode(EncodedImage.from_bytes(blob), threads=threads), ct.pixels)

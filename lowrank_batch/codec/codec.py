@@ -236,7 +236,7 @@ class Codec:
                 crop = self._linear_trial_crop(coded[c].shape)
                 info.linear, chosen_bytes = trials.fitted_linear_predictor(coded[c], info, delta, crop,
                                                                            plain_trial.get(c), tables,
-                                                                           parity=version >= 4)
+                                                                           parity=version >= 4, wide=version >= 5)
                 if crop == guidance_crop:
                     unguided_bytes = chosen_bytes
             plane_tables = self._plane_tables(tables, info)

@@ -18,8 +18,8 @@ with that many buckets in the bitmask); version 1 images use the built-in format
 Version 3 codes each plane's remap table as runs, may carry a per-plane linear predictor's
 integer weights, and cuts large planes into independent strips. Version 4 codes each strip as
 one range-coder stream in coding order and may carry per-plane intensity band thresholds.
-Version 5 (the default) may carry each plane's predictor weights: how much the blend trusts
-each predictor (FORMAT.md).
+Version 5 (the default) trains the blend's predictor weights (a plane may carry its own),
+refreshes histograms more often and may widen a plane's linear predictor to 16 taps (FORMAT.md).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from .varint import read_varint, write_varint
 
 MAGIC = b"LRBI"
 NUM_LINEAR_TAPS = 10  # version 3's linear predictor (codec/context_model.py LIN_TAPS)
+NUM_WIDE_LINEAR_TAPS = 16  # version 5 may widen it (LIN_TAPS_WIDE: the same 10, then 6 more)
 LINEAR_PARITY_SETS = 4  # version 4: weight sets of a linear predictor per position parity (LIN_PARITY_CLASSES)
 # version 5: the blend's predictor weights by role (codec/context_model.py PREDICTOR_MAX_WEIGHTS):
 # the plain predictors, the pair guided by the reconstruction, the linear one
@@ -45,7 +46,7 @@ NUM_PREDICTORS = PLAIN_PREDICTORS + 3
 DEFAULT_PREDICTOR_WEIGHTS = (13, 12, 12, 12, 12, 12, 12, 12, 12, 12)  # versions 1-4 (fixed)
 # version 5: a plane without the PLANE_PREDICTOR_WEIGHTS flag blends with these (trained on the dev
 # corpus, context_model.TRAINED_PREDICTOR_WEIGHTS); a plane whose weights differ carries its own
-V5_PREDICTOR_WEIGHTS = (4, 1, 9, 15, 12, 3, 9, 12, 12, 36)
+V5_PREDICTOR_WEIGHTS = (2, 1, 11, 13, 14, 3, 9, 12, 12, 36)
 MAX_PREDICTOR_WEIGHT = 255
 FORMAT_VERSION = 5  # what encode writes by default
 READABLE_VERSIONS = (1, 2, 3, 4, 5)  # every version ever released: archives outlive the code
@@ -236,6 +237,10 @@ def _pack_header(enc: EncodedImage) -> bytes:
             raise InvalidParameterError(f"format version {enc.version} has no linear predictor per parity")
         if plane.predictor_weights is not None and enc.version < 5:
             raise InvalidParameterError(f"format version {enc.version} has no predictor weights")
+        if plane.linear is not None and plane.linear.shape[-1] != NUM_LINEAR_TAPS and (
+                enc.version < 5 or plane.linear.shape[-1] != NUM_WIDE_LINEAR_TAPS):
+            raise InvalidParameterError(f"format version {enc.version} has no linear predictor of "
+                                        f"{plane.linear.shape[-1]} taps")
         if enc.version >= 3:
             _write_plane_info_v3(out, plane)
         else:
@@ -271,7 +276,7 @@ def _write_plane_info_v1(out: bytearray, plane: PlaneInfo) -> None:
 
 PLANE_GUIDED, PLANE_REMAP, PLANE_LINEAR, PLANE_REMAP_BITMAP = 1, 2, 4, 8  # version 3 per-plane flags
 PLANE_VALUE_CLASSES, PLANE_LINEAR_PARITY = 16, 32  # version 4
-PLANE_PREDICTOR_WEIGHTS = 64  # version 5
+PLANE_PREDICTOR_WEIGHTS, PLANE_LINEAR_WIDE = 64, 128  # version 5
 MAX_VALUE_THRESHOLDS = 7  # version 4: at most 8 intensity bands per plane
 
 
@@ -289,6 +294,7 @@ def _write_plane_info_v3(out: bytearray, plane: PlaneInfo) -> None:
     own_weights = plane.predictor_weights is not None and any(  # version 5: only weights off its defaults
         int(plane.predictor_weights[r]) != V5_PREDICTOR_WEIGHTS[r] for r in roles)
     flags |= PLANE_PREDICTOR_WEIGHTS * own_weights
+    flags |= PLANE_LINEAR_WIDE * (plane.linear is not None and plane.linear.shape[-1] == NUM_WIDE_LINEAR_TAPS)
     if table is not None:
         flags |= table[0]
     out.append(flags)
@@ -393,9 +399,9 @@ def _read_plane_info_v3(h: bytes, pos: int, num_taps: int, version: int = 3) -> 
     if version >= 4:
         known |= PLANE_VALUE_CLASSES | PLANE_LINEAR_PARITY
     if version >= 5:
-        known |= PLANE_PREDICTOR_WEIGHTS
+        known |= PLANE_PREDICTOR_WEIGHTS | PLANE_LINEAR_WIDE
     if flags & ~known or (flags & PLANE_REMAP and flags & PLANE_REMAP_BITMAP) or (
-            flags & PLANE_LINEAR_PARITY and not flags & PLANE_LINEAR):
+            flags & (PLANE_LINEAR_PARITY | PLANE_LINEAR_WIDE) and not flags & PLANE_LINEAR):
         raise CorruptStreamError(f"encoded image header is corrupt (plane flags {flags})")
     remap = linear = None
     if flags & PLANE_REMAP_BITMAP:
@@ -422,6 +428,7 @@ def _read_plane_info_v3(h: bytes, pos: int, num_taps: int, version: int = 3) -> 
         remap = values_from_runs(first, runs)
     if flags & PLANE_LINEAR:
         sets = LINEAR_PARITY_SETS if flags & PLANE_LINEAR_PARITY else 1
+        num_taps = NUM_WIDE_LINEAR_TAPS if flags & PLANE_LINEAR_WIDE else num_taps
         weights = []
         for _ in range(sets * num_taps):
             w, pos = _read_signed(h, pos)

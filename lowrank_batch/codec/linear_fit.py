@@ -24,7 +24,7 @@ MAX_FIT_PIXELS = 1 << 14
 MAX_WEIGHT = 1 << 15  # |weight| in units of 2**-LIN_SHIFT; larger is refused as corrupt
 
 
-def _tap_differences(plane: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _tap_differences(plane: np.ndarray, rows: np.ndarray, taps: np.ndarray = LIN_TAPS) -> tuple[np.ndarray, np.ndarray]:
     """(taps - W, x - W) for every pixel of the given rows; taps outside the image read as W,
     as in the coder (the first column's W differs from the coder's, which only blurs the fit).
     Only the rows the taps reach are converted and padded, not the whole plane."""
@@ -35,24 +35,24 @@ def _tap_differences(plane: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, n
         # rows + di, columns edge-padded; a row above the image is clipped (its taps read W below)
         return np.pad(plane[np.clip(rows + di, 0, h - 1)].astype(np.float64), ((0, 0), (pad, pad)), mode="edge")
 
-    shifted = {di: rows_at(di) for di in sorted(set(LIN_TAPS[:, 0].tolist()) | {0})}
+    shifted = {di: rows_at(di) for di in sorted(set(taps[:, 0].tolist()) | {0})}
     west = shifted[0][:, pad - 1 : pad - 1 + w]
     cols = np.arange(w)[None, :]
     columns = []
-    for di, dj in LIN_TAPS.tolist():
+    for di, dj in taps.tolist():
         outside = (rows[:, None] + di < 0) | (cols + dj < 0) | (cols + dj >= w)
         columns.append(np.where(outside, west, shifted[di][:, pad + dj : pad + dj + w]) - west)
-    return np.stack(columns, axis=-1).reshape(-1, len(LIN_TAPS)), (shifted[0][:, pad : pad + w] - west).ravel()
+    return np.stack(columns, axis=-1).reshape(-1, len(taps)), (shifted[0][:, pad : pad + w] - west).ravel()
 
 
-def _samples(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _samples(plane: np.ndarray, taps: np.ndarray = LIN_TAPS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(taps - W, x - W, position parity 2*(row & 1) + (col & 1)) of the pixels the fit reads:
     evenly spaced rows of a large plane (the weights settle long before), flat pixels left out."""
     h, w = plane.shape
     rows = np.arange(h)
     if h * w > MAX_FIT_PIXELS:
         rows = np.unique(np.linspace(0, h - 1, max(1, MAX_FIT_PIXELS // w)).astype(np.int64))
-    a, y = _tap_differences(plane, rows)
+    a, y = _tap_differences(plane, rows, taps)
     parity = (2 * (rows[:, None] & 1) + (np.arange(w)[None, :] & 1)).ravel()
     busy = np.abs(a).sum(axis=1) > 0
     return a[busy], y[busy], parity[busy]
@@ -93,15 +93,17 @@ class FitSamples:
         return self._single
 
 
-def fit_samples(plane: np.ndarray) -> FitSamples:
-    return FitSamples(*_samples(plane))
+def fit_samples(plane: np.ndarray, taps: np.ndarray = LIN_TAPS) -> FitSamples:
+    """The samples of a fit with these taps (LIN_TAPS, or format 5's LIN_TAPS_WIDE)."""
+    return FitSamples(*_samples(plane, taps))
 
 
 def fit_linear_predictor(plane: np.ndarray, samples: FitSamples | None = None) -> np.ndarray:
     """Integer weights (taps,) in units of 2**-LIN_SHIFT predicting x - W from the taps' - W."""
     s = samples or fit_samples(plane)
-    if len(s.y) < 4 * len(LIN_TAPS):
-        return np.zeros(len(LIN_TAPS), dtype=np.int64)
+    num_taps = s.a.shape[1]
+    if len(s.y) < 4 * num_taps:
+        return np.zeros(num_taps, dtype=np.int64)
     return _as_weights(s.single())
 
 

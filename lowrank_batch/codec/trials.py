@@ -12,11 +12,12 @@ import dataclasses
 import numpy as np
 
 from .format import PlaneInfo, remap_table_bytes
-from .context_model import LIN_PARITY_CLASSES
+from .context_model import LIN_PARITY_CLASSES, LIN_TAPS_WIDE
 from .linear_fit import as_class_table, fit_linear_predictor, fit_parity_predictor, fit_samples
 from .residual_coder import V3_TABLES, ContextTables, encode_plane
 
 LINEAR_HEADER_BYTES = 15  # what a plane's linear predictor weights cost in the header, about
+WIDE_LINEAR_HEADER_BYTES = 24  # format 5's 16 taps
 # format 4: a weight set per position parity is tried where its fit's absolute error is this
 # much smaller than one set's (dev corpus: 18-20% on the interpolated enhanced CT, <= 2.6% elsewhere)
 PARITY_MIN_FIT_GAIN = 0.05
@@ -49,12 +50,14 @@ def remap_pays(plane: np.ndarray, indices: np.ndarray, info: PlaneInfo, maxval: 
 
 def fitted_linear_predictor(plane: np.ndarray, info: PlaneInfo, delta: int, crop: tuple[slice, slice],
                             without_bytes: int | None = None, tables: ContextTables = V3_TABLES,
-                            parity: bool = False) -> tuple[np.ndarray | None, int | None]:
+                            parity: bool = False, wide: bool = False) -> tuple[np.ndarray | None, int | None]:
     """Format 3: the plane's fitted linear predictor if it makes the crop smaller by more than
     its header bytes (it helps MR most, and rarely pays on small or flat planes).
     `without_bytes`: the crop's size without it, when a trial already coded it.
     `parity` (format 4): also try one weight set per position parity, where its fit is clearly
     better (an interpolated image); returns (taps,) or (LIN_PARITY_CLASSES, taps) weights.
+    `wide` (format 5): also try one set of 16 taps (LIN_TAPS_WIDE), which suits the
+    textured CT and MR planes best (interpolated images keep their parity sets).
     Also returns the crop's size as chosen (header not counted), None where no trial coded it:
     the guidance trial on the same crop needs that size for its unguided side."""
     samples = fit_samples(plane)
@@ -72,7 +75,18 @@ def fitted_linear_predictor(plane: np.ndarray, info: PlaneInfo, delta: int, crop
         if fit_gain >= PARITY_MIN_FIT_GAIN:
             size = coded_size(plane[crop], info, delta, dataclasses.replace(tables, lin=by_parity))
             if size + LIN_PARITY_CLASSES * LINEAR_HEADER_BYTES < best_bytes:
-                best, best_crop = by_parity, size
+                best, best_bytes, best_crop = by_parity, size + LIN_PARITY_CLASSES * LINEAR_HEADER_BYTES, size
+    if wide:
+        wide_weights = fit_linear_predictor(plane, fit_samples(plane, LIN_TAPS_WIDE))
+        if wide_weights.any():
+            size = coded_size(plane[crop], info, delta, dataclasses.replace(tables, lin=as_class_table(wide_weights)))
+            # the crop's saving scaled to the plane against the extra header bytes (the rules
+            # above, frozen with formats 3-4, leave it unscaled: the 512^2 CT's centre saves 8
+            # bytes of 5 KB, the whole plane 0.8%)
+            scale = plane.size / plane[crop].size
+            header = best_bytes - best_crop if best is not None else 0
+            if (best_crop - size) * scale > WIDE_LINEAR_HEADER_BYTES - header:
+                best, best_crop = wide_weights, size
     return best, best_crop
 
 

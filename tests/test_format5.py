@@ -93,7 +93,8 @@ def test_a_damaged_weight_is_a_corrupt_header(damage, message):
 
 def test_the_weights_flag_is_unknown_before_format_5():
     out = bytearray()
-    fmt._write_plane_info_v3(out, PlaneInfo(0, 255, None, False, None, None, plane_predictor_weights(OWN, False, False)))
+    weights = plane_predictor_weights(OWN, False, False)
+    fmt._write_plane_info_v3(out, PlaneInfo(0, 255, None, False, None, None, weights))
     with pytest.raises(CorruptStreamError, match="plane flags"):
         fmt._read_plane_info_v3(bytes(out), 0, fmt.NUM_LINEAR_TAPS, version=4)
 
@@ -189,7 +190,8 @@ def test_the_wide_taps_extend_the_narrow_ones_on_earlier_wavefronts():
 def test_wide_linear_weights_round_trip_through_the_header(rng, sets):
     weights = rng.integers(-(1 << 14), 1 << 14, (sets, fmt.NUM_WIDE_LINEAR_TAPS))
     linear = weights[0] if sets == 1 else weights
-    plane = PlaneInfo(0, 4095, None, False, linear, None, plane_predictor_weights(fmt.V5_PREDICTOR_WEIGHTS, False, True))
+    defaults = plane_predictor_weights(fmt.V5_PREDICTOR_WEIGHTS, False, True)
+    plane = PlaneInfo(0, 4095, None, False, linear, None, defaults)
     out = bytearray()
     fmt._write_plane_info_v3(out, plane)
     back, pos = fmt._read_plane_info_v3(bytes(out), 0, fmt.NUM_LINEAR_TAPS, version=5)
@@ -232,3 +234,16 @@ def test_a_ct_slice_takes_the_wide_predictor_and_decodes_exactly(codec):
     blob = enc.to_bytes()
     for threads in (1, 2):
         assert np.array_equal(codec.decode(EncodedImage.from_bytes(blob), threads=threads), ct.pixels)
+
+
+def test_the_parity_screen_passes_interpolated_images_only(rng):
+    """Format 5 runs the four parity fits only where the one-set fit errs unevenly by parity."""
+    from pathlib import Path
+
+    from lowrank_batch.codec.linear_fit import fit_parity_predictor, fit_samples, parity_errors_differ
+
+    upsampled = np.load(Path(__file__).parent / "golden" / "v4" / "u12_upsampled_lossless.src.npy").astype(np.int64)
+    smooth = smooth_image(rng, (96, 96), 12).astype(np.int64)
+    assert parity_errors_differ(fit_samples(upsampled)) and fit_parity_predictor(upsampled)[1] >= 0.05
+    assert not parity_errors_differ(fit_samples(smooth)) and fit_parity_predictor(smooth)[1] < 0.05
+    assert not parity_errors_differ(fit_samples(np.full((8, 8), 5)))  # too few samples to tell

@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from .context_model import LIN_CLASSES, LIN_PARITY_CLASSES, LIN_SHIFT, LIN_TAPS
+from .context_model import LIN_CLASSES, LIN_PARITY_CLASSES, LIN_SHIFT, LIN_TAPS, LIN_TAPS_WIDE
 
 # pixels the fit reads at most: 16K samples for 10 taps (4K per parity class) settle the weights;
 # against 32K, the dev corpus (ct, mr, cr) came out 61 bytes smaller in total (per image -150 to
@@ -48,12 +48,20 @@ def _tap_differences(plane: np.ndarray, rows: np.ndarray, taps: np.ndarray = LIN
 def _samples(plane: np.ndarray, taps: np.ndarray = LIN_TAPS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(taps - W, x - W, position parity 2*(row & 1) + (col & 1)) of the pixels the fit reads:
     evenly spaced rows of a large plane (the weights settle long before), flat pixels left out."""
+    return _busy(*_all_samples(plane, taps))
+
+
+def _all_samples(plane: np.ndarray, taps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h, w = plane.shape
     rows = np.arange(h)
     if h * w > MAX_FIT_PIXELS:
         rows = np.unique(np.linspace(0, h - 1, max(1, MAX_FIT_PIXELS // w)).astype(np.int64))
     a, y = _tap_differences(plane, rows, taps)
     parity = (2 * (rows[:, None] & 1) + (np.arange(w)[None, :] & 1)).ravel()
+    return a, y, parity
+
+
+def _busy(a: np.ndarray, y: np.ndarray, parity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     busy = np.abs(a).sum(axis=1) > 0
     return a[busy], y[busy], parity[busy]
 
@@ -98,6 +106,14 @@ def fit_samples(plane: np.ndarray, taps: np.ndarray = LIN_TAPS) -> FitSamples:
     return FitSamples(*_samples(plane, taps))
 
 
+def narrow_and_wide_samples(plane: np.ndarray) -> tuple[FitSamples, FitSamples]:
+    """fit_samples(plane) and fit_samples(plane, LIN_TAPS_WIDE) from one pass over the plane:
+    LIN_TAPS_WIDE starts with LIN_TAPS, so the narrow fit's columns are the wide fit's first."""
+    a, y, parity = _all_samples(plane, LIN_TAPS_WIDE)
+    return (FitSamples(*_busy(np.ascontiguousarray(a[:, : len(LIN_TAPS)]), y, parity)),
+            FitSamples(*_busy(a, y, parity)))
+
+
 def fit_linear_predictor(plane: np.ndarray, samples: FitSamples | None = None) -> np.ndarray:
     """Integer weights (taps,) in units of 2**-LIN_SHIFT predicting x - W from the taps' - W."""
     s = samples or fit_samples(plane)
@@ -122,6 +138,26 @@ def fit_parity_predictor(plane: np.ndarray, samples: FitSamples | None = None) -
     coefs = [_irls(a_c, y_c) for a_c, y_c in subsets]
     split = sum(np.abs(y_c - a_c @ coef).sum() for (a_c, y_c), coef in zip(subsets, coefs))
     return np.stack([_as_weights(c) for c in coefs]), float(1 - split / max(single, 1e-9))
+
+
+# format 5's screen before the parity fit: the single fit's mean |error| per position parity
+# differs by this factor at least (dev corpus: interpolated images 60-77x, the CR 2.2x, every
+# other image at most 1.16x), or the four parity fits (1 ms on a 512^2 CT) are skipped
+PARITY_SCREEN_RATIO = 1.5
+
+
+def parity_errors_differ(samples: FitSamples) -> bool:
+    """Whether the one-set fit errs unevenly by position parity: the sign of an interpolated
+    image, where one weight set per parity pays (fit_parity_predictor)."""
+    if len(samples.y) < 4 * samples.a.shape[1]:
+        return False
+    error = np.abs(samples.y - samples.a @ samples.single())
+    by_class = np.bincount(samples.parity, weights=error, minlength=LIN_PARITY_CLASSES)
+    counts = np.bincount(samples.parity, minlength=LIN_PARITY_CLASSES)
+    if counts.min() == 0:
+        return False
+    means = by_class / counts
+    return bool(means.max() >= PARITY_SCREEN_RATIO * means.min())
 
 
 def as_class_table(weights: np.ndarray) -> np.ndarray:

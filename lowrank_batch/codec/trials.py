@@ -12,8 +12,9 @@ import dataclasses
 import numpy as np
 
 from .format import PlaneInfo, remap_table_bytes
-from .context_model import LIN_PARITY_CLASSES, LIN_TAPS_WIDE
-from .linear_fit import as_class_table, fit_linear_predictor, fit_parity_predictor, fit_samples
+from .context_model import LIN_PARITY_CLASSES
+from .linear_fit import (as_class_table, fit_linear_predictor, fit_parity_predictor, fit_samples,
+                         narrow_and_wide_samples, parity_errors_differ)
 from .residual_coder import V3_TABLES, ContextTables, encode_plane
 
 LINEAR_HEADER_BYTES = 15  # what a plane's linear predictor weights cost in the header, about
@@ -60,7 +61,7 @@ def fitted_linear_predictor(plane: np.ndarray, info: PlaneInfo, delta: int, crop
     textured CT and MR planes best (interpolated images keep their parity sets).
     Also returns the crop's size as chosen (header not counted), None where no trial coded it:
     the guidance trial on the same crop needs that size for its unguided side."""
-    samples = fit_samples(plane)
+    samples, wide_samples = narrow_and_wide_samples(plane) if wide else (fit_samples(plane), None)
     weights = fit_linear_predictor(plane, samples)
     if not weights.any():
         return None, without_bytes
@@ -70,14 +71,14 @@ def fitted_linear_predictor(plane: np.ndarray, info: PlaneInfo, delta: int, crop
     with_linear = coded_size(plane[crop], info, delta, dataclasses.replace(tables, lin=as_class_table(weights)))
     if with_linear + LINEAR_HEADER_BYTES < best_bytes:
         best, best_bytes, best_crop = weights, with_linear + LINEAR_HEADER_BYTES, with_linear
-    if parity:
+    if parity and (not wide or parity_errors_differ(samples)):  # format 5 screens first
         by_parity, fit_gain = fit_parity_predictor(plane, samples)
         if fit_gain >= PARITY_MIN_FIT_GAIN:
             size = coded_size(plane[crop], info, delta, dataclasses.replace(tables, lin=by_parity))
             if size + LIN_PARITY_CLASSES * LINEAR_HEADER_BYTES < best_bytes:
                 best, best_bytes, best_crop = by_parity, size + LIN_PARITY_CLASSES * LINEAR_HEADER_BYTES, size
     if wide:
-        wide_weights = fit_linear_predictor(plane, fit_samples(plane, LIN_TAPS_WIDE))
+        wide_weights = fit_linear_predictor(plane, wide_samples)
         if wide_weights.any():
             size = coded_size(plane[crop], info, delta, dataclasses.replace(tables, lin=as_class_table(wide_weights)))
             # the crop's saving scaled to the plane against the extra header bytes (the rules

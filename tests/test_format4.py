@@ -306,6 +306,17 @@ def test_linear_trial_crop_is_a_sixteenth_of_the_plane_within_128_to_256(codec):
     assert CodecConfig().linear_trial_size == 256
 
 
+def test_format_5_trials_a_25th_of_the_plane_within_96_to_256(codec):
+    """Format 5's trial crop (linear, remap and guidance alike): the 512^2 CT's is 102^2."""
+    def side(shape):
+        return np.zeros(shape, dtype=np.uint8)[codec._linear_trial_crop(shape, 5)].shape
+
+    assert side((512, 512)) == (102, 102)
+    assert side((1955, 1841)) == (256, 256)
+    assert side((800, 800)) == (160, 160)
+    assert side((90, 80)) == (90, 80)
+
+
 def test_band_thresholds_from_one_sort_are_np_quantiles_lower(rng):
     """band_thresholds cuts a sorted sample where np.quantile(method="lower") does (the band
     choice, and so the bytes, must not depend on which way they are computed)."""

@@ -234,11 +234,10 @@ class Codec:
         tables = self._encoder_tables(version, tables_sha)
         streams: list[bytes] = []
         for c, info in enumerate(infos):
-            guidance_crop = self._trial_crop(coded[c].shape) if version < 5 else self._linear_trial_crop(
-                coded[c].shape, version)
+            crop = self._linear_trial_crop(coded[c].shape, version)
+            guidance_crop = crop if version >= 5 else self._trial_crop(coded[c].shape)  # format 5: one crop
             unguided_bytes = None  # the guidance crop's size as chosen, when the linear trial coded that crop
             if version >= 3:
-                crop = self._linear_trial_crop(coded[c].shape, version)
                 info.linear, chosen_bytes = trials.fitted_linear_predictor(coded[c], info, delta, crop,
                                                                            plain_trial.get(c), tables,
                                                                            parity=version >= 4, wide=version >= 5)

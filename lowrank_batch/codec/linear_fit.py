@@ -94,11 +94,18 @@ class FitSamples:
     y: np.ndarray
     parity: np.ndarray
     _single: np.ndarray | None = dataclasses.field(default=None, init=False, repr=False)
+    _errors: np.ndarray | None = dataclasses.field(default=None, init=False, repr=False)
 
     def single(self) -> np.ndarray:
         if self._single is None:
             self._single = _irls(self.a, self.y)
         return self._single
+
+    def single_errors(self) -> np.ndarray:
+        """|x - prediction| of the one-set fit on every sample (the parity screen and fit share it)."""
+        if self._errors is None:
+            self._errors = np.abs(self.y - self.a @ self.single())
+        return self._errors
 
 
 def fit_samples(plane: np.ndarray, taps: np.ndarray = LIN_TAPS) -> FitSamples:
@@ -132,7 +139,7 @@ def fit_parity_predictor(plane: np.ndarray, samples: FitSamples | None = None) -
     a, y, parity = s.a, s.y, s.parity
     if min(np.bincount(parity, minlength=LIN_PARITY_CLASSES)) < 4 * len(LIN_TAPS):
         return np.zeros((LIN_PARITY_CLASSES, len(LIN_TAPS)), dtype=np.int64), 0.0
-    single = np.abs(y - a @ s.single()).sum()
+    single = s.single_errors().sum()
     classes = [parity == c for c in range(LIN_PARITY_CLASSES)]
     subsets = [(a[m], y[m]) for m in classes]
     coefs = [_irls(a_c, y_c) for a_c, y_c in subsets]
@@ -151,8 +158,7 @@ def parity_errors_differ(samples: FitSamples) -> bool:
     image, where one weight set per parity pays (fit_parity_predictor)."""
     if len(samples.y) < 4 * samples.a.shape[1]:
         return False
-    error = np.abs(samples.y - samples.a @ samples.single())
-    by_class = np.bincount(samples.parity, weights=error, minlength=LIN_PARITY_CLASSES)
+    by_class = np.bincount(samples.parity, weights=samples.single_errors(), minlength=LIN_PARITY_CLASSES)
     counts = np.bincount(samples.parity, minlength=LIN_PARITY_CLASSES)
     if counts.min() == 0:
         return False

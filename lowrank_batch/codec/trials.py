@@ -85,7 +85,7 @@ def fitted_linear_predictor(plane: np.ndarray, info: PlaneInfo, delta: int, crop
             # above, frozen with formats 3-4, leave it unscaled: the 512^2 CT's centre saves 8
             # bytes of 5 KB, the whole plane 0.8%)
             scale = plane.size / plane[crop].size
-            header = best_bytes - best_crop if best is not None else 0
+            header = best_bytes - best_crop  # of the best so far (0: none)
             if (best_crop - size) * scale > WIDE_LINEAR_HEADER_BYTES - header:
                 best, best_crop = wide_weights, size
     return best, best_crop

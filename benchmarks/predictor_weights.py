@@ -26,7 +26,7 @@ import json
 import numpy as np
 
 from lowrank_batch import Codec
-from lowrank_batch.codec import format as fmt
+from lowrank_batch.codec import plane_header as ph
 from lowrank_batch.codec.codec import CodecConfig
 from lowrank_batch.devcorpus import dev_images
 
@@ -55,8 +55,8 @@ def _parse(text: str) -> tuple[int, ...]:
 
 
 def search(codec: Codec, images, start: tuple[int, ...], rounds: int, steps=STEPS,
-           roles=range(fmt.NUM_PREDICTORS)) -> tuple[int, ...]:
-    base = coded_bytes(codec, images, fmt.DEFAULT_PREDICTOR_WEIGHTS)
+           roles=range(ph.NUM_PREDICTORS)) -> tuple[int, ...]:
+    base = coded_bytes(codec, images, ph.DEFAULT_PREDICTOR_WEIGHTS)
 
     def cost(weights) -> float:  # the mean relative size over the modalities
         sizes = coded_bytes(codec, images, weights)
@@ -67,7 +67,7 @@ def search(codec: Codec, images, start: tuple[int, ...], rounds: int, steps=STEP
         for role in roles:
             for step in steps:
                 candidate = list(best)
-                candidate[role] = min(fmt.MAX_PREDICTOR_WEIGHT, max(1, candidate[role] + step))
+                candidate[role] = min(ph.MAX_PREDICTOR_WEIGHT, max(1, candidate[role] + step))
                 c = cost(tuple(candidate))
                 if c < best_cost:
                     best, best_cost = tuple(candidate), c
@@ -79,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", nargs="*", type=_parse, help="weight sets to measure (10 ints, by role)")
     parser.add_argument("--search", action="store_true", help="run the coordinate search")
-    parser.add_argument("--start", type=_parse, default=fmt.DEFAULT_PREDICTOR_WEIGHTS)
+    parser.add_argument("--start", type=_parse, default=ph.DEFAULT_PREDICTOR_WEIGHTS)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=lambda t: [int(v) for v in t.split(",")], default=list(STEPS),
                         help="changes tried per role, e.g. -2,-1,1,2 for a finer search")
@@ -91,9 +91,9 @@ def main() -> None:
     if args.search:
         print("trained:", ",".join(map(str, search(codec, images, args.start, args.rounds, args.steps, args.roles))))
         return
-    base = coded_bytes(codec, images, fmt.DEFAULT_PREDICTOR_WEIGHTS)
+    base = coded_bytes(codec, images, ph.DEFAULT_PREDICTOR_WEIGHTS)
     rows = {}
-    for weights in args.weights or [fmt.V5_PREDICTOR_WEIGHTS]:
+    for weights in args.weights or [ph.V5_PREDICTOR_WEIGHTS]:
         rows[",".join(map(str, weights))] = _change(coded_bytes(codec, images, weights), base)
     print(json.dumps({"baseline (formats 1-4)": base, "change %": rows}, indent=1))
 

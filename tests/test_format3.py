@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from lowrank_batch import Codec, EncodedImage
-from lowrank_batch.codec import format as fmt
+from lowrank_batch.codec import plane_header as ph
+from lowrank_batch.codec.varint import write_signed
 from lowrank_batch.codec.codec import CodecConfig
 from lowrank_batch.codec.linear_fit import as_class_table, fit_linear_predictor
 from lowrank_batch.codec.residual_coder import (V3_TABLES, decode_plane, decode_plane_strips, encode_plane,
@@ -22,38 +23,38 @@ def test_remap_tables_round_trip_in_either_coding(seed):
     rng = np.random.default_rng(seed)
     span = int(rng.integers(2, 5000))
     values = np.unique(rng.choice(span, size=int(rng.integers(1, span)), replace=True)) - 2000
-    flag, table = fmt.remap_table_bytes(values)
+    flag, table = ph.remap_table_bytes(values)
     out = bytearray()
-    fmt._write_plane_info_v3(out, fmt.PlaneInfo(0, len(values) - 1, values))
-    info, pos = fmt._read_plane_info_v3(bytes(out), 0, fmt.NUM_LINEAR_TAPS)
+    ph._write_plane_info_v3(out, ph.PlaneInfo(0, len(values) - 1, values))
+    info, pos = ph._read_plane_info_v3(bytes(out), 0, ph.NUM_LINEAR_TAPS)
     assert pos == len(out) and np.array_equal(info.remap, values)
-    runs = fmt.value_runs(values)
-    assert np.array_equal(fmt.values_from_runs(int(values[0]), runs), values)
+    runs = ph.value_runs(values)
+    assert np.array_equal(ph.values_from_runs(int(values[0]), runs), values)
     bitmap_bytes = (int(values[-1] - values[0]) + 1 + 7) // 8
     assert len(table) <= bitmap_bytes + 8  # never much worse than a bitmap
-    assert flag in (fmt.PLANE_REMAP, fmt.PLANE_REMAP_BITMAP)
+    assert flag in (ph.PLANE_REMAP, ph.PLANE_REMAP_BITMAP)
 
 
 def test_a_padded_ct_table_costs_bytes_not_kilobytes():
     values = np.concatenate(([-2000], np.arange(-1000, 2500)))  # padding + a dense body range
-    flag, table = fmt.remap_table_bytes(values)
-    assert flag == fmt.PLANE_REMAP and len(table) < 12
+    flag, table = ph.remap_table_bytes(values)
+    assert flag == ph.PLANE_REMAP and len(table) < 12
 
 
 @pytest.mark.parametrize("header_tail, problem", [
-    (bytes([fmt.PLANE_REMAP | fmt.PLANE_REMAP_BITMAP]), "plane flags"),
+    (bytes([ph.PLANE_REMAP | ph.PLANE_REMAP_BITMAP]), "plane flags"),
     (bytes([64]), "plane flags"),
-    (bytes([fmt.PLANE_REMAP, 0, 2, 1, 1]), "remap runs"),  # an even number of runs
-    (bytes([fmt.PLANE_REMAP, 0, 3, 2, 5, 2]), "remap runs"),  # 4 values for a range of 3
-    (bytes([fmt.PLANE_REMAP_BITMAP, 0, 100]), "remap bitmap"),  # truncated bitmap
-    (bytes([fmt.PLANE_LINEAR]) + b"\xff\xff\x07" * 10, "linear predictor"),
+    (bytes([ph.PLANE_REMAP, 0, 2, 1, 1]), "remap runs"),  # an even number of runs
+    (bytes([ph.PLANE_REMAP, 0, 3, 2, 5, 2]), "remap runs"),  # 4 values for a range of 3
+    (bytes([ph.PLANE_REMAP_BITMAP, 0, 100]), "remap bitmap"),  # truncated bitmap
+    (bytes([ph.PLANE_LINEAR]) + b"\xff\xff\x07" * 10, "linear predictor"),
 ])
 def test_damaged_plane_info_is_a_clear_error(header_tail, problem):
     head = bytearray()
-    fmt._write_signed(head, 0)
-    fmt._write_signed(head, 2)  # a range of 3 values
+    write_signed(head, 0)
+    write_signed(head, 2)  # a range of 3 values
     with pytest.raises(CorruptStreamError, match=problem):
-        fmt._read_plane_info_v3(bytes(head) + header_tail, 0, fmt.NUM_LINEAR_TAPS)
+        ph._read_plane_info_v3(bytes(head) + header_tail, 0, ph.NUM_LINEAR_TAPS)
 
 
 @pytest.mark.parametrize("strips, delta", [(1, 0), (3, 0), (4, 2)])

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lowrank_batch import Codec, EncodedImage
-from lowrank_batch.codec import format as fmt
+from lowrank_batch.codec import plane_header as ph
+from lowrank_batch.codec.varint import write_signed, write_varint
 from lowrank_batch.codec import context_model as cm
 from lowrank_batch.codec import metrics, trials
 from lowrank_batch.codec.linear_fit import fit_parity_predictor
@@ -110,19 +111,19 @@ def test_damaged_in_order_streams_are_clear_errors(rng):
             pass
 
 
-def _plane_header(info: fmt.PlaneInfo) -> bytes:
+def _plane_header(info: ph.PlaneInfo) -> bytes:
     out = bytearray()
-    fmt._write_plane_info_v3(out, info)
+    ph._write_plane_info_v3(out, info)
     return bytes(out)
 
 
 def test_band_thresholds_round_trip_in_the_header():
-    info = fmt.PlaneInfo(-5, 4000, value_classes=np.array([-4, 7, 300, 3999]))
+    info = ph.PlaneInfo(-5, 4000, value_classes=np.array([-4, 7, 300, 3999]))
     head = _plane_header(info)
-    back, pos = fmt._read_plane_info_v3(head, 0, fmt.NUM_LINEAR_TAPS, 4)
+    back, pos = ph._read_plane_info_v3(head, 0, ph.NUM_LINEAR_TAPS, 4)
     assert pos == len(head) and np.array_equal(back.value_classes, info.value_classes)
     with pytest.raises(CorruptStreamError, match="plane flags"):  # format 3 never had them
-        fmt._read_plane_info_v3(head, 0, fmt.NUM_LINEAR_TAPS, 3)
+        ph._read_plane_info_v3(head, 0, ph.NUM_LINEAR_TAPS, 3)
 
 
 @pytest.mark.parametrize("tail, problem", [
@@ -134,16 +135,16 @@ def test_band_thresholds_round_trip_in_the_header():
 ])
 def test_damaged_band_thresholds_are_clear_errors(tail, problem):
     head = bytearray()
-    fmt._write_signed(head, 0)
-    fmt._write_signed(head, 50)
-    head.append(fmt.PLANE_VALUE_CLASSES)
+    write_signed(head, 0)
+    write_signed(head, 50)
+    head.append(ph.PLANE_VALUE_CLASSES)
     with pytest.raises(CorruptStreamError, match=problem):
-        fmt._read_plane_info_v3(bytes(head) + tail, 0, fmt.NUM_LINEAR_TAPS, 4)
+        ph._read_plane_info_v3(bytes(head) + tail, 0, ph.NUM_LINEAR_TAPS, 4)
 
 
 def _huge_varint() -> bytes:
     out = bytearray()
-    fmt.write_varint(out, 1 << 70)  # past int64: must not reach a numpy array
+    write_varint(out, 1 << 70)  # past int64: must not reach a numpy array
     return bytes(out)
 
 
@@ -153,27 +154,27 @@ def test_huge_header_numbers_are_corrupt_stream_errors(part):
     OverflowError from numpy or numba."""
     head = bytearray()
     if part == "range":
-        fmt._write_signed(head, 0)
+        write_signed(head, 0)
         head += _huge_varint()
         head.append(0)
     else:
-        fmt._write_signed(head, 0)
-        fmt._write_signed(head, 50)
+        write_signed(head, 0)
+        write_signed(head, 50)
         if part == "linear":
-            head.append(fmt.PLANE_LINEAR | fmt.PLANE_LINEAR_PARITY)
-            head += _huge_varint() * (fmt.LINEAR_PARITY_SETS * fmt.NUM_LINEAR_TAPS)
+            head.append(ph.PLANE_LINEAR | ph.PLANE_LINEAR_PARITY)
+            head += _huge_varint() * (ph.LINEAR_PARITY_SETS * ph.NUM_LINEAR_TAPS)
         else:
-            head.append(fmt.PLANE_VALUE_CLASSES)
+            head.append(ph.PLANE_VALUE_CLASSES)
             head += bytes([2]) + bytes([2]) + _huge_varint()
     with pytest.raises(CorruptStreamError, match="corrupt"):
-        fmt._read_plane_info_v3(bytes(head), 0, fmt.NUM_LINEAR_TAPS, 4)
+        ph._read_plane_info_v3(bytes(head), 0, ph.NUM_LINEAR_TAPS, 4)
 
 
 def test_format_constants_match_the_context_model():
-    """format.py keeps its own copies (it reads headers without the kernels); they must agree."""
-    assert fmt.NUM_LINEAR_TAPS == len(cm.LIN_TAPS)
-    assert fmt.LINEAR_PARITY_SETS == cm.LIN_PARITY_CLASSES
-    assert max(BAND_CANDIDATES) - 1 <= fmt.MAX_VALUE_THRESHOLDS
+    """plane_header.py keeps its own copies (it reads headers without the kernels); they must agree."""
+    assert ph.NUM_LINEAR_TAPS == len(cm.LIN_TAPS)
+    assert ph.LINEAR_PARITY_SETS == cm.LIN_PARITY_CLASSES
+    assert max(BAND_CANDIDATES) - 1 <= ph.MAX_VALUE_THRESHOLDS
 
 
 def test_older_versions_refuse_bands(codec, rng):
@@ -250,22 +251,22 @@ def test_the_codec_uses_parity_weights_on_interpolated_images_only(codec, rng):
 
 def test_parity_weights_round_trip_in_the_header_and_only_in_version_4():
     linear = np.arange(40, dtype=np.int64).reshape(4, 10) - 20
-    head = _plane_header(fmt.PlaneInfo(0, 4095, linear=linear))
-    back, pos = fmt._read_plane_info_v3(head, 0, fmt.NUM_LINEAR_TAPS, 4)
+    head = _plane_header(ph.PlaneInfo(0, 4095, linear=linear))
+    back, pos = ph._read_plane_info_v3(head, 0, ph.NUM_LINEAR_TAPS, 4)
     assert pos == len(head) and np.array_equal(back.linear, linear)
     with pytest.raises(CorruptStreamError, match="plane flags"):
-        fmt._read_plane_info_v3(head, 0, fmt.NUM_LINEAR_TAPS, 3)
+        ph._read_plane_info_v3(head, 0, ph.NUM_LINEAR_TAPS, 3)
     lone = bytearray(head[:4])  # lo, hi, then the parity flag without the linear flag
-    lone[3] = fmt.PLANE_LINEAR_PARITY
+    lone[3] = ph.PLANE_LINEAR_PARITY
     with pytest.raises(CorruptStreamError, match="plane flags"):
-        fmt._read_plane_info_v3(bytes(lone), 0, fmt.NUM_LINEAR_TAPS, 4)
+        ph._read_plane_info_v3(bytes(lone), 0, ph.NUM_LINEAR_TAPS, 4)
 
 
 def test_guidance_must_save_its_minimum_share_of_the_trial_crop(rng):
     """trials.guidance_helps: a reconstruction equal to the plane saves most of the crop, so it
     passes any gate below that saving and fails one above it."""
     plane = smooth_image(rng, (64, 64), 12).astype(np.int64)
-    info = fmt.PlaneInfo(int(plane.min()), int(plane.max()))
+    info = ph.PlaneInfo(int(plane.min()), int(plane.max()))
     crop = (slice(0, 64), slice(0, 64))
     guided = trials.coded_size(plane, info, 0, V4_TABLES, plane, 8)
     unguided = trials.coded_size(plane, info, 0, V4_TABLES, None, 8)
@@ -379,7 +380,7 @@ def test_the_linear_trial_reports_the_crop_size_of_its_choice(rng, interpolated)
     plane = photon_image(rng, (96, 96))
     if interpolated:  # every other column an average of its neighbours: one weight set per parity pays
         plane[:, 1:-1:2] = (plane[:, :-2:2] + plane[:, 2::2]) // 2
-    info = fmt.PlaneInfo(0, 4095)
+    info = ph.PlaneInfo(0, 4095)
     crop = trials.trial_crop(plane.shape, 64, 8)
     weights, size = trials.fitted_linear_predictor(plane, info, 0, crop, None, V4_TABLES, parity=True)
     if interpolated:
@@ -390,12 +391,12 @@ def test_the_linear_trial_reports_the_crop_size_of_its_choice(rng, interpolated)
     assert size == trials.coded_size(plane[crop], info, 0, tables)
     # a flat plane fits no weights and codes no crop: nothing to report
     flat = np.full((64, 64), 7, dtype=np.int64)
-    assert trials.fitted_linear_predictor(flat, fmt.PlaneInfo(0, 15), 0, crop, None, V4_TABLES) == (None, None)
+    assert trials.fitted_linear_predictor(flat, ph.PlaneInfo(0, 15), 0, crop, None, V4_TABLES) == (None, None)
 
 
 def test_guidance_given_the_unguided_size_decides_on_it(rng):
     plane = smooth_image(rng, (64, 64), 12).astype(np.int64)
-    info = fmt.PlaneInfo(int(plane.min()), int(plane.max()))
+    info = ph.PlaneInfo(int(plane.min()), int(plane.max()))
     crop = (slice(0, 64), slice(0, 64))
     unguided = trials.coded_size(plane, info, 0, V4_TABLES, None, 8)
     guided = trials.coded_size(plane, info, 0, V4_TABLES, plane, 8)

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from lowrank_batch import Codec, EncodedImage
 from lowrank_batch.codec import context_model as cm
-from lowrank_batch.codec import format as fmt
+from lowrank_batch.codec import plane_header as ph
 from lowrank_batch.codec.codec import CodecConfig
-from lowrank_batch.codec.format import PlaneInfo, plane_predictor_weights, predictor_roles
+from lowrank_batch.codec.plane_header import PlaneInfo, plane_predictor_weights, predictor_roles
 from lowrank_batch.errors import CorruptStreamError, InvalidParameterError
 
 from .conftest import smooth_image
@@ -21,11 +21,11 @@ OWN = (13, 12, 12, 12, 12, 12, 12, 20, 20, 24)  # the weights formats 1-4 used, 
 
 
 def test_format_constants_match_the_context_model():
-    assert fmt.PLAIN_PREDICTORS == cm.PLAIN_PREDICTORS and fmt.NUM_PREDICTORS == cm.NUM_PREDICTORS
-    assert fmt.DEFAULT_PREDICTOR_WEIGHTS == tuple(cm.PREDICTOR_MAX_WEIGHTS.tolist())
-    assert fmt.V5_PREDICTOR_WEIGHTS == cm.TRAINED_PREDICTOR_WEIGHTS
-    assert fmt.MAX_PREDICTOR_WEIGHT == cm.MAX_PREDICTOR_WEIGHT
-    assert cm.LINEAR_ROLE == fmt.predictor_roles(True, True)[-1]
+    assert ph.PLAIN_PREDICTORS == cm.PLAIN_PREDICTORS and ph.NUM_PREDICTORS == cm.NUM_PREDICTORS
+    assert ph.DEFAULT_PREDICTOR_WEIGHTS == tuple(cm.PREDICTOR_MAX_WEIGHTS.tolist())
+    assert ph.V5_PREDICTOR_WEIGHTS == cm.TRAINED_PREDICTOR_WEIGHTS
+    assert ph.MAX_PREDICTOR_WEIGHT == cm.MAX_PREDICTOR_WEIGHT
+    assert cm.LINEAR_ROLE == ph.predictor_roles(True, True)[-1]
 
 
 def test_the_weight_table_is_the_error_weight_of_every_small_sum():
@@ -52,31 +52,31 @@ def test_the_blend_table_puts_the_linear_predictor_where_the_blend_has_it():
 @pytest.mark.parametrize("guided", [False, True])
 @pytest.mark.parametrize("linear", [False, True])
 def test_plane_weights_round_trip_through_the_header(guided, linear):
-    lin = np.arange(fmt.NUM_LINEAR_TAPS) - 4 if linear else None
+    lin = np.arange(ph.NUM_LINEAR_TAPS) - 4 if linear else None
     weights = plane_predictor_weights((200, 1, 2, 3, 4, 5, 6, 7, 8, 255), guided, linear)
     plane = PlaneInfo(0, 4095, None, guided, lin, None, weights)
     out = bytearray()
-    fmt._write_plane_info_v3(out, plane)
-    back, pos = fmt._read_plane_info_v3(bytes(out), 0, fmt.NUM_LINEAR_TAPS, version=5)
+    ph._write_plane_info_v3(out, plane)
+    back, pos = ph._read_plane_info_v3(bytes(out), 0, ph.NUM_LINEAR_TAPS, version=5)
     assert pos == len(out) and np.array_equal(back.predictor_weights, weights)
     # roles the plane does not use keep the format's defaults: nothing about them is stored
-    unused = sorted(set(range(fmt.NUM_PREDICTORS)) - set(predictor_roles(guided, linear)))
-    assert all(back.predictor_weights[r] == fmt.V5_PREDICTOR_WEIGHTS[r] for r in unused)
-    default = PlaneInfo(0, 4095, None, guided, lin, None, plane_predictor_weights(fmt.V5_PREDICTOR_WEIGHTS, guided,
+    unused = sorted(set(range(ph.NUM_PREDICTORS)) - set(predictor_roles(guided, linear)))
+    assert all(back.predictor_weights[r] == ph.V5_PREDICTOR_WEIGHTS[r] for r in unused)
+    default = PlaneInfo(0, 4095, None, guided, lin, None, plane_predictor_weights(ph.V5_PREDICTOR_WEIGHTS, guided,
                                                                                   linear))
     short = bytearray()
-    fmt._write_plane_info_v3(short, default)  # the format's own weights cost no bytes
+    ph._write_plane_info_v3(short, default)  # the format's own weights cost no bytes
     varint_bytes = [2 if weights[r] >= 128 else 1 for r in predictor_roles(guided, linear)]
     assert len(out) - len(short) == sum(varint_bytes)
-    back, _ = fmt._read_plane_info_v3(bytes(short), 0, fmt.NUM_LINEAR_TAPS, version=5)
+    back, _ = ph._read_plane_info_v3(bytes(short), 0, ph.NUM_LINEAR_TAPS, version=5)
     assert np.array_equal(back.predictor_weights, default.predictor_weights)
 
 
 def _plane_bytes(first_weight_bytes: bytes) -> bytes:
     plane = PlaneInfo(0, 255, None, False, None, None, plane_predictor_weights(OWN, False, False))
     out = bytearray()
-    fmt._write_plane_info_v3(out, plane)
-    weights_at = len(out) - fmt.PLAIN_PREDICTORS
+    ph._write_plane_info_v3(out, plane)
+    weights_at = len(out) - ph.PLAIN_PREDICTORS
     assert out[weights_at] == OWN[0]
     return bytes(out[:weights_at]) + first_weight_bytes + bytes(out[weights_at + 1:])
 
@@ -84,19 +84,19 @@ def _plane_bytes(first_weight_bytes: bytes) -> bytes:
 @pytest.mark.parametrize("damage, message", [(b"\x00", "predictor weight 0"), (b"\x80\x02", "predictor weight 256"),
                                              (b"\xff" * 12, "varint too long")])
 def test_a_damaged_weight_is_a_corrupt_header(damage, message):
-    fmt._read_plane_info_v3(_plane_bytes(bytes([OWN[0]])), 0, fmt.NUM_LINEAR_TAPS, version=5)  # undamaged: reads
+    ph._read_plane_info_v3(_plane_bytes(bytes([OWN[0]])), 0, ph.NUM_LINEAR_TAPS, version=5)  # undamaged: reads
     with pytest.raises(CorruptStreamError, match=message):
-        fmt._read_plane_info_v3(_plane_bytes(damage), 0, fmt.NUM_LINEAR_TAPS, version=5)
+        ph._read_plane_info_v3(_plane_bytes(damage), 0, ph.NUM_LINEAR_TAPS, version=5)
     with pytest.raises(CorruptStreamError, match="truncated"):
-        fmt._read_plane_info_v3(_plane_bytes(bytes([OWN[0]]))[:-1], 0, fmt.NUM_LINEAR_TAPS, version=5)
+        ph._read_plane_info_v3(_plane_bytes(bytes([OWN[0]]))[:-1], 0, ph.NUM_LINEAR_TAPS, version=5)
 
 
 def test_the_weights_flag_is_unknown_before_format_5():
     out = bytearray()
     weights = plane_predictor_weights(OWN, False, False)
-    fmt._write_plane_info_v3(out, PlaneInfo(0, 255, None, False, None, None, weights))
+    ph._write_plane_info_v3(out, PlaneInfo(0, 255, None, False, None, None, weights))
     with pytest.raises(CorruptStreamError, match="plane flags"):
-        fmt._read_plane_info_v3(bytes(out), 0, fmt.NUM_LINEAR_TAPS, version=4)
+        ph._read_plane_info_v3(bytes(out), 0, ph.NUM_LINEAR_TAPS, version=4)
 
 
 def test_older_versions_refuse_weights(codec, rng):
@@ -115,7 +115,7 @@ def test_the_config_refuses_bad_weights(weights):
 
 def test_the_config_keeps_weights_as_a_tuple():
     assert CodecConfig(predictor_weights=list(OWN)).predictor_weights == OWN
-    assert CodecConfig().predictor_weights == fmt.V5_PREDICTOR_WEIGHTS
+    assert CodecConfig().predictor_weights == ph.V5_PREDICTOR_WEIGHTS
 
 
 def test_an_image_coded_with_its_own_weights_decodes_with_any_config(codec, rng):
@@ -124,7 +124,7 @@ def test_an_image_coded_with_its_own_weights_decodes_with_any_config(codec, rng)
     enc, mine = codec.encode(image, 12), own.encode(image, 12)
     assert enc.version == mine.version == 5
     assert np.array_equal(enc.planes[0].predictor_weights,
-                          plane_predictor_weights(fmt.V5_PREDICTOR_WEIGHTS, enc.planes[0].guided,
+                          plane_predictor_weights(ph.V5_PREDICTOR_WEIGHTS, enc.planes[0].guided,
                                                   enc.planes[0].linear is not None))
     assert not np.array_equal(mine.planes[0].predictor_weights, enc.planes[0].predictor_weights)
     assert enc.residual_streams != mine.residual_streams  # the weights steer the prediction
@@ -152,7 +152,7 @@ def test_format_5_refreshes_histograms_more_often():
 
     assert V4_TABLES.refresh == (cm.MIN_SEGMENT, cm.REFRESH_SHIFT) == (16, 2)  # formats 1-4, fixed
     assert V5_TABLES.refresh == cm.V5_REFRESH
-    assert np.array_equal(V5_TABLES.weight_table, cm.weight_table(fmt.V5_PREDICTOR_WEIGHTS))
+    assert np.array_equal(V5_TABLES.weight_table, cm.weight_table(ph.V5_PREDICTOR_WEIGHTS))
     codec = Codec.load()
     assert codec._version_tables(5, None) is V5_TABLES and codec._version_tables(4, None) is V4_TABLES
 
@@ -180,29 +180,29 @@ def test_the_snapshot_bound_holds(rng, refresh, kind):
 
 def test_the_wide_taps_extend_the_narrow_ones_on_earlier_wavefronts():
     assert np.array_equal(cm.LIN_TAPS_WIDE[: len(cm.LIN_TAPS)], cm.LIN_TAPS)
-    assert len(cm.LIN_TAPS_WIDE) == fmt.NUM_WIDE_LINEAR_TAPS and len(set(map(tuple, cm.LIN_TAPS_WIDE.tolist()))) == 16
+    assert len(cm.LIN_TAPS_WIDE) == ph.NUM_WIDE_LINEAR_TAPS and len(set(map(tuple, cm.LIN_TAPS_WIDE.tolist()))) == 16
     back = 2 * cm.LIN_TAPS_WIDE[:, 0] + cm.LIN_TAPS_WIDE[:, 1]  # wavefronts back from the pixel's
     assert (back < 0).all() and (-back < cm.RING).all()  # decoded already, and still in the ring
     assert np.abs(cm.LIN_TAPS_WIDE[:, 1]).max() <= 3 and cm.LIN_TAPS_WIDE[:, 0].min() >= -3  # the fast path's bounds
 
 
-@pytest.mark.parametrize("sets", [1, fmt.LINEAR_PARITY_SETS])
+@pytest.mark.parametrize("sets", [1, ph.LINEAR_PARITY_SETS])
 def test_wide_linear_weights_round_trip_through_the_header(rng, sets):
-    weights = rng.integers(-(1 << 14), 1 << 14, (sets, fmt.NUM_WIDE_LINEAR_TAPS))
+    weights = rng.integers(-(1 << 14), 1 << 14, (sets, ph.NUM_WIDE_LINEAR_TAPS))
     linear = weights[0] if sets == 1 else weights
-    defaults = plane_predictor_weights(fmt.V5_PREDICTOR_WEIGHTS, False, True)
+    defaults = plane_predictor_weights(ph.V5_PREDICTOR_WEIGHTS, False, True)
     plane = PlaneInfo(0, 4095, None, False, linear, None, defaults)
     out = bytearray()
-    fmt._write_plane_info_v3(out, plane)
-    back, pos = fmt._read_plane_info_v3(bytes(out), 0, fmt.NUM_LINEAR_TAPS, version=5)
+    ph._write_plane_info_v3(out, plane)
+    back, pos = ph._read_plane_info_v3(bytes(out), 0, ph.NUM_LINEAR_TAPS, version=5)
     assert pos == len(out) and np.array_equal(back.linear, linear)
     with pytest.raises(CorruptStreamError, match="plane flags"):  # flag 128 is format 5's
-        fmt._read_plane_info_v3(bytes(out), 0, fmt.NUM_LINEAR_TAPS, version=4)
+        ph._read_plane_info_v3(bytes(out), 0, ph.NUM_LINEAR_TAPS, version=4)
 
 
 def test_older_versions_refuse_wide_linear_weights(codec, rng):
     enc = codec.encode(smooth_image(rng, (20, 20), 12), 12, format_version=4)
-    enc.planes[0].linear = np.zeros(fmt.NUM_WIDE_LINEAR_TAPS, dtype=np.int64)
+    enc.planes[0].linear = np.zeros(ph.NUM_WIDE_LINEAR_TAPS, dtype=np.int64)
     with pytest.raises(InvalidParameterError, match="no linear predictor of 16 taps"):
         enc.to_bytes()
     enc.planes[0].linear = np.zeros(12, dtype=np.int64)
@@ -213,12 +213,12 @@ def test_older_versions_refuse_wide_linear_weights(codec, rng):
 
 def test_the_wide_flag_needs_a_linear_predictor():
     out = bytearray()
-    fmt._write_plane_info_v3(out, PlaneInfo(0, 255))
+    ph._write_plane_info_v3(out, PlaneInfo(0, 255))
     flags_at = len(out) - 1
     damaged = bytearray(out)
-    damaged[flags_at] |= fmt.PLANE_LINEAR_WIDE
+    damaged[flags_at] |= ph.PLANE_LINEAR_WIDE
     with pytest.raises(CorruptStreamError, match="plane flags"):
-        fmt._read_plane_info_v3(bytes(damaged), 0, fmt.NUM_LINEAR_TAPS, version=5)
+        ph._read_plane_info_v3(bytes(damaged), 0, ph.NUM_LINEAR_TAPS, version=5)
 
 
 def test_a_ct_slice_takes_the_wide_predictor_and_decodes_exactly(codec):
@@ -228,9 +228,9 @@ def test_a_ct_slice_takes_the_wide_predictor_and_decodes_exactly(codec):
 
     ct = next(im for im in dev_images(("ct",)) if im.name.startswith("693_UNCR"))
     enc = codec.encode(ct.pixels, ct.bits_stored)
-    assert enc.planes[0].linear.shape == (fmt.NUM_WIDE_LINEAR_TAPS,)
+    assert enc.planes[0].linear.shape == (ph.NUM_WIDE_LINEAR_TAPS,)
     narrow = codec.encode(ct.pixels, ct.bits_stored, format_version=4)
-    assert narrow.planes[0].linear.shape == (fmt.NUM_LINEAR_TAPS,)
+    assert narrow.planes[0].linear.shape == (ph.NUM_LINEAR_TAPS,)
     blob = enc.to_bytes()
     for threads in (1, 2):
         assert np.array_equal(codec.decode(EncodedImage.from_bytes(blob), threads=threads), ct.pixels)

@@ -21,7 +21,8 @@ import torch
 from ..errors import ChecksumMismatchError, CorruptStreamError, InvalidParameterError, WeightsError
 from . import context_model as cm
 from . import lora, lowrank, metrics, pixels, trials
-from .format import FORMAT_VERSION, MODES, READABLE_VERSIONS, EncodedImage, PlaneInfo, plane_predictor_weights
+from .format import FORMAT_VERSION, MODES, READABLE_VERSIONS, EncodedImage
+from .plane_header import PlaneInfo, plane_predictor_weights
 from .linear_fit import as_class_table
 from .loaded import LowRankModel
 from .planes import coded_planes, decoder_side_information, stack_latents

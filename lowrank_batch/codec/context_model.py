@@ -51,7 +51,7 @@ PREDICTOR_MAX_WEIGHTS = np.array([13, 12, 12, 12, 12, 12, 12, 12, 12, 12], dtype
 # blend trusts the fitted linear predictor three times more, the first two libjxl predictors,
 # MED and the gradient less. Dev corpus (with format 5's refreshes and wide taps): CT -2.6%,
 # MR -1.6%, CR -0.5% against formats 1-4's weights. The guided pair is untrained
-# (few planes are guided). They are format 5's defaults (format.V5_PREDICTOR_WEIGHTS); a plane
+# (few planes are guided). They are format 5's defaults (plane_header.V5_PREDICTOR_WEIGHTS); a plane
 # coded with other weights carries them in its header.
 TRAINED_PREDICTOR_WEIGHTS = (2, 1, 11, 13, 14, 3, 9, 12, 12, 36)
 # The trained linear predictor's taps (row, column offsets), all on earlier wavefronts; it

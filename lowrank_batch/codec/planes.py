@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import pixels
-from .format import PlaneInfo
+from .plane_header import PlaneInfo
 
 
 def coded_planes(planes: np.ndarray, recon: np.ndarray, layout: pixels.PixelLayout, mode: str,

@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from .format import PlaneInfo, remap_table_bytes
+from .plane_header import PlaneInfo, remap_table_bytes
 from .context_model import LIN_PARITY_CLASSES
 from .linear_fit import (as_class_table, fit_linear_predictor, fit_parity_predictor, fit_samples,
                          narrow_and_wide_samples, parity_errors_differ)

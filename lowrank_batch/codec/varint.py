@@ -1,4 +1,4 @@
-"""Unsigned LEB128 varints for the small headers of the byte formats."""
+"""LEB128 varints for the small headers of the byte formats: unsigned, and zig-zag signed."""
 
 from __future__ import annotations
 
@@ -33,3 +33,13 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise CorruptStreamError("byte string is corrupt (varint too long)")
+
+
+def write_signed(out: bytearray, v: int) -> None:
+    """Zig-zag: 0, -1, 1, -2, ... as 0, 1, 2, 3, ..., then a varint."""
+    write_varint(out, (v << 1) if v >= 0 else ((-v << 1) - 1))
+
+
+def read_signed(data: bytes, pos: int) -> tuple[int, int]:
+    u, pos = read_varint(data, pos)
+    return (u >> 1) if not u & 1 else -((u + 1) >> 1), pos

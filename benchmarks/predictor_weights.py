@@ -6,7 +6,7 @@
 
 The blend of the residual coder's predictors weighs each one by the inverse of its recent
 error, scaled by a per-predictor maximum weight (libjxl's ErrorWeight scale). Formats 1-4 fixed
-those at 13, 12, 12, ...; format 5's defaults (context_model.TRAINED_PREDICTOR_WEIGHTS) came
+those at 13, 12, 12, ...; format 5's defaults (blend.TRAINED_PREDICTOR_WEIGHTS) came
 from --search: a coordinate search over the weight of each role (the 7 plain predictors, the
 guided pair, the linear one), each step trying -6, -3, +3, +6, +12 (then a finer round over
 the plain and linear roles: --rounds 1 --steps=-2,2,-4,4 --roles 0,1,2,3,4,5,6,9, with the

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lowrank_batch import Codec, EncodedImage
+from lowrank_batch.codec import blend
 from lowrank_batch.codec import context_model as cm
 from lowrank_batch.codec import plane_header as ph
 from lowrank_batch.codec.codec import CodecConfig
@@ -22,31 +23,31 @@ OWN = (13, 12, 12, 12, 12, 12, 12, 20, 20, 24)  # the weights formats 1-4 used, 
 
 def test_format_constants_match_the_context_model():
     assert ph.PLAIN_PREDICTORS == cm.PLAIN_PREDICTORS and ph.NUM_PREDICTORS == cm.NUM_PREDICTORS
-    assert ph.DEFAULT_PREDICTOR_WEIGHTS == tuple(cm.PREDICTOR_MAX_WEIGHTS.tolist())
-    assert ph.V5_PREDICTOR_WEIGHTS == cm.TRAINED_PREDICTOR_WEIGHTS
-    assert ph.MAX_PREDICTOR_WEIGHT == cm.MAX_PREDICTOR_WEIGHT
-    assert cm.LINEAR_ROLE == ph.predictor_roles(True, True)[-1]
+    assert ph.DEFAULT_PREDICTOR_WEIGHTS == tuple(blend.PREDICTOR_MAX_WEIGHTS.tolist())
+    assert ph.V5_PREDICTOR_WEIGHTS == blend.TRAINED_PREDICTOR_WEIGHTS
+    assert ph.MAX_PREDICTOR_WEIGHT == blend.MAX_PREDICTOR_WEIGHT
+    assert blend.LINEAR_ROLE == ph.predictor_roles(True, True)[-1]
 
 
 def test_the_weight_table_is_the_error_weight_of_every_small_sum():
-    table = cm.weight_table(OWN)
-    assert table.shape == (cm.NUM_PREDICTORS, cm.WEIGHT_TABLE_SIZE + 1)
+    table = blend.weight_table(OWN)
+    assert table.shape == (cm.NUM_PREDICTORS, blend.WEIGHT_TABLE_SIZE + 1)
     for k, m in enumerate(OWN):
-        assert table[k, cm.WEIGHT_TABLE_SIZE] == m
-        for s in (0, 1, 2, 31, 32, 33, 100, 511, 512, cm.WEIGHT_TABLE_SIZE - 1):
-            assert table[k, s] == cm._error_weight(s, m)
-    assert cm.weight_table(list(OWN)) is table  # one table per weight set, shared by every plane
+        assert table[k, blend.WEIGHT_TABLE_SIZE] == m
+        for s in (0, 1, 2, 31, 32, 33, 100, 511, 512, blend.WEIGHT_TABLE_SIZE - 1):
+            assert table[k, s] == blend._error_weight(s, m)
+    assert blend.weight_table(list(OWN)) is table  # one table per weight set, shared by every plane
 
 
 def test_the_blend_table_puts_the_linear_predictor_where_the_blend_has_it():
-    table = cm.weight_table(OWN)
-    assert cm.blend_table(table, True, True) is table and cm.blend_table(table, False, False) is table
-    no_side = cm.blend_table(table, False, True)  # the linear predictor right after the plain ones
+    table = blend.weight_table(OWN)
+    assert blend.blend_table(table, True, True) is table and blend.blend_table(table, False, False) is table
+    no_side = blend.blend_table(table, False, True)  # the linear predictor right after the plain ones
     assert np.array_equal(no_side[: cm.PLAIN_PREDICTORS], table[: cm.PLAIN_PREDICTORS])
-    assert np.array_equal(no_side[cm.PLAIN_PREDICTORS], table[cm.LINEAR_ROLE])
+    assert np.array_equal(no_side[cm.PLAIN_PREDICTORS], table[blend.LINEAR_ROLE])
     # formats 1-4: every position but the first weighs alike, so the remapping changes nothing
-    default = cm.DEFAULT_WEIGHT_TABLE
-    assert np.array_equal(cm.blend_table(default, False, True), default[: cm.PLAIN_PREDICTORS + 1])
+    default = blend.DEFAULT_WEIGHT_TABLE
+    assert np.array_equal(blend.blend_table(default, False, True), default[: cm.PLAIN_PREDICTORS + 1])
 
 
 @pytest.mark.parametrize("guided", [False, True])
@@ -152,7 +153,7 @@ def test_format_5_refreshes_histograms_more_often():
 
     assert V4_TABLES.refresh == (cm.MIN_SEGMENT, cm.REFRESH_SHIFT) == (16, 2)  # formats 1-4, fixed
     assert V5_TABLES.refresh == cm.V5_REFRESH
-    assert np.array_equal(V5_TABLES.weight_table, cm.weight_table(ph.V5_PREDICTOR_WEIGHTS))
+    assert np.array_equal(V5_TABLES.weight_table, blend.weight_table(ph.V5_PREDICTOR_WEIGHTS))
     codec = Codec.load()
     assert codec._version_tables(5, None) is V5_TABLES and codec._version_tables(4, None) is V4_TABLES
 

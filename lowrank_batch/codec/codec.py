@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import ChecksumMismatchError, CorruptStreamError, InvalidParameterError, WeightsError
+from . import blend
 from . import context_model as cm
 from . import lora, lowrank, metrics, pixels, trials
 from .format import FORMAT_VERSION, MODES, READABLE_VERSIONS, EncodedImage
@@ -88,8 +89,8 @@ class CodecConfig:
     cpu_preview_refine_max_pixels: int = 1 << 16
     default_quality: float = 45.0
     # format 5: how much the residual predictor's blend trusts each predictor, by role (the plain
-    # ones, the guided pair, the linear one); trained on the dev corpus (context_model)
-    predictor_weights: tuple[int, ...] = cm.TRAINED_PREDICTOR_WEIGHTS
+    # ones, the guided pair, the linear one); trained on the dev corpus (blend.py)
+    predictor_weights: tuple[int, ...] = blend.TRAINED_PREDICTOR_WEIGHTS
 
     def __post_init__(self) -> None:
         if not 1 <= self.preview_rank:
@@ -98,9 +99,9 @@ class CodecConfig:
             raise InvalidParameterError(f"preview_step must be in (0, 1], got {self.preview_step}")
         weights = tuple(self.predictor_weights)
         if len(weights) != cm.NUM_PREDICTORS or not all(
-                isinstance(w, (int, np.integer)) and 1 <= w <= cm.MAX_PREDICTOR_WEIGHT for w in weights):
+                isinstance(w, (int, np.integer)) and 1 <= w <= blend.MAX_PREDICTOR_WEIGHT for w in weights):
             raise InvalidParameterError(f"predictor_weights must be {cm.NUM_PREDICTORS} integers from 1 to "
-                                        f"{cm.MAX_PREDICTOR_WEIGHT}, got {self.predictor_weights!r}")
+                                        f"{blend.MAX_PREDICTOR_WEIGHT}, got {self.predictor_weights!r}")
         object.__setattr__(self, "predictor_weights", tuple(int(w) for w in weights))  # a list from JSON, say
 
 
@@ -387,7 +388,7 @@ class Codec:
         with the configured predictor weights, which each plane's header then records."""
         tables = self._version_tables(version, tables_sha)
         if version >= 5:
-            tables = dataclasses.replace(tables, weight_table=cm.weight_table(self.config.predictor_weights))
+            tables = dataclasses.replace(tables, weight_table=blend.weight_table(self.config.predictor_weights))
         return tables
 
     @staticmethod
@@ -398,7 +399,7 @@ class Codec:
             lin = info.linear if info.linear.ndim == 2 else as_class_table(info.linear)
             tables = dataclasses.replace(tables, lin=lin)
         if info.predictor_weights is not None:
-            tables = dataclasses.replace(tables, weight_table=cm.weight_table(info.predictor_weights))
+            tables = dataclasses.replace(tables, weight_table=blend.weight_table(info.predictor_weights))
         return with_value_classes(tables, info.value_classes)
 
     # ---------------------------------------------------------------- decode

@@ -19,7 +19,6 @@ so decode is bit-exact on any machine.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -27,6 +26,7 @@ from numba import njit
 
 from .tokens import MAX_SPAN, NUM_TOKENS, floor_log2, token_base, token_of  # noqa: F401
 from .tokens import floor_log2 as _floor_log2
+from .blend import NUM_PREDICTORS, PLAIN_PREDICTORS, _weighted_average
 
 EXTRA_BITS = 3  # fractional bits of the prediction (as in libjxl)
 NUM_LEVELS = 40  # activity levels, two per octave
@@ -41,19 +41,6 @@ PRIOR_WEIGHT = 1024.0
 # symbol, gains 0.2% more on CT for +40% decode time)
 MIN_SEGMENT, REFRESH_SHIFT = 16, 2
 V5_REFRESH = (4, 4)
-PLAIN_PREDICTORS = 7  # libjxl's 4 weighted-predictor ones, LOCO-I's MED, gradient, (W+NE)/2
-NUM_PREDICTORS = PLAIN_PREDICTORS + 3  # + 2 guided by the reconstruction + 1 trained linear (format 2)
-# each predictor's maximum weight in the blend (libjxl's ErrorWeight scale), by role: the plain
-# ones, the guided pair, the linear one. Formats 1-4; format 5 stores each plane's own.
-PREDICTOR_MAX_WEIGHTS = np.array([13, 12, 12, 12, 12, 12, 12, 12, 12, 12], dtype=np.int64)
-# Format 5's encoder default, trained to minimise the lossless bytes of the dev corpus (ct, mr, cr;
-# each modality's total counts alike) by coordinate search (benchmarks/predictor_weights.py): the
-# blend trusts the fitted linear predictor three times more, the first two libjxl predictors,
-# MED and the gradient less. Dev corpus (with format 5's refreshes and wide taps): CT -2.6%,
-# MR -1.6%, CR -0.5% against formats 1-4's weights. The guided pair is untrained
-# (few planes are guided). They are format 5's defaults (plane_header.V5_PREDICTOR_WEIGHTS); a plane
-# coded with other weights carries them in its header.
-TRAINED_PREDICTOR_WEIGHTS = (2, 1, 11, 13, 14, 3, 9, 12, 12, 36)
 # The trained linear predictor's taps (row, column offsets), all on earlier wavefronts; it
 # predicts x - W from the taps' differences to W with integer weights in units of 2**-LIN_SHIFT
 LIN_TAPS = np.array([(-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-1, -2), (-2, 1), (-2, -1), (-2, 2), (0, -3)],
@@ -99,56 +86,6 @@ _PRIOR = prior_counts()
 V1_LUT = np.arange(NUM_BUCKETS, dtype=np.int64)  # format 1: the bucket is the activity context itself
 
 
-_DIV_LOOKUP = np.array([(1 << 24) // d if d else 0 for d in range(256)], dtype=np.int64)
-
-
-WEIGHT_TABLE_SIZE = 1024
-MAX_PREDICTOR_WEIGHT = 255  # format 5: a plane's predictor weights are 1..this (header bound)
-
-
-@functools.lru_cache(maxsize=64)  # shared by every plane with these weights: never written to
-def _weight_table(max_weights: tuple[int, ...]) -> np.ndarray:
-    table = np.empty((len(max_weights), WEIGHT_TABLE_SIZE + 1), dtype=np.int64)
-    err_sum = np.arange(WEIGHT_TABLE_SIZE, dtype=np.int64)
-    shift = np.maximum(0, np.array([(e + 1).bit_length() - 1 - 5 for e in range(WEIGHT_TABLE_SIZE)]))
-    div = (1 << 24) // ((err_sum >> shift) + 1)
-    for k, m in enumerate(max_weights):
-        table[k, :WEIGHT_TABLE_SIZE] = 4 + ((m * div) >> shift)  # _error_weight_py, for every small sum
-        table[k, WEIGHT_TABLE_SIZE] = m
-    return table
-
-
-def weight_table(max_weights) -> np.ndarray:
-    """The blend's weight table for the predictors' maximum weights (one per position in the
-    blend): _error_weight of every small error sum, per predictor (the common case, computed
-    once), and in the last column the maximum weight itself, for larger sums."""
-    return _weight_table(tuple(int(m) for m in max_weights))
-
-
-DEFAULT_WEIGHT_TABLE = weight_table(PREDICTOR_MAX_WEIGHTS)  # formats 1-4
-LINEAR_ROLE = PLAIN_PREDICTORS + 2  # rows of a weight table by role: plain, the guided pair, the linear one
-
-
-def blend_table(role_table: np.ndarray, has_side: bool, has_linear: bool) -> np.ndarray:
-    """A weight table by position in a plane's blend (_predict: the plain predictors, then the
-    guided pair where the plane has side information, then the linear one where it has weights)
-    from one by role. Without side information the linear predictor sits where the guided pair
-    would; formats 1-4 gave every position but the first the same weight, so for them the
-    result is the same table."""
-    if has_side or not has_linear:
-        return role_table
-    return role_table[list(range(PLAIN_PREDICTORS)) + [LINEAR_ROLE]]
-
-
-@njit(cache=True, inline="always")
-def _error_weight(err_sum, max_weight):
-    """libjxl's ErrorWeight: about max_weight * 2**24 / (err_sum + 1), via a 64-entry table."""
-    shift = _floor_log2(err_sum + 1) - 5
-    if shift < 0:
-        shift = 0
-    return 4 + ((max_weight * _DIV_LOOKUP[(err_sum >> shift) + 1]) >> shift)
-
-
 @njit(cache=True, inline="always")
 def _bucket_of(activity):
     if activity <= 0:
@@ -175,36 +112,6 @@ def _wave_rows(t, height, width):
 
 def num_wavefronts(height: int, width: int) -> int:
     return 2 * (height - 1) + width
-
-
-@njit(cache=True, inline="always")
-def _weighted_average(sub, num_pred, perr, weights, weight_table, s1, s2, s3, i, j, has_w, has_n, has_ne, has_nw):
-    """libjxl's weighted average: each sub-prediction weighted by the inverse of its recent
-    error at N, NE, NW, W and WW; weights cut to ~5 bits, division by table lookup.
-
-    perr[slot, row, k] holds a pixel's own error of predictor k; perr[slot, row, NUM_PREDICTORS + k]
-    holds it plus its W neighbour's, so W+WW and N+NW are one load each (as in libjxl).
-    """
-    total_weight = 0
-    for k in range(num_pred):
-        s = 0
-        if has_w:
-            s += perr[s1, i, NUM_PREDICTORS + k]  # W + WW
-        if has_n:
-            s += perr[s2, i - 1, NUM_PREDICTORS + k]  # N + NW
-            if has_ne:
-                s += perr[s1, i - 1, k]
-        weights[k] = weight_table[k, s] if s < WEIGHT_TABLE_SIZE else _error_weight(
-            s, weight_table[k, WEIGHT_TABLE_SIZE])
-        total_weight += weights[k]
-    shift = _floor_log2(total_weight) - 4
-    weight_sum = 0
-    acc = 0
-    for k in range(num_pred):
-        weights[k] >>= shift
-        weight_sum += weights[k]
-        acc += weights[k] * sub[k]
-    return ((acc + (weight_sum >> 1) - 1) * _DIV_LOOKUP[weight_sum]) >> 24
 
 
 @njit(cache=True, inline="always")

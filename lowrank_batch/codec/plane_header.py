@@ -3,8 +3,8 @@ table, guidance flag and, by version, its linear predictor (3), intensity bands 
 predictor weights and wide taps (5). FORMAT.md specifies the bytes.
 
 format.py writes and reads each plane's info through `write_plane_info` / `read_plane_info`.
-The constants mirror codec/context_model.py, which this module does not import (headers are
-read without the kernels); tests check that they agree.
+The constants mirror codec/context_model.py and codec/blend.py, which this module does not
+import (headers are read without the kernels); tests check that they agree.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from .varint import read_signed, read_varint, write_signed, write_varint
 NUM_LINEAR_TAPS = 10  # version 3's linear predictor (codec/context_model.py LIN_TAPS)
 NUM_WIDE_LINEAR_TAPS = 16  # version 5 may widen it (LIN_TAPS_WIDE: the same 10, then 6 more)
 LINEAR_PARITY_SETS = 4  # version 4: weight sets of a linear predictor per position parity (LIN_PARITY_CLASSES)
-# version 5: the blend's predictor weights by role (codec/context_model.py PREDICTOR_MAX_WEIGHTS):
+# version 5: the blend's predictor weights by role (codec/blend.py PREDICTOR_MAX_WEIGHTS):
 # the plain predictors, the pair guided by the reconstruction, the linear one
 PLAIN_PREDICTORS = 7
 NUM_PREDICTORS = PLAIN_PREDICTORS + 3
 DEFAULT_PREDICTOR_WEIGHTS = (13, 12, 12, 12, 12, 12, 12, 12, 12, 12)  # versions 1-4 (fixed)
 # version 5: a plane without the PLANE_PREDICTOR_WEIGHTS flag blends with these (trained on the dev
-# corpus, context_model.TRAINED_PREDICTOR_WEIGHTS); a plane whose weights differ carries its own
+# corpus, blend.TRAINED_PREDICTOR_WEIGHTS); a plane whose weights differ carries its own
 V5_PREDICTOR_WEIGHTS = (2, 1, 11, 13, 14, 3, 9, 12, 12, 36)
 MAX_PREDICTOR_WEIGHT = 255
 PLANE_VALUE_LIMIT = 1 << 24  # |plane value| bound (16-bit pixels, +1 bit for RCT); beyond: a corrupt header

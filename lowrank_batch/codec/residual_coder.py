@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import CorruptStreamError, InvalidParameterError
 from . import band_kernels as bk
+from . import blend
 from . import context_model as cm
 from . import plane_kernels as pk
 from . import range_coder as rc
@@ -67,8 +68,8 @@ class ContextTables:
     value_thresholds: np.ndarray = field(default_factory=lambda: NO_THRESHOLDS)
     in_order: bool = False
     flat_mode: bool = False  # format 4: flat neighbourhoods predict W, in buckets of their own
-    # the blend's weight table by role (context_model.weight_table); format 5: the plane's predictor weights
-    weight_table: np.ndarray = field(default_factory=lambda: cm.DEFAULT_WEIGHT_TABLE)
+    # the blend's weight table by role (blend.weight_table); format 5: the plane's predictor weights
+    weight_table: np.ndarray = field(default_factory=lambda: blend.DEFAULT_WEIGHT_TABLE)
     refresh: tuple[int, int] = (cm.MIN_SEGMENT, cm.REFRESH_SHIFT)  # format 5: cm.V5_REFRESH
 
     @property
@@ -85,7 +86,7 @@ V3_TABLES = ContextTables(cm.V1_LUT, 1, cm._PRIOR, bias=True)  # + each plane's 
 # format 4: buckets NUM_BUCKETS.. are flat neighbourhoods' (context_model._predict), with the same priors
 V4_TABLES = ContextTables(np.arange(2 * cm.NUM_BUCKETS, dtype=np.int64), 1, np.concatenate((cm._PRIOR, cm._PRIOR)),
                           bias=True, in_order=True, flat_mode=True)  # + each plane's linear predictor and bands
-V5_TABLES = dataclasses.replace(V4_TABLES, weight_table=cm.weight_table(cm.TRAINED_PREDICTOR_WEIGHTS),
+V5_TABLES = dataclasses.replace(V4_TABLES, weight_table=blend.weight_table(blend.TRAINED_PREDICTOR_WEIGHTS),
                                 refresh=cm.V5_REFRESH)  # + each plane's own weights, if it has them
 
 
@@ -139,10 +140,10 @@ def model_pass(plane: np.ndarray, lo: int, hi: int, delta: int, side: np.ndarray
     snapshots = np.empty((max_snapshots(n, nb, tables.refresh), cm.NUM_TOKENS), dtype=np.int64)
     raw_words = np.zeros(n * 17 // 64 + 2, dtype=np.uint64)
     values = x.astype(np.int32) if delta == 0 else np.empty(x.shape, dtype=np.int32)  # lossless: the kernel leaves it
-    blend = cm.blend_table(tables.weight_table, side is not None, tables.lin.shape[0] > 0)
+    by_position = blend.blend_table(tables.weight_table, side is not None, tables.lin.shape[0] > 0)
     num_snap, num_bits = pk._encode_plane(
         x, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr, st.counts, st.totals, st.snap,
-        st.since, st.coded, st.epoch, st.refresh, st.refreshed, blend,
+        st.since, st.coded, st.epoch, st.refresh, st.refreshed, by_position,
         out_bucket, out_token, out_snap, snapshots, raw_words, values, tables.lut, tables.nx, tables.lin,
         tables.value_thresholds, tables.flat_mode, *st.bias_state(),
     )
@@ -330,10 +331,10 @@ def decode_plane(
     num_bits, words, starts, ends, raw_words = parse(blob, tables, height, width)
     st = cm.ModelState(height, width, side, patch, tables.prior, tables.bias, tables.refresh)
     out = np.zeros((height, width), dtype=np.int64)
-    blend = cm.blend_table(tables.weight_table, side is not None, tables.lin.shape[0] > 0)
+    by_position = blend.blend_table(tables.weight_table, side is not None, tables.lin.shape[0] > 0)
     status = pk._decode_plane_all(
         words, starts, ends, lo, hi, delta, st.xr, st.side, st.has_side, st.patch_mask, st.te, st.perr,
-        blend, st.counts, st.totals, st.snap, st.since, st.coded, st.epoch, st.refresh, st.refreshed, raw_words,
+        by_position, st.counts, st.totals, st.snap, st.since, st.coded, st.epoch, st.refresh, st.refreshed, raw_words,
         num_bits, out, tables.lut, tables.nx, tables.lin, tables.value_thresholds, tables.flat_mode, *st.bias_state(),
         tables.in_order,
     )

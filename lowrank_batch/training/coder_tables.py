@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from ..codec import blend
 from ..codec import context_model as cm
 from ..codec.residual_coder import ContextTables
 from ..codec.tokens import NUM_TOKENS, token_of
@@ -46,7 +47,7 @@ def _dump(x, lo, hi, xr, side, has_side, patch_mask, te, perr, lut, nx, out_ctx,
         for i in range(i_start, i_end + 1):
             j = t - 2 * i
             pred8, fine, lean = cm._predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weights,
-                                            cm.DEFAULT_WEIGHT_TABLE, 1, lut, nx, lo, cm.NO_LINEAR, None, None)
+                                            blend.DEFAULT_WEIGHT_TABLE, 1, lut, nx, lo, cm.NO_LINEAR, None, None)
             pred = min(max((pred8 + 3) >> cm.EXTRA_BITS, lo), hi)
             e = x[i, j] - pred
             if lean > 0:
@@ -100,7 +101,7 @@ def _dump_linear(x, xr, te, perr, out_taps, out_target, out_class, out_col):
             out_col[pos] = j
             pos += 1
             pred8, _, _ = cm._predict(t, i, j, width, xr, side, False, 7, te, perr, sub, weights,
-                                      cm.DEFAULT_WEIGHT_TABLE, 1, lut, 1, 0, cm.NO_LINEAR, None, None)
+                                      blend.DEFAULT_WEIGHT_TABLE, 1, lut, 1, 0, cm.NO_LINEAR, None, None)
             cm._update(slot, i, j > 0, x[i, j], pred8, sub, cm.PLAIN_PREDICTORS, xr, te, perr, counts, totals, 0, 0,
                        since, coded, None, None, None)
             counts[0, 0] = 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .context_model import _copy_row, _count, _refresh_one, _wave_rows
+from .context_model import _copy_row, _count, _note_touched, _refresh_one, _wave_rows
 from .jit import refcount_free
 from .tokens import floor_log2 as _floor_log2
 
@@ -84,10 +84,7 @@ def _histogram_loop(buckets, tokens, height, width, counts, totals, snap, since,
             out_snap[pos] = snap_index[b]
             cost += _log2_fixed(snap_total[b], log2_table) - _log2_fixed(snap[b, tok], log2_table)
             _count(counts, totals, b, tok, since, coded)
-            if not touched[b]:
-                touched[b] = True
-                touched_list[num_touched] = b
-                num_touched += 1
+            num_touched = _note_touched(b, touched, touched_list, num_touched)
             pos += 1
     return num_snap, cost
 

@@ -392,6 +392,18 @@ def _refresh_one(b, counts, snap, since, coded, epoch, refresh):
 
 
 @njit(cache=True, inline="always")
+def _note_touched(b, touched, touched_list, num_touched):
+    """Note that bucket b coded a symbol on this wavefront (once per wavefront); returns the
+    list's new length. Only noted buckets can become due at the next wavefront start, so the
+    kernels check those alone (_refresh_one) instead of every bucket."""
+    if not touched[b]:
+        touched[b] = True
+        touched_list[num_touched] = b
+        num_touched += 1
+    return num_touched
+
+
+@njit(cache=True, inline="always")
 def _update(slot, i, has_w, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded,
             bias_ring, bias_sum, bias_count):
     xr[slot, i] = value

@@ -18,6 +18,7 @@ from .context_model import (
     _copy_row,
     _refresh,
     _refresh_bias_one,
+    _note_touched,
     _refresh_one,
     _update,
     _num_pred,
@@ -175,10 +176,7 @@ def _encode_loop(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, cou
             pos += 1
             _update(slot, i, j > 0, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded,
                     bias_ring, bias_sum, bias_count)
-            if not touched[b]:
-                touched[b] = True
-                touched_list[num_touched] = b
-                num_touched += 1
+            num_touched = _note_touched(b, touched, touched_list, num_touched)
         num_dirty = _note_bias_contexts(t, height, width, bias_ring, dirty, dirty_list, num_dirty)
     return num_snap, bitpos
 
@@ -397,10 +395,7 @@ def _decode_per_bucket(words, decoders, streams, cdfs, slots, lo, hi, delta, xr,
             out[i, j] = value
             _update(slot, i, j > 0, value, pred8, sub, num_pred, xr, te, perr, counts, totals, b, tok, since, coded,
                     bias_ring, bias_sum, bias_count)
-            if not touched[b]:
-                touched[b] = True
-                touched_list[num_touched] = b
-                num_touched += 1
+            num_touched = _note_touched(b, touched, touched_list, num_touched)
         num_dirty = _note_bias_contexts(t, height, width, bias_ring, dirty, dirty_list, num_dirty)
         if bitpos > num_bits:
             return ERR_RAW_OVERRUN

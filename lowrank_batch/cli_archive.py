@@ -150,7 +150,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         except LowrankError as exc:
             bad += ids  # a file is given back whole or not at all: --repair re-encodes all of it
             print(f"FAILED {file_id}: {exc}")
-    print(f"{len(archive) - len(bad)} ok, {len(bad)} failed" + (f", {hidden} hidden by damaged records" if hidden else ""))
+    hidden_note = f", {hidden} hidden by damaged records" if hidden else ""
+    print(f"{len(archive) - len(bad)} ok, {len(bad)} failed{hidden_note}")
     if bad and args.repair:
         from .archive.layout import write_tombstones
 
@@ -205,8 +206,9 @@ def archive_commands(sub) -> None:
     enc_job.add_argument("src", help="folder/prefix of images or tar shards: path or fsspec URL")
     enc_job.add_argument("dst", help="archive folder/prefix: path or fsspec URL")
     mode_args(enc_job)
-    enc_job.add_argument("--address", default=None, help="Ray cluster (auto, ray://host:port); default: $RAY_ADDRESS when set "
-                         "(as inside `ray job submit`), else a local Ray")
+    enc_job.add_argument("--address", default=None,
+                         help="Ray cluster (auto, ray://host:port); default: $RAY_ADDRESS when set "
+                              "(as inside `ray job submit`), else a local Ray")
     enc_job.add_argument("--workers", type=int, default=None,
                          help="encode actors (default: one per GPU, else one per CPU; what is asked of an autoscaler)")
     enc_job.add_argument("--gpus-per-worker", type=float, default=None,

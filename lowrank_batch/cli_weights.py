@@ -104,7 +104,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = config if args.loss is not None else replace(config, loss="pooled")
         report = run("adapter", args.corpus, out, config, args.modality, base, args.address, args.device)
     print(summary(report))
-    if Path(out).resolve() in (default_model_file(), *(default_adapter_file(m) for m in ("ct", "mr", "xray", "natural"))):
+    shipped = (default_model_file(), *(default_adapter_file(m) for m in ("ct", "mr", "xray", "natural")))
+    if Path(out).resolve() in shipped:
         name = "DEFAULT_MODEL_SHA256" if args.kind == "base" else f"DEFAULT_ADAPTER_SHA256[{args.modality!r}]"
         print(f"the shipped file changed: pin {name} = {report['sha256']!r} in lowrank_batch/weights/defaults.py"
               + (" (and retrain the adapters: they are bound to the base)" if args.kind == "base" else ""))

@@ -3,10 +3,10 @@
 A small residual CNN on the reconstruction scaled to [0, 1]: out = x + body([x, cond, grid]).
 The condition planes tell it how coarse the latents were (their quantisation step and the share
 of the basis kept), since blocking and ringing scale with both; the grid planes give each
-pixel's position inside its patch, since the errors of a block transform sit at block edges. Its last convolution starts at
-zero, so an untrained refiner is exactly the identity. It runs only on lossy outputs (preview,
-lossy mode); lossless and near-lossless decoding never depend on it, which keeps them bit-exact
-on any device.
+pixel's position inside its patch, since the errors of a block transform sit at block edges.
+Its last convolution starts at zero, so an untrained refiner is exactly the identity. It runs
+only on lossy outputs (preview, lossy mode); lossless and near-lossless decoding never depend on
+it, which keeps them bit-exact on any device.
 """
 
 from __future__ import annotations

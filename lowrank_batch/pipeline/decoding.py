@@ -125,9 +125,9 @@ def output_ids(decoder: ArchiveDecoder, ids: list[str] | None, fmt: str) -> list
 
 def decode_outputs(decoder: ArchiveDecoder, ids: list[str], fmt: str, preview: bool = False,
                    failures: list[dict] | None = None, batch: int = 8) -> Iterator[tuple[str, bytes, np.ndarray | str]]:
-    """(id, file bytes, pixels - or for DICOM the rebuilt file's note) for each output id, in order. With `failures` given, an id
-    that cannot be decoded or written in `fmt` is appended there (id, error, message) and skipped;
-    otherwise its error is raised."""
+    """(id, file bytes, pixels - or for DICOM the rebuilt file's note) for each output id, in order.
+    With `failures` given, an id that cannot be decoded or written in `fmt` is appended there
+    (id, error, message) and skipped; otherwise its error is raised."""
     check_request(fmt, preview)
     if fmt == "dicom":
         all_ids = decoder.ids()

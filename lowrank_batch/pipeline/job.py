@@ -90,7 +90,8 @@ def plan_workers(resources: dict, options: JobOptions) -> tuple[int, float, floa
                            "--wait-for-resources SECONDS asks the autoscaler for them)")
         workers = options.workers or int(min(gpus // per_gpu, cpus))
         if workers * per_gpu > gpus + 1e-9:
-            raise JobError(f"{workers} workers x {per_gpu} GPU need {workers * per_gpu:g} GPUs; the cluster has {gpus:g}")
+            raise JobError(f"{workers} workers x {per_gpu} GPU need {workers * per_gpu:g} GPUs; "
+                           f"the cluster has {gpus:g}")
     else:
         workers = options.workers or int(cpus)
     if workers > cpus:

@@ -98,8 +98,8 @@ class EncodeWorker:
 
     def info(self) -> dict:
         return {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "loads": EncodeWorker.loads, "device": self.device, "gpu_ids": _gpu_ids(), "model_sha256": self.codec.model.sha256,
-                "weights_fetched_bytes": self.store.fetched_bytes}
+                "loads": EncodeWorker.loads, "device": self.device, "gpu_ids": _gpu_ids(),
+                "model_sha256": self.codec.model.sha256, "weights_fetched_bytes": self.store.fetched_bytes}
 
     def encode_unit(self, unit: Unit, read: ReadUnit | None = None) -> UnitResult:
         """Encode a unit and commit it. `read` comes from a CPU task when this worker holds

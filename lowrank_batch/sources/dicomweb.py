@@ -80,7 +80,8 @@ def parse_source(src: str) -> DicomwebSource:
         elif key in STUDY_FILTERS:
             study[key] = value
         else:
-            raise InvalidParameterError(f"{src!r}: unknown filter {key!r} (known: Modality, {', '.join(STUDY_FILTERS)})")
+            known = ", ".join(STUDY_FILTERS)
+            raise InvalidParameterError(f"{src!r}: unknown filter {key!r} (known: Modality, {known})")
     base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
     return DicomwebSource(base, study, series)
 

@@ -51,7 +51,8 @@ class TrainConfig:
     patch: int = 16
     val_every: int = 250
     val_pairs: int = 96
-    loss: str = "per-pair"  # mean of per-crop dB gains; "pooled": the set's gain per quality (measured: ~0 after 700 steps)
+    # mean of per-crop dB gains; "pooled": the set's gain per quality (measured: ~0 after 700 steps)
+    loss: str = "per-pair"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "crop", "width", "depth", "lora_rank", "val_every", "val_pairs"):
@@ -198,7 +199,8 @@ def train_adapter(corpus: str | Path, model: LowRankModel, modality: str, config
             layers[path] = lora.LoraWeights(a.requires_grad_(), b, config.lora_alpha)
     lora.attach(refiner, modality, layers)
     lora.set_active(refiner, {modality: 1.0})
-    params = [t for layer in lora.lora_layers(refiner) for t in (layer.adapters[modality].a, layer.adapters[modality].b)]
+    adapters = [layer.adapters[modality] for layer in lora.lora_layers(refiner)]
+    params = [t for adapter in adapters for t in (adapter.a, adapter.b)]
     codec = Codec(model)
     figures = _loop(refiner, params, codec, images, config, rng, device, progress)
     trained = {path: lora.LoraWeights(w.a.detach().cpu(), w.b.detach().cpu(), w.alpha)

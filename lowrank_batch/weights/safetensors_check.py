@@ -75,7 +75,8 @@ def check_header(raw: bytes, data_size: int, name: str) -> dict:
     if not isinstance(header, dict):
         raise WeightsError(f"{name}: safetensors header is not a JSON object")
     metadata = header.get("__metadata__", {})
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
         raise WeightsError(f"{name}: safetensors __metadata__ must map strings to strings")
     spans = []
     for key, entry in header.items():

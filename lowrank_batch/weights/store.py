@@ -141,7 +141,8 @@ class WeightStore:
 
     def entries(self, kind: str) -> list[StoreEntry]:
         _check_kind(kind)
-        return [StoreEntry(kind=kind, **r) for r in sorted(self._read_refs(kind), key=lambda r: (r["name"], r["version"]))]
+        refs = sorted(self._read_refs(kind), key=lambda r: (r["name"], r["version"]))
+        return [StoreEntry(kind=kind, **r) for r in refs]
 
     def resolve(self, kind: str, ref: str) -> StoreEntry:
         """NAME (latest version), NAME@VERSION, or a SHA-256 (or a prefix of 12+ hex digits)."""

@@ -10,6 +10,7 @@ from lowrank_batch import Codec, EncodedImage
 from lowrank_batch.codec import plane_header as ph
 from lowrank_batch.codec.varint import write_signed
 from lowrank_batch.codec.codec import CodecConfig
+from lowrank_batch.codec.format import FORMAT_VERSION
 from lowrank_batch.codec.linear_fit import as_class_table, fit_linear_predictor
 from lowrank_batch.codec.residual_coder import (V3_TABLES, decode_plane, decode_plane_strips, encode_plane,
                                                 encode_plane_strips, split_strips, strip_rows)
@@ -128,7 +129,8 @@ def test_preview_is_kept_within_its_budget_where_the_residual_does_not_use_it(co
     total = len(enc.to_bytes())
     assert len(enc.latent_stream) <= 0.011 * total, (len(enc.latent_stream), total)
     roomy = Codec(codec.model, CodecConfig(preview_budget=1.0)).encode(ct.pixels, ct.bits_stored)
-    assert len(roomy.latent_stream) > len(enc.latent_stream) and roomy.rank > enc.rank or roomy.latent_step < enc.latent_step
+    assert (len(roomy.latent_stream) > len(enc.latent_stream) and roomy.rank > enc.rank
+            or roomy.latent_step < enc.latent_step)
     preview = codec.decode(EncodedImage.from_bytes(enc.to_bytes()), preview=True)
     assert preview.shape == ct.pixels.shape
     assert np.array_equal(codec.decode(EncodedImage.from_bytes(enc.to_bytes())), ct.pixels)
@@ -136,8 +138,8 @@ def test_preview_is_kept_within_its_budget_where_the_residual_does_not_use_it(co
 
 def test_older_versions_still_encode(codec, rng):
     image = smooth_image(rng, (30, 30), 12)
-    assert codec.encode(image, 12).to_bytes()[4] == 5  # the default since format 5
-    for version in (1, 2, 3, 4):
+    assert codec.encode(image, 12).to_bytes()[4] == FORMAT_VERSION == 6  # the default since format 6
+    for version in (1, 2, 3, 4, 5):
         blob = codec.encode(image, 12, format_version=version).to_bytes()
         assert blob[4] == version
         assert np.array_equal(codec.decode(EncodedImage.from_bytes(blob)), image)

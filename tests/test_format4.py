@@ -13,6 +13,7 @@ from lowrank_batch.codec import plane_header as ph
 from lowrank_batch.codec.varint import write_signed, write_varint
 from lowrank_batch.codec import context_model as cm
 from lowrank_batch.codec import metrics, trials
+from lowrank_batch.codec.format import FORMAT_VERSION
 from lowrank_batch.codec.linear_fit import fit_parity_predictor
 from lowrank_batch.codec.plane_v4 import BAND_CANDIDATES, encode_plane_v4, model_bits
 from lowrank_batch.codec.residual_coder import (V3_TABLES, V4_TABLES, band_buckets, decode_plane,
@@ -204,7 +205,7 @@ def test_whole_images_with_bands_round_trip(banding_codec, seed, bits, channels,
     array = array.astype(np.uint16 if bits > 8 else np.uint8)
     delta = 2 if mode == "near-lossless" else None
     enc = banding_codec.encode(array, bits, mode=mode, max_error=delta)
-    assert enc.version == 5
+    assert enc.version == FORMAT_VERSION
     out = banding_codec.decode(EncodedImage.from_bytes(enc.to_bytes()))
     assert metrics.max_abs_error(array, out) <= (delta or 0)
     assert all(p.value_classes is None or len(p.value_classes) <= 7 for p in enc.planes)
@@ -213,7 +214,7 @@ def test_whole_images_with_bands_round_trip(banding_codec, seed, bits, channels,
 def test_the_default_codec_uses_bands_where_they_pay_and_decodes_them(codec, rng):
     image = photon_image(rng, (256, 320)).astype(np.uint16)
     enc = codec.encode(image, 12)
-    assert enc.version == 5 and enc.planes[0].value_classes is not None
+    assert enc.version == FORMAT_VERSION and enc.planes[0].value_classes is not None
     plain = Codec(codec.model, dataclasses.replace(codec.config, band_min_pixels=1 << 40)).encode(image, 12)
     assert plain.planes[0].value_classes is None and enc.encoded_bytes < plain.encoded_bytes
     for threads in (1, 2):

@@ -13,6 +13,7 @@ from lowrank_batch.codec import blend
 from lowrank_batch.codec import context_model as cm
 from lowrank_batch.codec import plane_header as ph
 from lowrank_batch.codec.codec import CodecConfig
+from lowrank_batch.codec.format import FORMAT_VERSION
 from lowrank_batch.codec.plane_header import PlaneInfo, plane_predictor_weights, predictor_roles
 from lowrank_batch.errors import CorruptStreamError, InvalidParameterError
 
@@ -123,7 +124,7 @@ def test_an_image_coded_with_its_own_weights_decodes_with_any_config(codec, rng)
     image = smooth_image(rng, (64, 72), 12)
     own = Codec(codec.model, dataclasses.replace(codec.config, predictor_weights=OWN))
     enc, mine = codec.encode(image, 12), own.encode(image, 12)
-    assert enc.version == mine.version == 5
+    assert enc.version == mine.version == FORMAT_VERSION
     assert np.array_equal(enc.planes[0].predictor_weights,
                           plane_predictor_weights(ph.V5_PREDICTOR_WEIGHTS, enc.planes[0].guided,
                                                   enc.planes[0].linear is not None))

@@ -30,7 +30,7 @@ from .planes import coded_planes, decoder_side_information, stack_latents
 from .refine import refine_planes
 from .plane_v4 import encode_plane_v4
 from .residual_coder import (V1_TABLES, V3_TABLES, V4_TABLES, V5_TABLES, ContextTables, decode_plane, encode_plane,
-                             encode_plane_strips, split_strips, strip_count, with_value_classes)
+                             encode_plane_strips, split_strips, strip_count, with_parity_context, with_value_classes)
 from .threads import run_all
 
 LATENT_LIMIT = 1 << 20  # |latent| bound; a corrupt stream claiming more is refused
@@ -253,7 +253,8 @@ class Codec:
             strips = strip_count(*coded[c].shape, self.config.strip_pixels)
             if version >= 4:
                 stream, values, info.value_classes = encode_plane_v4(
-                    coded[c], info.lo, info.hi, delta, guide, patch, plane_tables, strips,
+                    coded[c], info.lo, info.hi, delta, guide, patch,
+                    self._plane_tables(tables, info, parity_context=version >= 6), strips,
                     choose_bands=coded[c].size >= self.config.band_min_pixels,
                     band_min_gain=self.config.band_min_gain)
             elif version == 3:
@@ -392,12 +393,17 @@ class Codec:
         return tables
 
     @staticmethod
-    def _plane_tables(tables: ContextTables, info: PlaneInfo) -> ContextTables:
+    def _plane_tables(tables: ContextTables, info: PlaneInfo, parity_context: bool = False) -> ContextTables:
         """The residual coder's tables for one plane: with its own linear predictor (format 3),
-        intensity bands (format 4) and predictor weights (format 5)."""
+        intensity bands (format 4), predictor weights (format 5) and, with `parity_context`
+        (format 6), histograms per position parity where its linear predictor has weights per
+        parity. The encoder's trials leave parity_context off (format 5's choices, from
+        crops too small for 4x the histograms to learn) and code the plane with it on."""
         if info.linear is not None:  # one weight set for all activity classes, or (format 4) one per parity
             lin = info.linear if info.linear.ndim == 2 else as_class_table(info.linear)
             tables = dataclasses.replace(tables, lin=lin)
+            if parity_context and lin.shape[0] == cm.LIN_PARITY_CLASSES:
+                tables = with_parity_context(tables)
         if info.predictor_weights is not None:
             tables = dataclasses.replace(tables, weight_table=blend.weight_table(info.predictor_weights))
         return with_value_classes(tables, info.value_classes)
@@ -544,7 +550,8 @@ class Codec:
         def piece_task(c: int, info: PlaneInfo, r0: int, r1: int, stream: bytes):
             guide = side[c][r0:r1] if info.guided else None
             return lambda: decode_plane(stream, r1 - r0, layout.width, info.lo, info.hi,
-                                        enc.max_error, guide, patch, self._plane_tables(tables, info))
+                                        enc.max_error, guide, patch,
+                                        self._plane_tables(tables, info, parity_context=enc.version >= 6))
 
         # every plane (format 3: every strip of every plane) is an independent stream: decode
         # them on `threads` threads, each into its own rows

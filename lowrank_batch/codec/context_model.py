@@ -53,6 +53,11 @@ LIN_TAPS_WIDE = np.concatenate((LIN_TAPS, np.array([(-3, 0), (-3, -1), (-3, 1), 
 LIN_SHIFT = 12
 LIN_CLASSES = 8  # weight sets, by the size of the neighbours' recent errors
 LIN_PARITY_CLASSES = 4  # format 4: or one weight set per (row, column) parity
+# Format 6: a plane predicted with one linear weight set per parity (an image interpolated 2x)
+# also keeps one histogram set per parity: its interpolated pixels are nearly exact, its original
+# ones carry all the noise, and their neighbours' errors cannot tell them apart. Signalled to the
+# kernels by this value of `nx` (the extra classes per activity bucket; formats 1-5: >= 1)
+PARITY_CONTEXT = -LIN_PARITY_CLASSES
 NO_LINEAR = np.zeros((0, len(LIN_TAPS)), dtype=np.int64)  # format 1
 
 
@@ -198,6 +203,8 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         bucket += NUM_BUCKETS
     if nx > 1:  # format 2: a finer context, mapped to a bucket by the trained table
         bucket = bucket * nx + _extra_context(sub, num_pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step, lo)
+    elif nx == PARITY_CONTEXT:  # format 6, interpolated planes: histograms per position parity
+        bucket = bucket * LIN_PARITY_CLASSES + ((i & 1) << 1 | (j & 1))
     if vthr.shape[0] > 0:  # format 4: the bucket's histogram also depends on the local intensity
         bucket = bucket * (vthr.shape[0] + 1) + _value_class(w, n, vthr)
     return pred, lut[bucket], lean

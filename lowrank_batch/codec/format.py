@@ -35,8 +35,8 @@ from .plane_header import PlaneInfo, read_plane_info, write_plane_info
 from .varint import read_signed, read_varint, write_signed, write_varint
 
 MAGIC = b"LRBI"
-FORMAT_VERSION = 5  # what encode writes by default
-READABLE_VERSIONS = (1, 2, 3, 4, 5)  # every version ever released: archives outlive the code
+FORMAT_VERSION = 6  # what encode writes by default
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)  # every version ever released: archives outlive the code
 MODES = ("lossless", "near-lossless", "lossy")
 COLOUR_TRANSFORMS = ("none", "rct", "ycocg")  # rct: lossless residual planes; ycocg: lossy latents
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from . import context_model as cm
 from . import band_kernels as bk
-from .residual_coder import (NO_THRESHOLDS, V4_TABLES, ContextTables, ModelPass, checked_strip_rows, histogram_pass,
-                             in_order_stream, model_pass, strip_count, with_bands, with_value_classes)
+from .residual_coder import (NO_THRESHOLDS, V4_TABLES, ContextTables, ModelPass, activity_levels, checked_strip_rows,
+                             histogram_pass, in_order_stream, model_pass, strip_count, with_bands, with_value_classes)
 from .threads import run_all
 from .varint import write_varint
 
@@ -52,7 +52,7 @@ def choose_value_classes(passes: list[ModelPass], tables: ContextTables,
     band_values = [bk._band_values(mp.values) for mp in passes]
     # thresholds from the pixels with some activity (flat background would put them all at 0),
     # a regular sample of at most BAND_SAMPLE of them
-    active = np.concatenate([v[mp.buckets % cm.NUM_LEVELS > 0] for v, mp in zip(band_values[:trial], passes)])
+    active = np.concatenate([v[activity_levels(mp.buckets, tables) > 0] for v, mp in zip(band_values[:trial], passes)])
     active = active[:: max(1, active.size // BAND_SAMPLE)]
     ordered = np.sort(active)
     candidates = [t for t in (band_thresholds(ordered, bands) for bands in BAND_CANDIDATES) if t.size]

@@ -54,10 +54,12 @@ class ContextTables:
     Format 4: format 3 plus flat-neighbourhood buckets, per-plane intensity bands and one
     range-coder stream per strip in coding order.
     Format 5: format 4 with each plane's predictor weights and histograms refreshed more often.
+    Format 6: format 5, and a plane with linear weights per position parity has histograms per
+    parity too (`nx` = cm.PARITY_CONTEXT: with_parity_context).
     """
 
     lut: np.ndarray  # int64 (fine contexts,) -> bucket
-    nx: int  # extra classes per activity bucket (1: none)
+    nx: int  # extra classes per activity bucket (1: none; cm.PARITY_CONTEXT: one per position parity)
     prior: np.ndarray  # int64 (buckets, NUM_TOKENS), every count >= 1
     # int64: the plane's fitted linear predictor, (LIN_CLASSES, taps) weight sets by activity or
     # (format 4) (LIN_PARITY_CLASSES, taps) by position parity; none: (0, taps)
@@ -97,11 +99,31 @@ def with_value_classes(tables: ContextTables, thresholds: np.ndarray | None) -> 
         return tables
     # the banded lut is the identity: bands apply to format 4's tables only (no finer format-2
     # context, no trained bucket map), where lut[bucket] == bucket
-    assert tables.nx == 1 and np.array_equal(tables.lut, np.arange(tables.num_buckets)), "bands need identity tables"
+    assert tables.nx in (1, cm.PARITY_CONTEXT) and np.array_equal(tables.lut, np.arange(tables.num_buckets)), \
+        "bands need identity tables"
     bands = len(thresholds) + 1
     return dataclasses.replace(tables, lut=np.arange(tables.num_buckets * bands, dtype=np.int64),
                                prior=np.repeat(tables.prior, bands, axis=0),
                                value_thresholds=np.asarray(thresholds, dtype=np.int64))
+
+
+def with_parity_context(tables: ContextTables) -> ContextTables:
+    """Format 6: `tables` (format 4-5's, identity map) with one bucket per activity bucket and
+    position parity, bucket * 4 + (row parity * 2 + column parity), each starting from its
+    activity bucket's prior."""
+    assert tables.nx == 1 and not tables.value_thresholds.size, "parity splits format 4+'s plain tables"
+    assert np.array_equal(tables.lut, np.arange(tables.num_buckets)), "parity needs identity tables"
+    buckets = tables.num_buckets * cm.LIN_PARITY_CLASSES
+    return dataclasses.replace(tables, lut=np.arange(buckets, dtype=np.int64), nx=cm.PARITY_CONTEXT,
+                               prior=np.repeat(tables.prior, cm.LIN_PARITY_CLASSES, axis=0))
+
+
+def activity_levels(buckets: np.ndarray, tables: ContextTables) -> np.ndarray:
+    """Each pixel's activity level (0: perfectly flat neighbours) from its bucket in `tables`
+    before intensity bands: the bucket itself, or (format 6) the bucket of its parity split."""
+    if tables.nx == cm.PARITY_CONTEXT:
+        buckets = buckets // cm.LIN_PARITY_CLASSES
+    return buckets % cm.NUM_LEVELS
 
 
 @dataclass
@@ -133,7 +155,7 @@ def model_pass(plane: np.ndarray, lo: int, hi: int, delta: int, side: np.ndarray
     nb = tables.num_buckets
     st = cm.ModelState(*x.shape, side, patch, tables.prior, tables.bias, tables.refresh)
     # per-pixel outputs in the smallest types that hold them: large scans stay small
-    out_bucket = np.empty(n, dtype=np.uint8)
+    out_bucket = np.empty(n, dtype=np.uint8 if nb <= 256 else np.uint16)  # format 6's parity: up to 640
     out_token = np.empty(n, dtype=np.uint8)  # < NUM_TOKENS = 104
     # snapshot ids: int32, since format 4's banded tables (up to 1,280 buckets) can pass 2**15
     out_snap = np.empty(n, dtype=np.int32)

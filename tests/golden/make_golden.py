@@ -89,6 +89,9 @@ def cases(version: int = 1) -> list[dict]:
         out.append({"case": "u12_gray_own_weights", "source": "u12_gray", "mode": "lossless", "config": own})
         out.append({"case": "u8_rgb_own_weights_near1", "source": "u8_rgb", "mode": "near-lossless",
                     "max_error": 1, "config": own})
+    if version >= 6:  # the interpolated plane's histograms per parity, near-lossless too
+        out.append({"case": "u12_upsampled_near1", "source": "u12_upsampled", "mode": "near-lossless",
+                    "max_error": 1})
     for name in ("u8_gray", "u12_gray", "i13_signed", "u8_rgb", "u16_gray"):
         for delta in (1, 2):
             out.append({"case": f"{name}_near{delta}", "source": name, "mode": "near-lossless", "max_error": delta})

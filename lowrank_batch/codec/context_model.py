@@ -195,8 +195,11 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         pred = w8
     bucket, lean = _context(pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step)
     if bias_corr is not None and bias_corr.shape[0] > 0:  # format 3: bias cancellation (None: compiled out)
+        # format 6: a parity plane's corrections are per parity too (its interpolated pixels
+        # carry the interpolation's rounding, its original ones do not)
+        parity = ((i & 1) << 1 | (j & 1)) if nx == PARITY_CONTEXT else -1
         corrected = _cancel_bias(t & (RING - 1), i, pred, bucket, w, n, nw, ne, te_w, te_n, te_nw, te_ne, bias_ring,
-                                 bias_corr)
+                                 bias_corr, parity)
         if not flat:
             pred = corrected
     if flat and bucket != 0:
@@ -223,6 +226,7 @@ def _value_class(w, n, vthr):
 
 
 BIAS_CONTEXTS = 16 * NUM_BUCKETS  # texture pattern (4 neighbours above/below the prediction) x bucket
+# (format 6: x 4 position parities on a parity plane, ModelState's parity_context)
 BIAS_MIN_COUNT = 8  # errors a context must have seen before its mean corrects predictions
 BIAS_HALVE_AT = 256  # then halve its sums: the mean follows the image
 BIAS_CLIP_SHIFT = 2  # an error counts at most (its neighbours' |errors| / 4 + 1 pixel): edges don't skew it
@@ -230,13 +234,16 @@ NO_BIAS = np.zeros(0, dtype=np.int64)
 
 
 @njit(cache=True, inline="always")
-def _cancel_bias(slot, i, pred, bucket, w, n, nw, ne, te_w, te_n, te_nw, te_ne, bias_ring, bias_corr):
+def _cancel_bias(slot, i, pred, bucket, w, n, nw, ne, te_w, te_n, te_nw, te_ne, bias_ring, bias_corr, parity):
     """CALIC's bias cancellation (format 3): add the mean error this context has seen, in
     1/8 pixel. The context is the activity bucket and which neighbours lie above the
-    prediction; perfectly flat surroundings (level 0) are left alone, their prediction is exact.
+    prediction, and (format 6, parity >= 0) the pixel's position parity; perfectly flat
+    surroundings (level 0) are left alone, their prediction is exact.
     Records (context, uncorrected prediction, clip) for `_update`."""
     r = pred >> EXTRA_BITS
     ctx = ((w > r) + 2 * (n > r) + 4 * (nw > r) + 8 * (ne > r)) * NUM_BUCKETS + bucket
+    if parity >= 0:
+        ctx = ctx * LIN_PARITY_CLASSES + parity
     bias_ring[slot, i, 0] = ctx
     bias_ring[slot, i, 1] = pred
     bias_ring[slot, i, 2] = ((abs(te_w) + abs(te_n) + abs(te_nw) + abs(te_ne)) >> BIAS_CLIP_SHIFT) + (1 << EXTRA_BITS)
@@ -453,7 +460,7 @@ class ModelState:
 
     def __init__(self, height: int, width: int, side: np.ndarray | None, patch: int = 8,
                  prior: np.ndarray | None = None, bias: bool = False,
-                 refresh: tuple[int, int] = (MIN_SEGMENT, REFRESH_SHIFT)):
+                 refresh: tuple[int, int] = (MIN_SEGMENT, REFRESH_SHIFT), parity_context: bool = False):
         self.height, self.width = height, width
         self.patch_mask = patch - 1
         self.xr = np.zeros((RING, height), dtype=np.int64)
@@ -475,7 +482,7 @@ class ModelState:
         self.refresh = np.array(refresh, dtype=np.int64)  # (min_segment, shift): _refresh_one
         self.refreshed = np.zeros(buckets, dtype=np.bool_)
         # format 3's bias cancellation (size 0: off)
-        contexts = BIAS_CONTEXTS if bias else 0
+        contexts = (BIAS_CONTEXTS * (LIN_PARITY_CLASSES if parity_context else 1)) if bias else 0
         self.bias_ring = np.zeros((RING, height if bias else 0, 3), dtype=np.int64)
         self.bias_sum = np.zeros(contexts, dtype=np.int64)
         self.bias_count = np.zeros(contexts, dtype=np.int64)

@@ -54,8 +54,8 @@ class ContextTables:
     Format 4: format 3 plus flat-neighbourhood buckets, per-plane intensity bands and one
     range-coder stream per strip in coding order.
     Format 5: format 4 with each plane's predictor weights and histograms refreshed more often.
-    Format 6: format 5, and a plane with linear weights per position parity has histograms per
-    parity too (`nx` = cm.PARITY_CONTEXT: with_parity_context).
+    Format 6: format 5, and a plane with linear weights per position parity has histograms and
+    bias corrections per parity too (`nx` = cm.PARITY_CONTEXT: with_parity_context).
     """
 
     lut: np.ndarray  # int64 (fine contexts,) -> bucket
@@ -153,7 +153,7 @@ def model_pass(plane: np.ndarray, lo: int, hi: int, delta: int, side: np.ndarray
     x = np.ascontiguousarray(plane, dtype=np.int64)
     n = x.size
     nb = tables.num_buckets
-    st = cm.ModelState(*x.shape, side, patch, tables.prior, tables.bias, tables.refresh)
+    st = cm.ModelState(*x.shape, side, patch, tables.prior, tables.bias, tables.refresh, tables.nx == cm.PARITY_CONTEXT)
     # per-pixel outputs in the smallest types that hold them: large scans stay small
     out_bucket = np.empty(n, dtype=np.uint8 if nb <= 256 else np.uint16)  # format 6's parity: up to 640
     out_token = np.empty(n, dtype=np.uint8)  # < NUM_TOKENS = 104
@@ -351,7 +351,8 @@ def decode_plane(
     """Inverse of `encode_plane` (same shape, range, delta, side information and tables)."""
     parse = _parse_in_order_stream if tables.in_order else _parse_plane_stream
     num_bits, words, starts, ends, raw_words = parse(blob, tables, height, width)
-    st = cm.ModelState(height, width, side, patch, tables.prior, tables.bias, tables.refresh)
+    st = cm.ModelState(height, width, side, patch, tables.prior, tables.bias, tables.refresh,
+                       tables.nx == cm.PARITY_CONTEXT)
     out = np.zeros((height, width), dtype=np.int64)
     by_position = blend.blend_table(tables.weight_table, side is not None, tables.lin.shape[0] > 0)
     status = pk._decode_plane_all(

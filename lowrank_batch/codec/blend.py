@@ -16,6 +16,7 @@ from numba import njit
 
 from .tokens import floor_log2 as _floor_log2
 
+RING = 8  # wavefronts of per-pixel state the model keeps (context_model.RING)
 PLAIN_PREDICTORS = 7  # libjxl's 4 weighted-predictor ones, LOCO-I's MED, gradient, (W+NE)/2
 NUM_PREDICTORS = PLAIN_PREDICTORS + 3  # + 2 guided by the reconstruction + 1 trained linear (format 2)
 # each predictor's maximum weight in the blend (libjxl's ErrorWeight scale), by role: the plain
@@ -90,16 +91,62 @@ def _weighted_average(sub, num_pred, perr, weights, weight_table, s1, s2, s3, i,
     """
     total_weight = 0
     for k in range(num_pred):
-        s = 0
-        if has_w:
-            s += perr[s1, i, NUM_PREDICTORS + k]  # W + WW
-        if has_n:
-            s += perr[s2, i - 1, NUM_PREDICTORS + k]  # N + NW
-            if has_ne:
-                s += perr[s1, i - 1, k]
-        weights[k] = weight_table[k, s] if s < WEIGHT_TABLE_SIZE else _error_weight(
-            s, weight_table[k, WEIGHT_TABLE_SIZE])
+        weights[k] = _weight(weight_table, k, _nearest_errors(perr, k, s1, s2, i, has_w, has_n, has_ne))
         total_weight += weights[k]
+    return _average(sub, num_pred, weights, total_weight)
+
+
+@njit(cache=True, inline="always")
+def _weighted_average_parity(sub, num_pred, perr, weights, weight_table, t, s1, s2, i, j, width, has_w, has_n,
+                             has_ne):
+    """Format 6, a plane interpolated 2x (linear weights per parity): as _weighted_average, but
+    each predictor's error sum is the mean of the nearest neighbours' and that of the nearest
+    pixels of the same position parity, (i, j-2), (i, j-4), (i-2, j), (i-2, j-2), (i-2, j+2): a
+    neighbour of the other parity errs as an interpolated pixel would not, or the reverse.
+    (The same-parity errors alone: moon -5.2%, the enhanced CT +-0.2%; the mean: -3.2%, -0.8%.)"""
+    total_weight = 0
+    for k in range(num_pred):
+        same = 0
+        if j >= 2:
+            same += perr[(t - 2) & (RING - 1), i, k]
+            if j >= 4:
+                same += perr[(t - 4) & (RING - 1), i, k]
+        if i >= 2:
+            same += perr[(t - 4) & (RING - 1), i - 2, k]
+            if j >= 2:
+                same += perr[(t - 6) & (RING - 1), i - 2, k]
+            if j + 2 < width:
+                same += perr[(t - 2) & (RING - 1), i - 2, k]
+        nearest = _nearest_errors(perr, k, s1, s2, i, has_w, has_n, has_ne)
+        weights[k] = _weight(weight_table, k, (nearest + same + 1) >> 1)
+        total_weight += weights[k]
+    return _average(sub, num_pred, weights, total_weight)
+
+
+@njit(cache=True, inline="always")
+def _nearest_errors(perr, k, s1, s2, i, has_w, has_n, has_ne):
+    """Predictor k's recent error at W + WW, N + NW and NE (ring slots s1 = t-1, s2 = t-2)."""
+    s = 0
+    if has_w:
+        s += perr[s1, i, NUM_PREDICTORS + k]  # W + WW
+    if has_n:
+        s += perr[s2, i - 1, NUM_PREDICTORS + k]  # N + NW
+        if has_ne:
+            s += perr[s1, i - 1, k]
+    return s
+
+
+@njit(cache=True, inline="always")
+def _weight(weight_table, k, err_sum):
+    """Predictor k's weight for an error sum: the table's entry, or _error_weight beyond it."""
+    if err_sum < WEIGHT_TABLE_SIZE:
+        return weight_table[k, err_sum]
+    return _error_weight(err_sum, weight_table[k, WEIGHT_TABLE_SIZE])
+
+
+@njit(cache=True, inline="always")
+def _average(sub, num_pred, weights, total_weight):
+    """The sub-predictions' average with `weights` cut to ~5 bits (libjxl's), one table division."""
     shift = _floor_log2(total_weight) - 4
     weight_sum = 0
     acc = 0

@@ -26,7 +26,8 @@ from numba import njit
 
 from .tokens import MAX_SPAN, NUM_TOKENS, floor_log2, token_base, token_of  # noqa: F401
 from .tokens import floor_log2 as _floor_log2
-from .blend import NUM_PREDICTORS, PLAIN_PREDICTORS, _weighted_average
+from . import blend
+from .blend import NUM_PREDICTORS, PLAIN_PREDICTORS, _weighted_average, _weighted_average_parity
 
 EXTRA_BITS = 3  # fractional bits of the prediction (as in libjxl)
 NUM_LEVELS = 40  # activity levels, two per octave
@@ -104,7 +105,7 @@ def _bucket_of(activity):
 GRAD_SHIFT = 2
 FLIP_FRAC = 1
 FLIP_TE = 1
-RING = 8  # wavefronts of per-pixel state kept; the model looks back at most 7 (format 5 wide taps)
+RING = blend.RING  # wavefronts of per-pixel state kept; the model looks back at most 7 (format 5 wide taps)
 
 
 @njit(cache=True, inline="always")
@@ -180,7 +181,12 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         sub[num_pred] = _linear(t, i, j, width, xr, w, lin, abs(te_w) + abs(te_n) + abs(te_nw) + abs(te_ne))
         num_pred += 1
 
-    pred = _weighted_average(sub, num_pred, perr, weights, weight_table, s1, s2, s3, i, j, has_w, has_n, has_ne, has_nw)
+    if nx == PARITY_CONTEXT:  # format 6: the blend also weighs errors at pixels of the same parity
+        pred = _weighted_average_parity(sub, num_pred, perr, weights, weight_table, t, s1, s2, i, j, width, has_w,
+                                        has_n, has_ne)
+    else:
+        pred = _weighted_average(sub, num_pred, perr, weights, weight_table, s1, s2, s3, i, j, has_w, has_n, has_ne,
+                                 has_nw)
 
     same_sign = (te_n >= 0) == (te_w >= 0) and (te_n >= 0) == (te_ne >= 0)
     if not same_sign:

@@ -18,8 +18,10 @@ with that many buckets in the bitmask); version 1 images use the built-in format
 Version 3 codes each plane's remap table as runs, may carry a per-plane linear predictor's
 integer weights, and cuts large planes into independent strips. Version 4 codes each strip as
 one range-coder stream in coding order and may carry per-plane intensity band thresholds.
-Version 5 (the default) trains the blend's predictor weights (a plane may carry its own),
-refreshes histograms more often and may widen a plane's linear predictor to 16 taps (FORMAT.md).
+Version 5 trains the blend's predictor weights (a plane may carry its own), refreshes
+histograms more often and may widen a plane's linear predictor to 16 taps. Version 6 (the
+default) has version 5's bytes, and a plane with linear weights per position parity models
+each parity apart: histograms, bias corrections, the blend's error sums (FORMAT.md).
 """
 
 from __future__ import annotations

@@ -67,6 +67,16 @@ def sources(version: int = 1) -> dict[str, tuple[np.ndarray, int]]:
         up[1::2, ::2] = (up[:-2:2, ::2] + up[2::2, ::2]) // 2
         up[:, 1::2] = (up[:, :-2:2] + up[:, 2::2]) // 2
         out["u12_upsampled"] = (np.clip(up[:96, :96], 0, 4095).astype(np.uint16), 12)
+    if version >= 6:
+        # an interpolated radiograph-like plane, tall enough for several strips (parity restarts)
+        yy, xx = np.mgrid[0:97, 0:81]
+        mean = 20 + 3800 * (xx / 80.0) ** 3
+        small = np.rint(np.clip(mean + rng.normal(0, 1, mean.shape) * np.sqrt(mean) * 0.3, 0, 4095)).astype(np.int64)
+        up = np.zeros((193, 161), dtype=np.int64)
+        up[::2, ::2] = small
+        up[1::2, ::2] = (up[:-2:2, ::2] + up[2::2, ::2]) // 2
+        up[:, 1::2] = (up[:, :-2:2] + up[:, 2::2]) // 2
+        out["u12_upsampled_tall"] = (up[:192, :160].astype(np.uint16), 12)
     return out
 
 
@@ -89,9 +99,10 @@ def cases(version: int = 1) -> list[dict]:
         out.append({"case": "u12_gray_own_weights", "source": "u12_gray", "mode": "lossless", "config": own})
         out.append({"case": "u8_rgb_own_weights_near1", "source": "u8_rgb", "mode": "near-lossless",
                     "max_error": 1, "config": own})
-    if version >= 6:  # the interpolated plane's histograms per parity, near-lossless too
+    if version >= 6:  # the interpolated planes' parity contexts: near-lossless, and in 3 strips
         out.append({"case": "u12_upsampled_near1", "source": "u12_upsampled", "mode": "near-lossless",
                     "max_error": 1})
+        next(c for c in out if c["source"] == "u12_upsampled_tall")["config"] = {"strip_pixels": 8192}
     for name in ("u8_gray", "u12_gray", "i13_signed", "u8_rgb", "u16_gray"):
         for delta in (1, 2):
             out.append({"case": f"{name}_near{delta}", "source": name, "mode": "near-lossless", "max_error": delta})

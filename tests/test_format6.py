@@ -127,9 +127,9 @@ def test_the_parity_blend_weighs_the_same_parity_errors_too():
     perr[:, :, :blend.NUM_PREDICTORS] = 3  # every pixel's own error 3, with its W neighbour's 6
     perr[:, :, blend.NUM_PREDICTORS:] = 6
     t, i, j, width = 20, 4, 12, 40
-    s1, s2, s3 = (t - 1) % cm.RING, (t - 2) % cm.RING, (t - 3) % cm.RING
+    s1, s2 = (t - 1) % cm.RING, (t - 2) % cm.RING
     weights = np.zeros(blend.NUM_PREDICTORS, dtype=np.int64)
-    nearest = blend._weighted_average(sub, n, perr, weights, table, s1, s2, s3, i, j, True, True, True, True)
+    nearest = blend._weighted_average(sub, n, perr, weights, table, s1, s2, i, True, True, True)
     parity = blend._weighted_average_parity(sub, n, perr, weights, table, t, s1, s2, i, j, width, True, True, True)
     assert parity == nearest  # same-parity sums (5 x 3) equal the nearest ones (6 + 6 + 3)
     # the linear predictor (the most trusted) errs at the same-parity pixels only: trusted less
@@ -139,6 +139,6 @@ def test_the_parity_blend_weighs_the_same_parity_errors_too():
         perr[slot, row, k] = 200
     perr[s1, i, blend.NUM_PREDICTORS + k] = perr[s2, i - 1, blend.NUM_PREDICTORS + k] = 6
     perr[s1, i - 1, k] = 3
-    assert blend._weighted_average(sub, n, perr, weights, table, s1, s2, s3, i, j, True, True, True, True) == nearest
+    assert blend._weighted_average(sub, n, perr, weights, table, s1, s2, i, True, True, True) == nearest
     moved = blend._weighted_average_parity(sub, n, perr, weights, table, t, s1, s2, i, j, width, True, True, True)
     assert abs(moved - sub[k]) > abs(nearest - sub[k])

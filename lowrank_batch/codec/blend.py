@@ -16,6 +16,7 @@ from numba import njit
 
 from .tokens import floor_log2 as _floor_log2
 
+EXTRA_BITS = 3  # fractional bits of every prediction (as in libjxl)
 RING = 8  # wavefronts of per-pixel state the model keeps (context_model.RING)
 PLAIN_PREDICTORS = 7  # libjxl's 4 weighted-predictor ones, LOCO-I's MED, gradient, (W+NE)/2
 NUM_PREDICTORS = PLAIN_PREDICTORS + 3  # + 2 guided by the reconstruction + 1 trained linear (format 2)
@@ -82,7 +83,7 @@ def _error_weight(err_sum, max_weight):
 
 
 @njit(cache=True, inline="always")
-def _weighted_average(sub, num_pred, perr, weights, weight_table, s1, s2, s3, i, j, has_w, has_n, has_ne, has_nw):
+def _weighted_average(sub, num_pred, perr, weights, weight_table, s1, s2, i, has_w, has_n, has_ne):
     """libjxl's weighted average: each sub-prediction weighted by the inverse of its recent
     error at N, NE, NW, W and WW; weights cut to ~5 bits, division by table lookup.
 

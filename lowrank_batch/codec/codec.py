@@ -547,18 +547,18 @@ class Codec:
         planes = np.empty((len(enc.planes), layout.height, layout.width), dtype=np.int64)
         patch = self.model.core.patch
 
-        def piece_task(c: int, info: PlaneInfo, r0: int, r1: int, stream: bytes):
+        def piece_task(c: int, info: PlaneInfo, plane_tables: ContextTables, r0: int, r1: int, stream: bytes):
             guide = side[c][r0:r1] if info.guided else None
             return lambda: decode_plane(stream, r1 - r0, layout.width, info.lo, info.hi,
-                                        enc.max_error, guide, patch,
-                                        self._plane_tables(tables, info, parity_context=enc.version >= 6))
+                                        enc.max_error, guide, patch, plane_tables)
 
         # every plane (format 3: every strip of every plane) is an independent stream: decode
         # them on `threads` threads, each into its own rows
         pieces = []
         for c, (info, stream) in enumerate(zip(enc.planes, enc.residual_streams)):
+            plane_tables = self._plane_tables(tables, info, parity_context=enc.version >= 6)  # one per plane
             strips = split_strips(stream, layout.height, patch) if enc.version >= 3 else [(0, layout.height, stream)]
-            pieces += [(c, r0, r1, piece_task(c, info, r0, r1, blob)) for r0, r1, blob in strips]
+            pieces += [(c, r0, r1, piece_task(c, info, plane_tables, r0, r1, blob)) for r0, r1, blob in strips]
         for (c, r0, r1, _), rows in zip(pieces, run_all([task for *_, task in pieces], threads)):
             planes[c, r0:r1] = rows
         for c, info in enumerate(enc.planes):

@@ -27,9 +27,9 @@ from numba import njit
 from .tokens import MAX_SPAN, NUM_TOKENS, floor_log2, token_base, token_of  # noqa: F401
 from .tokens import floor_log2 as _floor_log2
 from . import blend
-from .blend import NUM_PREDICTORS, PLAIN_PREDICTORS, _weighted_average, _weighted_average_parity
-
-EXTRA_BITS = 3  # fractional bits of the prediction (as in libjxl)
+from .blend import EXTRA_BITS, NUM_PREDICTORS, PLAIN_PREDICTORS, _weighted_average, _weighted_average_parity
+from .linear_predictor import (LIN_CLASSES, LIN_PARITY_CLASSES, LIN_SHIFT, LIN_TAPS, LIN_TAPS_WIDE,  # noqa: F401
+                               NO_LINEAR, _lin_class, _linear, _position_parity, _tap)
 NUM_LEVELS = 40  # activity levels, two per octave
 NUM_BUCKETS = 2 * NUM_LEVELS  # x whether the nearest neighbours carry most of the error
 COUNT_INCREMENT = 32
@@ -42,24 +42,11 @@ PRIOR_WEIGHT = 1024.0
 # symbol, gains 0.2% more on CT for +40% decode time)
 MIN_SEGMENT, REFRESH_SHIFT = 16, 2
 V5_REFRESH = (4, 4)
-# The trained linear predictor's taps (row, column offsets), all on earlier wavefronts; it
-# predicts x - W from the taps' differences to W with integer weights in units of 2**-LIN_SHIFT
-LIN_TAPS = np.array([(-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-1, -2), (-2, 1), (-2, -1), (-2, 2), (0, -3)],
-                    dtype=np.int64)
-# Format 5 may widen a plane's fitted predictor to 16 taps: the same 10, then 6 more (every one
-# on an earlier wavefront, at most 3 rows up and 3 columns aside). Dev corpus, where the trial
-# keeps them: the 512^2 CT -0.8%, the 484^2 MR -0.5%
-LIN_TAPS_WIDE = np.concatenate((LIN_TAPS, np.array([(-3, 0), (-3, -1), (-3, 1), (-2, -2), (-1, -3), (-2, 3)],
-                                                   dtype=np.int64)))
-LIN_SHIFT = 12
-LIN_CLASSES = 8  # weight sets, by the size of the neighbours' recent errors
-LIN_PARITY_CLASSES = 4  # format 4: or one weight set per (row, column) parity
 # Format 6: a plane predicted with one linear weight set per parity (an image interpolated 2x)
 # also keeps one histogram set per parity: its interpolated pixels are nearly exact, its original
 # ones carry all the noise, and their neighbours' errors cannot tell them apart. Signalled to the
 # kernels by this value of `nx` (the extra classes per activity bucket; formats 1-5: >= 1)
 PARITY_CONTEXT = -LIN_PARITY_CLASSES
-NO_LINEAR = np.zeros((0, len(LIN_TAPS)), dtype=np.int64)  # format 1
 
 
 def prior_counts() -> np.ndarray:
@@ -152,22 +139,7 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
     te_nw = te[s3, i - 1] if has_nw else te_n
     te_ne = te[s1, i - 1] if has_ne else te_n
 
-    w8 = w << EXTRA_BITS
-    n8 = n << EXTRA_BITS
-    ne8 = ne << EXTRA_BITS
-    sub[0] = w8 + ne8 - n8
-    sub[1] = n8 - (((te_w + te_n + te_ne) * 16) >> 5)
-    sub[2] = w8 - (((te_w + te_n + te_nw) * 10) >> 5)
-    sub[3] = n8 - ((te_nw * 7 + te_n * 7 + te_ne * 7) >> 5)
-    # LOCO-I's median edge detector
-    if nw >= max(w, n):
-        sub[4] = min(w, n) << EXTRA_BITS
-    elif nw <= min(w, n):
-        sub[4] = max(w, n) << EXTRA_BITS
-    else:
-        sub[4] = (w + n - nw) << EXTRA_BITS
-    sub[5] = (w + n - nw) << EXTRA_BITS  # plain gradient (unclamped)
-    sub[6] = (w8 + ne8) >> 1
+    _plain_predictions(sub, w, n, nw, ne, te_w, te_n, te_nw, te_ne)
     num_pred = PLAIN_PREDICTORS
     if has_side:
         # R jumps at patch edges; across one, its gradient says nothing
@@ -185,11 +157,13 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         pred = _weighted_average_parity(sub, num_pred, perr, weights, weight_table, t, s1, s2, i, j, width, has_w,
                                         has_n, has_ne)
     else:
-        pred = _weighted_average(sub, num_pred, perr, weights, weight_table, s1, s2, s3, i, j, has_w, has_n, has_ne,
-                                 has_nw)
+        pred = _weighted_average(sub, num_pred, perr, weights, weight_table, s1, s2, i, has_w, has_n, has_ne)
 
+    w8 = w << EXTRA_BITS
     same_sign = (te_n >= 0) == (te_w >= 0) and (te_n >= 0) == (te_ne >= 0)
     if not same_sign:
+        n8 = n << EXTRA_BITS
+        ne8 = ne << EXTRA_BITS
         hi = max(w8, max(n8, ne8))
         lo = min(w8, min(n8, ne8))
         pred = max(lo, min(hi, pred))
@@ -203,7 +177,7 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
     if bias_corr is not None and bias_corr.shape[0] > 0:  # format 3: bias cancellation (None: compiled out)
         # format 6: a parity plane's corrections are per parity too (its interpolated pixels
         # carry the interpolation's rounding, its original ones do not)
-        parity = ((i & 1) << 1 | (j & 1)) if nx == PARITY_CONTEXT else -1
+        parity = _position_parity(i, j) if nx == PARITY_CONTEXT else -1
         corrected = _cancel_bias(t & (RING - 1), i, pred, bucket, w, n, nw, ne, te_w, te_n, te_nw, te_ne, bias_ring,
                                  bias_corr, parity)
         if not flat:
@@ -213,10 +187,33 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
     if nx > 1:  # format 2: a finer context, mapped to a bucket by the trained table
         bucket = bucket * nx + _extra_context(sub, num_pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step, lo)
     elif nx == PARITY_CONTEXT:  # format 6, interpolated planes: histograms per position parity
-        bucket = bucket * LIN_PARITY_CLASSES + ((i & 1) << 1 | (j & 1))
+        bucket = bucket * LIN_PARITY_CLASSES + _position_parity(i, j)
     if vthr.shape[0] > 0:  # format 4: the bucket's histogram also depends on the local intensity
         bucket = bucket * (vthr.shape[0] + 1) + _value_class(w, n, vthr)
     return pred, lut[bucket], lean
+
+
+@njit(cache=True, inline="always")
+def _plain_predictions(sub, w, n, nw, ne, te_w, te_n, te_nw, te_ne):
+    """The PLAIN_PREDICTORS sub-predictions (EXTRA_BITS fractional bits) into sub[0..6]:
+    libjxl's four weighted-predictor ones (each corrected by the neighbours' errors), LOCO-I's
+    median edge detector, the plain gradient and the mean of W and NE."""
+    w8 = w << EXTRA_BITS
+    n8 = n << EXTRA_BITS
+    ne8 = ne << EXTRA_BITS
+    sub[0] = w8 + ne8 - n8
+    sub[1] = n8 - (((te_w + te_n + te_ne) * 16) >> 5)
+    sub[2] = w8 - (((te_w + te_n + te_nw) * 10) >> 5)
+    sub[3] = n8 - ((te_nw * 7 + te_n * 7 + te_ne * 7) >> 5)
+    # LOCO-I's median edge detector
+    if nw >= max(w, n):
+        sub[4] = min(w, n) << EXTRA_BITS
+    elif nw <= min(w, n):
+        sub[4] = max(w, n) << EXTRA_BITS
+    else:
+        sub[4] = (w + n - nw) << EXTRA_BITS
+    sub[5] = (w + n - nw) << EXTRA_BITS  # plain gradient (unclamped)
+    sub[6] = (w8 + ne8) >> 1
 
 
 @njit(cache=True, inline="always")
@@ -275,50 +272,6 @@ def _refresh_bias_one(c, bias_sum, bias_count, bias_corr):
 @njit(cache=True, inline="always")
 def _num_pred(has_side, lin):
     return (PLAIN_PREDICTORS + 2 if has_side else PLAIN_PREDICTORS) + (1 if lin.shape[0] > 0 else 0)
-
-
-@njit(cache=True, inline="always")
-def _lin_class(activity):
-    c = floor_log2(activity + 1) >> 1
-    return c if c < LIN_CLASSES else LIN_CLASSES - 1
-
-
-@njit(cache=True, inline="always")
-def _tap(t, i, j, di, dj, width, xr, w):
-    """Decoded value at (i + di, j + dj), read from the ring; W where outside the image."""
-    r = i + di
-    c = j + dj
-    if r < 0 or c < 0 or c >= width:
-        return w
-    return xr[(t + 2 * di + dj) & (RING - 1), r]
-
-
-@njit(cache=True, inline="always")
-def _linear(t, i, j, width, xr, w, lin, activity):
-    """The trained linear prediction (EXTRA_BITS fractional bits): integer weights, one rounding.
-    A table of LIN_PARITY_CLASSES rows (format 4) holds one weight set per position parity
-    (row, column), which fits images interpolated 2x; otherwise rows are activity classes.
-    Its width says the taps: LIN_TAPS, or (format 5) LIN_TAPS_WIDE, of which LIN_TAPS is the start."""
-    cls = ((i & 1) << 1 | (j & 1)) if lin.shape[0] == LIN_PARITY_CLASSES else _lin_class(activity)
-    acc = 0
-    # two copies over the global tap tables, so that numba sees constant trip counts and offsets
-    # (one loop over lin.shape[1] taps cost 14% of a CT's decode)
-    if lin.shape[1] == LIN_TAPS.shape[0]:
-        if i >= 2 and j >= 3 and j + 2 < width:  # every tap inside the image: no edge tests
-            for k in range(LIN_TAPS.shape[0]):
-                acc += lin[cls, k] * (xr[(t + 2 * LIN_TAPS[k, 0] + LIN_TAPS[k, 1]) & (RING - 1),
-                                         i + LIN_TAPS[k, 0]] - w)
-        else:
-            for k in range(LIN_TAPS.shape[0]):
-                acc += lin[cls, k] * (_tap(t, i, j, LIN_TAPS[k, 0], LIN_TAPS[k, 1], width, xr, w) - w)
-    elif i >= 3 and j >= 3 and j + 3 < width:
-        for k in range(LIN_TAPS_WIDE.shape[0]):
-            acc += lin[cls, k] * (xr[(t + 2 * LIN_TAPS_WIDE[k, 0] + LIN_TAPS_WIDE[k, 1]) & (RING - 1),
-                                     i + LIN_TAPS_WIDE[k, 0]] - w)
-    else:
-        for k in range(LIN_TAPS_WIDE.shape[0]):
-            acc += lin[cls, k] * (_tap(t, i, j, LIN_TAPS_WIDE[k, 0], LIN_TAPS_WIDE[k, 1], width, xr, w) - w)
-    return (w << EXTRA_BITS) + ((acc + (1 << (LIN_SHIFT - EXTRA_BITS - 1))) >> (LIN_SHIFT - EXTRA_BITS))
 
 
 NUM_EXTRA = 36  # classes of _extra_context

